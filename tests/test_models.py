@@ -1,0 +1,127 @@
+"""The four networks: shapes, gradients to every parameter, layer tables of SPEC §4."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from snnseg_jax import models
+
+KEY = jax.random.PRNGKey(0)
+NAMES = models.MODEL_NAMES
+
+
+def init_and_loss(model, x, labels):
+    variables = jax.jit(lambda x: model.init({"params": KEY, "spikes": KEY}, x, train=False))(x)
+
+    def loss_fn(params):
+        logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                rngs={"spikes": jax.random.PRNGKey(1)}, mutable=["batch_stats"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), logits
+
+    return variables, loss_fn
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", ["images", "events"])
+def test_every_model_runs_and_every_parameter_gets_gradient(name, kind):
+    classes, steps, size = 4, 3, 16
+    if kind == "images":
+        x = jax.random.uniform(KEY, (2, size, size, 3), minval=-0.5, maxval=0.5)
+        model = models.build(name, num_classes=classes, timesteps=steps, width=0.25)
+    else:
+        x = jax.random.uniform(KEY, (2, steps, size, size, 2), minval=-0.5, maxval=0.5)
+        model = models.build(name, num_classes=classes, timesteps=steps, width=0.25, in_channels=2)
+    labels = jax.random.randint(KEY, (2, size, size), 0, classes)
+    variables, loss_fn = init_and_loss(model, x, labels)
+    (loss, logits), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])
+    assert logits.shape == (2, size, size, classes)
+    assert bool(jnp.all(jnp.isfinite(logits))) and np.isfinite(float(loss))
+    zero = [jax.tree_util.keystr(path) for path, g in jax.tree_util.tree_leaves_with_path(grads)
+            if not bool(jnp.any(g != 0))]
+    assert not zero, f"parameters without gradient: {zero}"
+
+
+def kernel_shapes(name, **kwargs):
+    model = models.build(name, num_classes=21, timesteps=2, width=1.0, **kwargs)
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init({"params": KEY, "spikes": KEY}, x, train=False), x)
+    return {path[0].key: leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(variables["params"])
+            if path[-1].key == "kernel"}
+
+
+BACKBONE = {"conv1_1": (3, 3, 3, 64), "conv1_2": (3, 3, 64, 64), "conv2_1": (3, 3, 64, 128),
+            "conv2_2": (3, 3, 128, 128), "conv3_1": (3, 3, 128, 256), "conv3_2": (3, 3, 256, 256),
+            "conv3_3": (3, 3, 256, 256)}
+
+
+@pytest.mark.parametrize("name", ["spiking_deeplab", "deeplab"])
+def test_deeplab_kernel_shapes_match_spec(name):
+    assert kernel_shapes(name) == {**BACKBONE, "fc6": (3, 3, 256, 1024), "fc7": (1, 1, 1024, 1024),
+                                   "output": (1, 1, 1024, 21)}
+    assert kernel_shapes(name, head="released") == {**BACKBONE, "fc6": (3, 3, 256, 1024),
+                                                    "output": (1, 1, 1024, 21)}
+
+
+@pytest.mark.parametrize("name", ["spiking_fcn", "fcn"])
+def test_fcn_kernel_shapes_match_spec(name):
+    assert kernel_shapes(name) == {
+        **BACKBONE, "fc6": (3, 3, 256, 1024), "fc7": (3, 3, 1024, 1024),
+        "skip_a": (1, 1, 64, 21), "skip_b": (1, 1, 128, 21), "skip_c": (1, 1, 256, 21),
+        "skip_d": (1, 1, 1024, 21), "up0": (3, 3, 21, 21), "up1": (3, 3, 21, 21), "up2": (3, 3, 21, 21)}
+
+
+def test_dilations_and_xavier_gain2_init():
+    model = models.build("spiking_deeplab", num_classes=21, timesteps=1)
+    assert [u[3] for u in models.DEEPLAB_BACKBONE if u != "pool"] == [1, 1, 1, 1, 1, 2, 2]
+    assert models.DEEPLAB_HEADS["paper"][0][3] == 12
+    variables = model.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 16, 16, 3)), train=False)
+    kernel = np.asarray(variables["params"]["conv2_2"]["conv"]["kernel"])
+    bound = 2.0 * np.sqrt(6.0 / (9 * 128 + 9 * 128))  # gain * sqrt(6 / (fan_in + fan_out))
+    assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.95 * bound
+    np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.02)
+
+
+def test_spiking_output_is_time_average_of_output_currents():
+    """The logits equal the output conv applied per step, averaged over T, then upsampled."""
+    from snnseg_jax import ops
+    model = models.build("spiking_deeplab", num_classes=3, timesteps=4, width=0.125, head="released")
+    x = jax.random.uniform(KEY, (1, 16, 16, 3), minval=-1, maxval=1)
+    variables = model.init({"params": KEY, "spikes": KEY}, x, train=False)
+    logits, inter = model.apply(variables, x, train=False, rngs={"spikes": KEY},
+                                capture_intermediates=lambda mdl, _: mdl.name == "lif")
+    spikes = inter["intermediates"]["fc6"]["lif"]["__call__"][0]  # [T * B, 4, 4, 128]
+    kernel = variables["params"]["output"]["kernel"][0, 0]
+    per_step = jnp.einsum("nhwc,ck->nhwk", spikes, kernel).reshape(4, 1, 4, 4, 3)
+    expected = ops.resize_bilinear(per_step.mean(axis=0), 16, 16)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_inputs_give_clear_errors():
+    with pytest.raises(ValueError, match="unknown model name 'spiking_unet'"):
+        models.build("spiking_unet", num_classes=2)
+    fcn = models.build("spiking_fcn", num_classes=2, timesteps=2, width=0.125)
+    with pytest.raises(ValueError, match="divisible by 8, got 20x20"):
+        fcn.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 20, 20, 3)), train=False)
+    deeplab = models.build("spiking_deeplab", num_classes=2, timesteps=2, width=0.125)
+    with pytest.raises(ValueError, match="3 frames but the model has timesteps=2"):
+        deeplab.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 3, 16, 16, 3)), train=False)
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
+        deeplab.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 16, 16, 2)), train=False)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract_library_snippet(name):
+    """CONTRACT.md's snippet as written (a 32x32 image keeps it quick)."""
+    from snnseg_jax import neurons
+    key = jax.random.PRNGKey(0)
+    currents = jax.random.normal(key, (5, 2, 3))
+    spikes, u_final = neurons.lif_scan(currents, leak=0.99, threshold=1.0)
+    u_next, spikes_step = neurons.lif_step(jnp.zeros((2, 3)), currents[0], leak=0.99, threshold=1.0)
+    np.testing.assert_array_equal(spikes[0], spikes_step)
+    images = jax.random.uniform(key, (1, 32, 32, 3), minval=-0.5, maxval=0.5)
+    model = models.build(name, num_classes=21, timesteps=20, width=1.0)
+    variables = model.init({"params": key, "spikes": key}, images, train=False)
+    logits = model.apply(variables, images, train=False, rngs={"spikes": key})
+    assert logits.shape == (1, 32, 32, 21) and bool(jnp.all(jnp.isfinite(logits)))

@@ -1,0 +1,120 @@
+"""LIF neurons and surrogate gradients against explicit numpy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from snnseg_jax import neurons
+
+# Independent numpy formulas of SPEC §2, with each surrogate's default hyper-parameter.
+SURROGATE_FORMULAS = {
+    "linear": lambda x: 0.3 * np.maximum(0.0, 1.0 - np.abs(x)),
+    "fast_sigmoid": lambda x: 1.0 / (100.0 * np.abs(x) + 1.0) ** 2,
+    "exp": lambda x: np.exp(-10.0 * np.abs(x)),
+    "pass_through": lambda x: np.ones_like(x),
+}
+
+
+def reference_forward(currents, leak, threshold):
+    """Step-by-step Eqs. 2, 3 and soft reset; returns spikes, pre-reset membranes, final membrane."""
+    u = np.zeros_like(currents[0])
+    spikes, pre = [], []
+    for current in currents:
+        u = leak * u + current
+        o = (u / threshold - 1.0 > 0).astype(currents.dtype)
+        pre.append(u.copy())
+        spikes.append(o)
+        u = u - threshold * o
+    return np.stack(spikes), np.stack(pre), u
+
+
+def reference_bptt(currents, w_spikes, w_final, leak, threshold, sg, detach_reset):
+    """Hand-written BPTT of L = sum(w_spikes * o) + sum(w_final * u_T): returns dL/dcurrents."""
+    _, pre, _ = reference_forward(currents, leak, threshold)
+    grads = np.zeros_like(currents)
+    g_after_reset = w_final.copy()  # dL/d(u_t after reset), starting at t = T
+    for t in reversed(range(len(currents))):
+        dspike_du = sg(pre[t] / threshold - 1.0) / threshold
+        d_spike = w_spikes[t] if detach_reset else w_spikes[t] - threshold * g_after_reset
+        g_u = d_spike * dspike_du + g_after_reset  # through the spike and the identity path
+        grads[t] = g_u
+        g_after_reset = leak * g_u
+    return grads
+
+
+@pytest.mark.parametrize("leak,threshold", [(0.99, 1.0), (0.5, 1.0), (1.0, 0.5), (0.9, 2.0)])
+def test_lif_scan_matches_step_by_step_reference(leak, threshold):
+    currents = np.random.default_rng(0).normal(0.6, 1.0, (12, 4, 5)).astype(np.float32)
+    spikes, u_final = neurons.lif_scan(jnp.asarray(currents), leak=leak, threshold=threshold)
+    ref_spikes, _, ref_u = reference_forward(currents, leak, threshold)
+    np.testing.assert_array_equal(np.asarray(spikes), ref_spikes)
+    np.testing.assert_allclose(np.asarray(u_final), ref_u, rtol=1e-5, atol=1e-5)
+    assert 0.05 < ref_spikes.mean() < 0.95  # the test exercises both spiking and silent neurons
+
+
+def test_lif_step_agrees_with_scan():
+    currents = jax.random.normal(jax.random.PRNGKey(1), (7, 3, 6)) + 0.5
+    u = jnp.zeros((3, 6))
+    stepped = []
+    for current in currents:
+        u, o = neurons.lif_step(u, current, leak=0.9, threshold=1.2)
+        stepped.append(o)
+    spikes, u_final = neurons.lif_scan(currents, leak=0.9, threshold=1.2)
+    np.testing.assert_array_equal(np.stack(stepped), spikes)
+    np.testing.assert_allclose(u, u_final, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("surrogate", sorted(SURROGATE_FORMULAS))
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("leak,threshold", [(0.99, 1.0), (0.8, 1.5)])
+def test_lif_scan_gradient_matches_hand_bptt(surrogate, detach_reset, leak, threshold):
+    rng = np.random.default_rng(2)
+    currents = rng.normal(0.5, 1.0, (10, 3, 4))
+    w_spikes, w_final = rng.normal(size=currents.shape), rng.normal(size=currents.shape[1:])
+
+    def loss(c):
+        spikes, u_final = neurons.lif_scan(c, leak=leak, threshold=threshold, surrogate=surrogate,
+                                           detach_reset=detach_reset)
+        return jnp.sum(spikes * w_spikes) + jnp.sum(u_final * w_final)
+
+    grads = jax.grad(loss)(jnp.asarray(currents, jnp.float32))
+    expected = reference_bptt(currents, w_spikes, w_final, leak, threshold,
+                              SURROGATE_FORMULAS[surrogate], detach_reset)
+    np.testing.assert_allclose(np.asarray(grads), expected, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SURROGATE_FORMULAS))
+def test_surrogate_backward_is_its_formula_and_forward_is_strict_step(name):
+    x = jnp.linspace(-2.0, 2.0, 401)
+    spike = neurons.spike_function(name)
+    np.testing.assert_array_equal(np.asarray(spike(x)), (np.asarray(x) > 0).astype(np.float32))
+    assert float(spike(jnp.float32(0.0))) == 0.0 and float(spike(jnp.float32(1e-7))) == 1.0
+    grad = jax.vmap(jax.grad(spike))(x)
+    np.testing.assert_allclose(np.asarray(grad), SURROGATE_FORMULAS[name](np.asarray(x)), rtol=1e-6, atol=1e-7)
+
+
+def test_surrogate_hyper_parameter_and_unknown_name():
+    grad = jax.grad(neurons.spike_function("linear", 1.0))(jnp.float32(0.25))
+    np.testing.assert_allclose(grad, 0.75)  # Eq. 6 as printed, scale 1
+    with pytest.raises(ValueError, match="unknown surrogate 'sigmoid'"):
+        neurons.lif_step(jnp.zeros(2), jnp.ones(2), surrogate="sigmoid")
+
+
+def test_neurons_under_jit_vmap_and_custom_spike_function():
+    currents = jax.random.normal(jax.random.PRNGKey(3), (6, 5, 8)) + 0.7
+    scan = lambda c: neurons.lif_scan(c, leak=0.95, surrogate=neurons.spike_function("exp"))
+    spikes, u_final = jax.jit(scan)(currents)
+    per_example = jax.vmap(scan, in_axes=1, out_axes=(1, 0))(currents)
+    np.testing.assert_array_equal(spikes, per_example[0])
+    np.testing.assert_allclose(u_final, per_example[1], rtol=1e-6)
+
+
+def test_bfloat16_keeps_dtype_and_matches_float32():
+    currents = jnp.round(jax.random.normal(jax.random.PRNGKey(4), (8, 16)) * 4) / 4 + 0.3
+    spikes16, u16 = neurons.lif_scan(currents.astype(jnp.bfloat16), leak=0.5)
+    spikes32, _ = neurons.lif_scan(currents, leak=0.5)
+    assert spikes16.dtype == u16.dtype == jnp.bfloat16
+    assert np.mean(np.asarray(spikes16, np.float32) == np.asarray(spikes32)) > 0.97
+    grads = jax.grad(lambda c: neurons.lif_scan(c)[0].sum())(currents.astype(jnp.bfloat16))
+    assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads)))
