@@ -1,0 +1,46 @@
+"""Shared defaults: the paper's training settings (SPEC §5) on PASCAL VOC2012 with Spiking-DeepLab.
+
+Every other config starts from `get_config()` here and overrides a handful of fields. Not a run of
+its own: use `voc_deeplab.py` and friends.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # one seed for parameters, data order, Poisson spikes and augmentation
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "voc2012"  # voc2012, ddd17, shapes, events
+    config.dataset.root = ""  # data directory (ignored by the synthetic datasets)
+    config.dataset.image_size = 64  # side of the square network input
+    config.dataset.train_split = "train_aug"  # split trained on
+    config.dataset.eval_split = "val"  # split evaluated during and after training
+    config.dataset.augment = False  # DDD17 augmentation of the authors' code (flip, scale, shift, rotate)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "spiking_deeplab"  # spiking_deeplab, spiking_fcn, deeplab, fcn
+    config.model.width = 1.0  # multiplier on every hidden channel count
+    config.model.timesteps = 20  # T: simulation steps (event frames per sequence on event data)
+    config.model.head = "paper"  # DeepLab classifier: "paper" (3 layers) or "released" (2 layers)
+    config.model.leak = 0.99  # membrane leak lambda
+    config.model.threshold = 1.0  # firing threshold theta
+    config.model.surrogate = "linear"  # linear, fast_sigmoid, exp, pass_through
+    config.model.surrogate_scale = config_dict.placeholder(float)  # None: the surrogate's default (0.3 for linear)
+    config.model.dtype = "float32"  # compute dtype: float32 or bfloat16
+
+    config.batch_size = 16  # global batch, split over all devices
+    config.num_epochs = 60
+    config.num_train_steps = -1  # if > 0, stop after this many steps instead of num_epochs
+    config.learning_rate = 3e-3  # Adam
+    config.lr_decay_at = 0.5  # fraction of training after which the learning rate is multiplied ...
+    config.lr_decay_factor = 0.1  # ... by this factor
+
+    config.log_every_steps = 50
+    config.eval_every_steps = 1000  # periodic validation; <= 0 validates only at the end
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3  # newest checkpoints kept on disk
+    config.eval_batch_size = 16
+    return config
