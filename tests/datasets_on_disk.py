@@ -18,14 +18,6 @@ DDD17_TEST = {1487417411: (98, 99, 100, 101, 102), 1487593224: (0, 1)}
 EVENTS_HW = (20, 34)
 
 
-def palette_png(indices_HW: np.ndarray, path: Path) -> None:
-    """A VOC-style palette PNG: pixel values are indices, shown in the devkit colours."""
-    image = Image.new("P", indices_HW.shape[::-1])
-    image.putpalette([c for rgb in voc.PALETTE for c in rgb] + [224, 224, 192] * (256 - len(voc.PALETTE)))
-    image.putdata(indices_HW.astype(np.uint8).ravel())
-    image.save(path)
-
-
 def voc_label(rng: np.random.Generator, height: int, width: int, num_classes: int = 21) -> np.ndarray:
     """Class blobs with a 255 border around every object, as in SegmentationClass."""
     label = np.zeros((height, width), np.uint8)
@@ -54,7 +46,8 @@ def make_voc(base: Path, nested: bool = True, seed: int = 0) -> tuple[Path, dict
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
             folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
         labels[f"SegmentationClass/{image_id}"] = voc_label(rng, h, w)
-        palette_png(labels[f"SegmentationClass/{image_id}"], folder / "SegmentationClass" / f"{image_id}.png")
+        voc.save_label_png(labels[f"SegmentationClass/{image_id}"],
+                           folder / "SegmentationClass" / f"{image_id}.png")
         labels[f"SegmentationClassAug/{image_id}"] = voc_label(rng, h, w)
         Image.fromarray(labels[f"SegmentationClassAug/{image_id}"]).save(
             folder / "SegmentationClassAug" / f"{image_id}.png")

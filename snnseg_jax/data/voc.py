@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from snnseg_jax.data import decode, preprocess
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.items import Item, preprocess_items
@@ -27,6 +30,7 @@ PALETTE = (  # RGB of each class in the devkit's label PNGs; 255 (ignore) is sho
     (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
     (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
 )
+BORDER_COLOUR = (224, 224, 192)  # the devkit's colour for 255 (and unused indices)
 LABEL_FOLDERS = ("SegmentationClass", "SegmentationClassAug")
 _ROOT_CANDIDATES = (".", "VOC2012", "VOCdevkit/VOC2012")
 
@@ -43,6 +47,14 @@ def find_voc_folder(root: Path) -> Path:
     raise DatasetError(
         f"No PASCAL VOC2012 folder at dataset.root={root}: expected {root}/JPEGImages (root is the "
         f"VOC2012 folder) or {root}/VOCdevkit/VOC2012/JPEGImages.")
+
+
+def save_label_png(label_HW: np.ndarray, path: Path) -> None:
+    """Class indices `[H, W]` as a devkit palette PNG (pixel values are the indices)."""
+    image = Image.new("P", label_HW.shape[::-1])
+    image.putpalette([c for rgb in PALETTE for c in rgb] + list(BORDER_COLOUR) * (256 - len(PALETTE)))
+    image.putdata(np.asarray(label_HW, np.uint8).ravel())
+    image.save(path)
 
 
 def bare_id_label_folder(voc: Path, split: str) -> str:
