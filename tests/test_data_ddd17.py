@@ -9,7 +9,7 @@ from PIL import Image
 from datasets_on_disk import DDD17_TEST, DDD17_TRAIN, EVENTS_HW, make_ddd17
 from snnseg_jax.data import preprocess
 from snnseg_jax.data.errors import DatasetError
-from snnseg_jax.data.split import sequence_windows
+from snnseg_jax.data.split import EventSequences, sequence_windows
 from snnseg_jax.data.loading import load_split
 
 SIZE = 16
@@ -128,3 +128,17 @@ def test_bad_input_through_prepare_exits_non_zero_without_traceback(tmp_path, wh
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert fragment in result.stderr and phrase in result.stderr
+
+
+def test_event_sequences_read_windows_and_augment_only_with_a_generator(tmp_path):
+    make_ddd17(tmp_path, "evsegnet")
+    split = load_split("ddd17", tmp_path, "test", SIZE)
+    sequences = EventSequences(split, timesteps=3, augment=True)
+    assert len(sequences) == len(split) and sequences.in_channels == 2
+    inputs, labels = sequences.read(np.array([0, 4, 6]))
+    assert inputs.shape == (3, 3, SIZE, SIZE, 2)
+    np.testing.assert_array_equal(inputs[1], split.inputs[[2, 3, 4]])
+    np.testing.assert_array_equal(inputs[2], split.inputs[[5, 5, 6]])
+    np.testing.assert_array_equal(labels, split.labels[[0, 4, 6]])
+    augmented, augmented_labels = sequences.read(np.array([0, 4, 6]), np.random.default_rng(1))
+    assert augmented.shape == inputs.shape and not np.array_equal(augmented_labels, labels)

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from snnseg_jax.data.augment import augment_sequence
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
@@ -59,3 +61,29 @@ def sequence_windows(recordings: np.ndarray, frame_numbers: np.ndarray, timestep
     starts = run_starts(np.asarray(recordings), np.asarray(frame_numbers))
     index = np.arange(len(starts))[:, None] + np.arange(1 - timesteps, 1)[None, :]
     return np.maximum(index, starts[:, None])
+
+
+class EventSequences:
+    """The examples of an event split: sequences `[T, S, S, C]` ending at each frame, with its label.
+
+    With `augment`, `read(indices, rng)` applies the authors' augmentation, one draw per sequence
+    from `rng`; without an `rng` (evaluation) the sequences are returned as they are.
+    """
+
+    def __init__(self, split: Split, timesteps: int, augment: bool = False):
+        self.split, self.augment = split, augment
+        self.class_names = split.class_names
+        self.in_channels = split.inputs.shape[-1]
+        self.windows = sequence_windows(split.recordings, split.frame_numbers, timesteps)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def read(self, indices: np.ndarray,
+             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Sequences `[N, T, S, S, C]` float32 and labels `[N, S, S]` uint8."""
+        inputs, labels = self.split.inputs[self.windows[indices]], self.split.labels[indices]
+        if self.augment and rng is not None:
+            pairs = [augment_sequence(x, y, rng) for x, y in zip(inputs, labels)]
+            inputs, labels = np.stack([x for x, _ in pairs]), np.stack([y for _, y in pairs])
+        return inputs, labels
