@@ -73,7 +73,8 @@ def random_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     else:
         corners = 3 if kind == 1 else 4
         angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
-        points = [((0.5 + 0.5 * np.cos(a)) * (width - 1), (0.5 + 0.5 * np.sin(a)) * (height - 1)) for a in angles]
+        points = [((0.5 + 0.5 * np.cos(a)) * (width - 1), (0.5 + 0.5 * np.sin(a)) * (height - 1))
+                  for a in angles]
         draw.polygon(points, fill=1)
     return np.asarray(canvas, bool)
 

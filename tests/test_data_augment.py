@@ -81,4 +81,5 @@ def test_same_generator_seed_same_result_and_parameters_in_range():
     for field, low, high in (("scale", 0.5, 2.0), ("angle_degrees", -15, 15), ("shift_x", -0.25, 0.25),
                              ("shift_y", -0.25, 0.25)):
         values = np.array([getattr(g, field) for g in draws])
-        assert low <= values.min() < low + 0.05 * (high - low) and high - 0.05 * (high - low) < values.max() <= high
+        margin = 0.05 * (high - low)
+        assert low <= values.min() < low + margin and high - margin < values.max() <= high

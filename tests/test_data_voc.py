@@ -55,7 +55,8 @@ def test_bare_ids_take_the_folder_named_by_the_split_and_pairs_the_folder_they_n
     root, labels = voc_tree
     lists = root / "VOCdevkit/VOC2012/ImageSets/Segmentation"
     (lists / "val_aug.txt").write_text("".join(f"{i}\n" for i in VOC_VAL))
-    (lists / "val_pairs.txt").write_text("".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in VOC_VAL))
+    (lists / "val_pairs.txt").write_text(
+        "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in VOC_VAL))
     for split_name, folder in (("val", "SegmentationClass"), ("val_aug", "SegmentationClassAug"),
                                ("val_pairs", "SegmentationClass")):
         split = load_split("voc2012", root, split_name, SIZE)
@@ -63,7 +64,8 @@ def test_bare_ids_take_the_folder_named_by_the_split_and_pairs_the_folder_they_n
             np.testing.assert_array_equal(split.labels[i], nearest(labels[f"{folder}/{image_id}"], SIZE))
     aug_pairs = load_split("voc2012", root, "train_aug", SIZE)
     assert aug_pairs.ids == VOC_TRAIN
-    np.testing.assert_array_equal(aug_pairs.labels[0], nearest(labels[f"SegmentationClassAug/{VOC_TRAIN[0]}"], SIZE))
+    first_aug_label = labels[f"SegmentationClassAug/{VOC_TRAIN[0]}"]
+    np.testing.assert_array_equal(aug_pairs.labels[0], nearest(first_aug_label, SIZE))
 
 
 def test_bare_ids_fall_back_to_the_only_label_folder(tmp_path):
@@ -73,7 +75,8 @@ def test_bare_ids_fall_back_to_the_only_label_folder(tmp_path):
         path.unlink()
     (voc_folder / "SegmentationClass").rmdir()
     split = load_split("voc2012", root, "val", SIZE)
-    np.testing.assert_array_equal(split.labels[0], nearest(labels[f"SegmentationClassAug/{VOC_VAL[0]}"], SIZE))
+    aug_label = labels[f"SegmentationClassAug/{VOC_VAL[0]}"]
+    np.testing.assert_array_equal(split.labels[0], nearest(aug_label, SIZE))
 
 
 @pytest.mark.parametrize("nested", [True, False])

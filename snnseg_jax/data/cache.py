@@ -77,7 +77,8 @@ def read(path: Path, settings: dict) -> Split:
             built = json.loads(f.attrs.get("settings", "{}"))
             if f.attrs.get("settings_hash") != settings_hash(settings):
                 raise DatasetError(
-                    f"Cache {path} was built with other preprocessing settings ({differences(built, settings)}). "
+                    f"Cache {path} was built with other preprocessing settings "
+                    f"({differences(built, settings)}). "
                     f"Rebuild it with `{PREPARE_COMMAND}`, or delete it to preprocess on the fly.")
             sequence = "recordings" in f
             return Split(
