@@ -2,6 +2,8 @@
 
     python train.py --config configs/shapes_fcn.py --workdir runs/shapes_fcn
     python train.py --config configs/shapes_fcn.py --workdir runs/shapes_fcn_ann --config.model.name=fcn
+
+Runtime and MIoU not measured yet (the session ran out of time).
 """
 
 from configs import shapes_deeplab
