@@ -22,7 +22,8 @@ class UserError(Exception):
 
 def fail(message: str) -> NoReturn:
     """Prints `message` as one paragraph on stderr and exits with `EXIT_USER_ERROR`."""
-    print(textwrap.fill(f"error: {' '.join(message.split())}", width=100), file=sys.stderr)
+    print(textwrap.fill(f"error: {' '.join(message.split())}", width=100, break_long_words=False,
+                        break_on_hyphens=False), file=sys.stderr)  # paths stay whole
     sys.exit(EXIT_USER_ERROR)
 
 

@@ -62,7 +62,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> data.Dataset:
     d = config.dataset
     options = data.Options(root=d.root, image_size=d.image_size, timesteps=config.model.timesteps,
                            augment=d.augment, synthetic_seed=d.synthetic_seed,
-                           synthetic_sizes=dict(d.synthetic_sizes))
+                           synthetic_sizes=dict(d.synthetic_sizes), cache_dir=d.cache_dir)
     return data.load(d.name, split, options)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from snnseg_jax import metrics
-from snnseg_jax.data import synthetic
+from snnseg_jax.data import preprocess, synthetic
 
 
 @pytest.mark.parametrize("make", [
@@ -25,7 +25,7 @@ def test_shapes_are_normalized_rgb_with_every_class():
     images, labels = synthetic.shapes(0, "train", 64, 32)
     assert images.shape == (64, 32, 32, 3) and images.dtype == np.float32
     assert labels.shape == (64, 32, 32) and labels.dtype == np.uint8
-    lo = -synthetic.RGB_MEAN / 255
+    lo = -preprocess.RGB_MEAN / 255
     assert np.all(images >= lo - 1e-6) and np.all(images <= lo + 1 + 1e-6)
     assert set(np.unique(labels)) == set(range(len(synthetic.CLASS_NAMES)))
 
@@ -56,7 +56,7 @@ def test_colour_and_majority_predictors_score_low_on_shapes():
     val_images, val_labels = synthetic.shapes(0, "val", 200, 32)
     bins = 8
     def colour_bin(images):
-        q = np.clip(((images + synthetic.RGB_MEAN / 255) * bins).astype(int), 0, bins - 1)
+        q = np.clip(((images + preprocess.RGB_MEAN / 255) * bins).astype(int), 0, bins - 1)
         return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
     classes = len(synthetic.CLASS_NAMES)
     counts = np.zeros((bins ** 3, classes))

@@ -1,10 +1,11 @@
 """Datasets by name: a registry of builders returning splits that the input pipeline batches.
 
-A dataset split is anything with `class_names`, `in_channels`, `__len__` and `read(indices)`
-returning `(inputs, labels)` as numpy arrays: inputs `[N, H, W, C]` (static images) or
+A dataset split is anything with `class_names`, `in_channels`, `__len__` and `read(indices, rng)`
+returning `(inputs, labels)` as numpy arrays (`rng`, given for training batches only, drives any
+augmentation): inputs `[N, H, W, C]` (static images) or
 `[N, T, H, W, C]` (event sequences), float32 and already normalized; labels `[N, H, W]` of class
-indices, 255 (or any value >= the number of classes) ignored. Readers for PASCAL VOC2012 and
-DDD17 register themselves in `BUILDERS` under `voc2012` and `ddd17`.
+indices, 255 (or any value >= the number of classes) ignored. The real datasets, PASCAL VOC2012
+(`voc2012`) and DDD17 (`ddd17`), are read from their files or their HDF5 cache (`loading`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from snnseg_jax.cli import UserError
-from snnseg_jax.data import synthetic
+from snnseg_jax.data import loading, synthetic
+from snnseg_jax.data.split import EventSequences
 
 
 class Dataset(Protocol):
@@ -24,7 +26,8 @@ class Dataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def read(self, indices: np.ndarray,
+             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +45,8 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def read(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, indices: np.ndarray,
+             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.inputs[indices], self.labels[indices]
 
 
@@ -56,6 +60,7 @@ class Options:
     augment: bool
     synthetic_seed: int
     synthetic_sizes: dict[str, int]
+    cache_dir: str = ""  # where the real datasets' HDF5 caches are; "": <root>/snnseg_cache
 
 
 def _shapes(split: str, options: Options) -> Dataset:
@@ -77,15 +82,22 @@ def _synthetic_size(split: str, options: Options) -> int:
     return options.synthetic_sizes[split]
 
 
-BUILDERS: dict[str, Callable[[str, Options], Dataset]] = {"shapes": _shapes, "events": _events}
-READERS_TO_COME = ("voc2012", "ddd17")  # CONTRACT names whose readers are not written yet
+def _voc2012(split: str, options: Options) -> Dataset:
+    images = loading.load_split("voc2012", options.root, split, options.image_size, options.cache_dir)
+    return ArrayDataset(images.inputs, images.labels, images.class_names)
+
+
+def _ddd17(split: str, options: Options) -> Dataset:
+    frames = loading.load_split("ddd17", options.root, split, options.image_size, options.cache_dir)
+    return EventSequences(frames, options.timesteps, options.augment)
+
+
+BUILDERS: dict[str, Callable[[str, Options], Dataset]] = {
+    "shapes": _shapes, "events": _events, "voc2012": _voc2012, "ddd17": _ddd17}
 
 
 def load(name: str, split: str, options: Options) -> Dataset:
     """Split `split` of the dataset registered as `name`."""
-    if name in READERS_TO_COME:
-        raise UserError(f"the {name} reader is not part of this version yet; train on the embedded "
-                        f"datasets ({', '.join(sorted(BUILDERS))}) for now")
     if name not in BUILDERS:
         raise UserError(f"unknown dataset {name!r} (config.dataset.name); the datasets available are "
                         f"{', '.join(sorted(BUILDERS))}")

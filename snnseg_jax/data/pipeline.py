@@ -54,7 +54,8 @@ def train_batches(dataset: Dataset, batch_size: int, seed: int, start: Position)
     while True:
         order = epoch_order(seed, epoch, len(dataset))
         for b in range(first, per_epoch):
-            inputs, labels = dataset.read(np.sort(order[b * batch_size:(b + 1) * batch_size]))
+            augmentation = np.random.default_rng([seed, epoch, b])
+            inputs, labels = dataset.read(np.sort(order[b * batch_size:(b + 1) * batch_size]), augmentation)
             yield {"inputs": inputs, "labels": labels}
         epoch, first = epoch + 1, 0
 

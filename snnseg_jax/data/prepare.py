@@ -9,32 +9,24 @@ does not match the config is rejected by training rather than silently used.
 
 from __future__ import annotations
 
-import sys
-
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from snnseg_jax.data.errors import DatasetError
+from snnseg_jax import cli
 from snnseg_jax.data.loading import prepare_split
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.mark_flags_as_required(["config"])
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    dataset = _CONFIG.value.dataset
-    try:
-        for split in dict.fromkeys((dataset.train_split, dataset.eval_split)):
-            path, count, seconds = prepare_split(dataset.name, dataset.root, split, dataset.image_size,
-                                                 dataset.cache_dir)
-            print(f"{dataset.name} {split}: {count} items at {dataset.image_size}x{dataset.image_size} "
-                  f"written to {path} in {seconds:.1f} s")
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+def main() -> None:
+    dataset = flags.FLAGS.config.dataset
+    for split in dict.fromkeys((dataset.train_split, dataset.eval_split)):
+        path, count, seconds = prepare_split(dataset.name, dataset.root, split, dataset.image_size,
+                                             dataset.cache_dir)
+        print(f"{dataset.name} {split}: {count} items at {dataset.image_size}x{dataset.image_size} "
+              f"written to {path} in {seconds:.1f} s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

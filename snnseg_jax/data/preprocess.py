@@ -27,23 +27,30 @@ def resize_labels(labels_HW: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.NEAREST))
 
 
+def standardize_rgb(image_0_255: np.ndarray) -> np.ndarray:
+    """RGB on the 0..255 scale to the network's input: subtract the per-channel mean, divide by 255."""
+    return ((image_0_255 - RGB_MEAN) / np.float32(255.0)).astype(np.float32)
+
+
+def minmax_event_frames(counts: np.ndarray) -> np.ndarray:
+    """Event counts `[..., H, W, C]` min-max scaled to [-0.5, 0.5] per frame and channel.
+
+    Over the whole frame (the released code scales each column, a bug). A channel without any
+    variation in a frame (no events at all) maps to -0.5, the value of "fewest events".
+    """
+    low = counts.min(axis=(-3, -2), keepdims=True)
+    high = counts.max(axis=(-3, -2), keepdims=True)
+    return ((counts - low) / np.maximum(high - low, 1e-12) - 0.5).astype(np.float32)
+
+
 def normalize_rgb(image_HW3: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 `[H, W, 3]` to the network input: resize, subtract the mean, divide by 255."""
-    resized = resize_bilinear(image_HW3.astype(np.float32), size)
-    return (resized - RGB_MEAN) / np.float32(255.0)
+    """RGB uint8 `[H, W, 3]` to the network input: resize (bilinear, antialiased), then standardize."""
+    return standardize_rgb(resize_bilinear(image_HW3.astype(np.float32), size))
 
 
 def normalize_events(events_HWC: np.ndarray, size: int) -> np.ndarray:
-    """Event tensor `[H, W, >=2]` to `[size, size, 2]`: channels 0-1, each min-max scaled to [-0.5, 0.5].
-
-    The scaling is per frame and per channel over the whole frame; a constant channel becomes -0.5
-    (the value of "fewest events"). Scaled at full resolution, then resized.
-    """
-    counts = events_HWC[..., :2].astype(np.float32)
-    low = counts.min(axis=(0, 1))
-    span = counts.max(axis=(0, 1)) - low
-    scaled = (counts - low) / np.where(span > 0, span, 1.0) - np.float32(0.5)
-    return resize_bilinear(scaled, size)
+    """Event tensor `[H, W, >=2]` to `[size, size, 2]`: channels 0-1 min-max scaled, then resized."""
+    return resize_bilinear(minmax_event_frames(events_HWC[..., :2].astype(np.float32)), size)
 
 
 def ignore_unknown_classes(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, int]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from snnseg_jax.data import preprocess
+
 CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
 
 MAX_OBJECTS = 3
@@ -197,24 +199,6 @@ def render(scene: dict, size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0.0, 1.0).astype(np.float32), labels
 
 
-RGB_MEAN = np.array([122.67892, 116.66877, 104.00699], np.float32)
-
-
-def normalize_rgb(image_0_255: np.ndarray) -> np.ndarray:
-    """RGB in [0, 255] to network input: subtract the per-channel mean, divide by 255 (SPEC §6)."""
-    return ((image_0_255 - RGB_MEAN) / 255.0).astype(np.float32)
-
-
-def normalize_event_frames(counts: np.ndarray) -> np.ndarray:
-    """Event counts `[..., H, W, C]` min-max scaled to [-0.5, 0.5] per frame and channel (SPEC §6).
-
-    A channel without any variation in a frame (no events at all) maps to -0.5.
-    """
-    lo = counts.min(axis=(-3, -2), keepdims=True)
-    hi = counts.max(axis=(-3, -2), keepdims=True)
-    return ((counts - lo) / np.maximum(hi - lo, 1e-12) - 0.5).astype(np.float32)
-
-
 def shapes(seed: int, split: str, num_images: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Static RGB scenes: normalized images `[N, H, W, 3]` and labels `[N, H, W]` (uint8)."""
     rng = _rng(seed, split)
@@ -223,7 +207,7 @@ def shapes(seed: int, split: str, num_images: int, size: int) -> tuple[np.ndarra
     gain = rng.uniform(0.7, 1.2, (num_images, 1, 1, 1))
     noise = rng.normal(0.0, rng.uniform(*NOISE_STD, (num_images, 1, 1, 1)), image.shape)
     image = np.clip(image * gain + noise, 0.0, 1.0)
-    return normalize_rgb(image * 255.0), labels
+    return preprocess.standardize_rgb(image * 255.0), labels
 
 
 def dvs_events(log_intensity: np.ndarray, threshold: np.ndarray, reference: np.ndarray) -> tuple:
@@ -253,4 +237,4 @@ def events(seed: int, split: str, num_sequences: int, size: int, frames: int) ->
             counts[:, f, ..., 0] += positive
             counts[:, f, ..., 1] += negative
     counts += rng.random(counts.shape) < NOISE_EVENT_RATE
-    return normalize_event_frames(counts), labels
+    return preprocess.minmax_event_frames(counts), labels
