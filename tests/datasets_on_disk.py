@@ -92,3 +92,11 @@ def make_ddd17(root: Path, layout: str, seed: int = 0) -> dict[str, tuple[np.nda
             (root / "datalists").mkdir(exist_ok=True)
             (root / "datalists" / f"{split}.txt").write_text("".join(reversed(lines)))
     return frames
+
+
+def make_dataset(base: Path, layout: str) -> Path:
+    """A dataset root: "voc" (VOCdevkit under base) or DDD17 in the "evsegnet" or "lists" layout."""
+    if layout == "voc":
+        return make_voc(base)[0]
+    make_ddd17(base, layout)
+    return base

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from datasets_on_disk import VOC_VAL, make_ddd17, make_voc
+from datasets_on_disk import VOC_VAL, make_dataset, make_voc
 from snnseg_jax.data import cache, loading, preprocess
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.split import Split
@@ -26,16 +26,9 @@ def assert_same_split(a: Split, b: Split):
         assert (x is None and y is None) or np.array_equal(x, y)
 
 
-def make_root(name, base):
-    if name == "voc2012":
-        return make_voc(base)[0]
-    make_ddd17(base, "lists")
-    return base
-
-
 @pytest.mark.parametrize("name,split", [("voc2012", "val"), ("ddd17", "test")])
 def test_prepare_round_trips_exactly_and_load_uses_the_cache(tmp_path, name, split):
-    root = make_root(name, tmp_path)
+    root = make_dataset(tmp_path, "voc" if name == "voc2012" else "lists")
     from_files = loading.load_split(name, root, split, SIZE)
     path, count, _ = loading.prepare_split(name, root, split, SIZE)
     assert path == root / "snnseg_cache" / f"{name}_{split}_{SIZE}.h5" and count == len(from_files)

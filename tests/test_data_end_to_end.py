@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from datasets_on_disk import DDD17_TEST, VOC_VAL, make_ddd17, make_voc
+from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset
 from conftest import REPO
 from snnseg_jax.data import loading
 
+# The ANN twins compile fastest; the spiking networks' own end-to-end tests run on the synthetic data.
 TINY = ["--config.dataset.image_size=16", "--config.model.width=0.0625", "--config.model.timesteps=2",
         "--config.batch_size=2", "--config.eval_batch_size=2", "--config.num_train_steps=2",
         "--config.log_every_steps=1"]
@@ -30,14 +31,13 @@ def trained_losses(workdir):
 
 
 @pytest.mark.parametrize("config,layout,split,count,extra", [
-    ("configs/voc_deeplab.py", "voc", "val", len(VOC_VAL), ["--config.dataset.train_split=train"]),
-    ("configs/ddd17_fcn.py", "lists", "test", sum(map(len, DDD17_TEST.values())),
-     ["--config.dataset.augment=true"]),
+    ("configs/voc_deeplab.py", "voc", "val", len(VOC_VAL),
+     ["--config.model.name=deeplab", "--config.dataset.train_split=train"]),
+    ("configs/ddd17_deeplab.py", "lists", "test", sum(map(len, DDD17_TEST.values())),
+     ["--config.model.name=deeplab", "--config.dataset.augment=true"]),
 ])
 def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, layout, split, count, extra):
-    root = make_voc(tmp_path / "data")[0] if layout == "voc" else tmp_path / "data"
-    if layout != "voc":
-        make_ddd17(root, layout)
+    root = make_dataset(tmp_path / "data", layout)
     workdir = tmp_path / "run"
     run("train.py", config, workdir, root, *extra)
     assert len(trained_losses(workdir)) == 2
