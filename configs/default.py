@@ -43,7 +43,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.log_every_steps = 50
     config.eval_every_steps = 1000  # periodic validation; <= 0 validates only at the end
-    config.checkpoint_every_steps = 1000
+    config.checkpoint_every_steps = 1000  # steps between checkpoints (one is also saved at the end)
     config.keep_checkpoints = 3  # newest checkpoints kept on disk
     config.eval_batch_size = 16
+
+    config.loader_threads = 1  # threads reading and augmenting batches (the batches do not depend on it)
+    config.prefetch_batches = 2  # batches prepared ahead of the step that is running
+    config.skip_nonfinite_steps = False  # non-finite loss, gradient or update: stop (False) or skip the step
     return config

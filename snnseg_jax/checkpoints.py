@@ -1,39 +1,232 @@
-"""Orbax checkpoints under `<workdir>/checkpoints`: the train state plus the data position.
+"""Orbax checkpoints under `<workdir>/checkpoints`: the train state, the data position and the run.
 
-Each checkpoint holds parameters, optimizer state, BNTT/BatchNorm statistics and the step (the
-train state) and, as JSON, where the next training batch comes from. Saves are asynchronous and
-atomic, so an interrupted save leaves the previous checkpoint as the newest.
+Checkpoint `checkpoints/<step>/` holds three items: `state` (parameters, optimizer state,
+BNTT/BatchNorm statistics and the step), `data` (JSON: where the next training batch comes from)
+and `run` (JSON: the config that saved it, the open logging window, a SHA-256 of the state's
+arrays). Orbax writes a checkpoint into `<step>.orbax-checkpoint-tmp` and renames it to `<step>`
+once complete, so a save interrupted at any moment leaves no directory that passes for a checkpoint.
+
+Restoring takes the newest checkpoint that reads back whole and matches its checksum. Newer ones
+that do not are reported and, when training, moved to `<workdir>/checkpoints_invalid/` (they would
+be in the way of new saves); nothing is ever deleted here. A checkpoint whose arrays do not fit the
+config's model is a `UserError` naming the first parameter that differs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from snnseg_jax.cli import UserError, warn
 from snnseg_jax.data.pipeline import Position
+
+INVALID_DIR = "checkpoints_invalid"
+CONFIG_GROUPS = ("model.", "dataset.")  # the config fields that shape the network
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    state: Any
+    position: Position
+    log_window: dict  # as saved by `save`, opaque here
+    config: dict  # the config that saved it, as JSON
+
+
+class Unreadable(Exception):
+    """A checkpoint directory that does not read back whole; the message says what failed."""
+
+
+def directory(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def _handlers() -> dict[str, ocp.CheckpointHandler]:
+    return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
+            "run": ocp.JsonCheckpointHandler()}
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-    """Manager of `<workdir>/checkpoints` keeping the newest `keep` checkpoints."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 options=options, item_names=("state", "data"))
+    """Manager saving to `<workdir>/checkpoints` and keeping the newest `keep` checkpoints.
+
+    It removes the temporary directories of saves that an earlier run did not finish.
+    """
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=_handlers())
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, position: Position) -> None:
-    """Starts saving `state` and `position` as checkpoint `step`."""
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, position: Position, *, log_window: dict,
+         config: dict) -> None:
+    """Starts saving checkpoint `step`: `state`, `position`, and `log_window` and `config` (JSON)."""
+    run = {"config": config, "log_window": log_window, "state_sha256": state_digest(state)}
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            data=ocp.args.JsonSave(dataclasses.asdict(position))))
+                                            data=ocp.args.JsonSave(dataclasses.asdict(position)),
+                                            run=ocp.args.JsonSave(run)))
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any) -> tuple[Any, Position] | None:
-    """The newest checkpoint's state (shaped and placed like `abstract_state`) and data position."""
-    step = mngr.latest_step()
-    if step is None:
+def state_digest(state: Any) -> str:
+    """SHA-256 of the dtypes, shapes and bytes of the arrays of `state`, in tree order."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(jax.device_get(state)):
+        leaf = np.ascontiguousarray(leaf)
+        digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+        digest.update(leaf.tobytes())
+    return digest.hexdigest()
+
+
+def restore_newest(workdir: str, abstract_state: Any, config: dict, *, move_invalid: bool) -> Checkpoint | None:
+    """The newest checkpoint in `workdir` that reads back whole, shaped and placed like `abstract_state`.
+
+    Newer checkpoints that do not read back are reported on stderr and, with `move_invalid`, moved
+    to `<workdir>/checkpoints_invalid/`. None when there is no checkpoint. Raises a `UserError` when
+    there are checkpoints but none reads back (nothing is moved then), or when the newest readable
+    one does not fit the model of `config` (the config as JSON).
+    """
+    if not os.path.isdir(directory(workdir)):
         return None
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                          data=ocp.args.JsonRestore()))
-    return restored["state"], Position(**restored["data"])
+    mngr = ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(create=False),
+                                 item_handlers=_handlers())
+    unreadable: dict[int, str] = {}
+    found = None
+    try:
+        for step in sorted(mngr.all_steps(), reverse=True):
+            try:
+                found = _restore(mngr, step, abstract_state, config)
+                break
+            except Unreadable as error:
+                unreadable[step] = str(error)
+    finally:
+        mngr.close()
+    if found is None and unreadable:
+        listed = "; ".join(f"checkpoint {step}: {reason}" for step, reason in unreadable.items())
+        raise UserError(f"no checkpoint in {directory(workdir)} reads back whole ({listed}). Nothing was "
+                        f"moved or deleted: repair them, or move the directory away to start afresh.")
+    for step, reason in unreadable.items():
+        if move_invalid:
+            warn(f"checkpoint {step} does not read back whole ({reason}); moved it to "
+                 f"{move_aside(workdir, step)} and resuming from checkpoint {found.step}.")
+        else:
+            warn(f"checkpoint {step} does not read back whole ({reason}); using checkpoint {found.step}.")
+    return found
+
+
+def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config: dict) -> Checkpoint:
+    try:
+        metadata = mngr.item_metadata(step)["state"]
+    except Exception as error:  # Orbax and TensorStore raise many types on damaged files
+        raise Unreadable(f"its metadata: {_reason(error)}") from None
+    if metadata is None:
+        raise Unreadable("its item 'state' is missing")
+    mismatch = first_mismatch(leaf_shapes(metadata), leaf_shapes(abstract_state))
+    if mismatch:
+        raise UserError(f"checkpoint {step} in {mngr.directory} does not fit this config: {mismatch}."
+                        f"{_explain_with_config(mngr, step, config)} Evaluate or resume it with the config "
+                        f"it was trained with (saved in checkpoints/{step}/run/metadata), or use another "
+                        f"--workdir.")
+    try:
+        restored = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+            run=ocp.args.JsonRestore()))
+        position, run = Position(**restored["data"]), restored["run"]
+        log_window, saved_config, digest = run["log_window"], run["config"], run["state_sha256"]
+    except Exception as error:  # as above
+        raise Unreadable(_reason(error)) from None
+    if state_digest(restored["state"]) != digest:
+        raise Unreadable("its arrays differ from the checksum saved with them")
+    return Checkpoint(step, restored["state"], position, log_window, saved_config)
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of the innermost cause of `error` (Orbax wraps TensorStore's precise errors)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def move_aside(workdir: str, step: int) -> str:
+    """Moves checkpoint `step` to `<workdir>/checkpoints_invalid/<step>` (or `<step>_2`, ...); returns where."""
+    target_dir = os.path.join(os.path.abspath(workdir), INVALID_DIR)
+    os.makedirs(target_dir, exist_ok=True)
+    target, copy = os.path.join(target_dir, str(step)), 1
+    while os.path.exists(target):
+        copy += 1
+        target = os.path.join(target_dir, f"{step}_{copy}")
+    os.rename(os.path.join(directory(workdir), str(step)), target)
+    return target
+
+
+# ---------------------------------------------------------------- does a checkpoint fit the config?
+
+
+def leaf_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`{"params/conv1_1/conv/kernel": (shape, dtype), ...}` for the arrays (or their metadata) of `tree`."""
+    return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "name", "idx"):  # DictKey, GetAttrKey, SequenceKey / FlattenedIndexKey
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def first_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> str | None:
+    """How the arrays `saved` differ from `expected` (see `leaf_shapes`), parameters first; None if alike."""
+    for path in sorted(saved.keys() | expected.keys(), key=lambda p: (not p.startswith("params/"), p)):
+        if path not in expected:
+            return f"it has {path} {_describe(saved[path])}, which this config's model lacks"
+        if path not in saved:
+            return f"this config's model has {path} {_describe(expected[path])}, which the checkpoint lacks"
+        if saved[path] != expected[path]:
+            return f"{path} is {_describe(saved[path])} in the checkpoint and {_describe(expected[path])} with this config"
+    return None
+
+
+def _describe(shape_dtype: tuple) -> str:
+    shape, dtype = shape_dtype
+    return f"{dtype}[{', '.join(map(str, shape))}]"
+
+
+def _explain_with_config(mngr: ocp.CheckpointManager, step: int, config: dict) -> str:
+    try:
+        saved = mngr.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]["config"]
+    except Exception:  # as above; the message then does without the saved config
+        return ""
+    changed = [f"{field}={before!r} in the checkpoint, {after!r} now"
+               for field, (before, after) in config_differences(saved, config).items()
+               if field.startswith(CONFIG_GROUPS)]
+    return f" Config fields that differ: {'; '.join(changed)}." if changed else ""
+
+
+def warn_config_differences(checkpoint: Checkpoint, config: dict, doing: str, fields: tuple[str, ...] = ("",)) -> None:
+    """Warns that `config` (as JSON) differs from the one that saved `checkpoint` in these `fields` (prefixes)."""
+    changed = [f"{field} {before!r} -> {after!r}" for field, (before, after)
+               in config_differences(checkpoint.config, config).items() if field.startswith(fields)]
+    if changed:
+        warn(f"{doing} checkpoint {checkpoint.step} with a config that differs from the one that saved it: "
+             + "; ".join(changed))
+
+
+def config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """`{"model.width": (saved value, current value), ...}` for the fields whose values differ."""
+    before, after = _flatten(saved), _flatten(current)
+    return {field: (before.get(field), after.get(field)) for field in sorted(before.keys() | after.keys())
+            if before.get(field) != after.get(field)}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

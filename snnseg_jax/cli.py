@@ -22,9 +22,18 @@ class UserError(Exception):
 
 def fail(message: str) -> NoReturn:
     """Prints `message` as one paragraph on stderr and exits with `EXIT_USER_ERROR`."""
-    print(textwrap.fill(f"error: {' '.join(message.split())}", width=100, break_long_words=False,
-                        break_on_hyphens=False), file=sys.stderr)  # paths stay whole
+    print(_paragraph(f"error: {message}"), file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
+
+
+def warn(message: str) -> None:
+    """Prints `message` as one paragraph on stderr; the program goes on."""
+    print(_paragraph(f"warning: {message}"), file=sys.stderr)
+
+
+def _paragraph(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=100, break_long_words=False,
+                         break_on_hyphens=False)  # paths stay whole
 
 
 def _config_file(argv: Sequence[str]) -> str:

@@ -18,7 +18,8 @@ from snnseg_jax.cli import UserError
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Evaluates the newest checkpoint in `workdir` on `config.dataset.eval_split`; returns the metrics.
 
-    Uses the same Poisson keys as the validation during training, so the numbers match it.
+    Uses the same Poisson keys as the validation during training, so the numbers match it. Newer
+    checkpoints that do not read back whole are reported and left where they are.
     """
     train_lib.check_config(config)
     mesh = sharding.data_mesh()
@@ -34,14 +35,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     optimizer = train_lib.make_optimizer(config, steps=1)
     init = functools.partial(train_lib.init_state, model, optimizer, dataset.read(np.arange(1))[0].shape[1:],
                              init_key)
-    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
-    restored = checkpoints.restore_latest(mngr, train_lib.abstract_state(init, mesh))
-    mngr.close()
+    config_json = train_lib.config_as_json(config)
+    restored = checkpoints.restore_newest(workdir, train_lib.abstract_state(init, mesh), config_json,
+                                          move_invalid=False)
     if restored is None:
         raise UserError(f"no checkpoints in {workdir!r}; train first with train.py")
-    state, _ = restored
+    checkpoints.warn_config_differences(restored, config_json, "evaluating", fields=("model.",))
+    state = restored.state
     confusion = train_lib.confusion_over(train_lib.compile_eval_step(model, mesh), state, dataset,
-                                         config.eval_batch_size, eval_key, mesh)
+                                         config.eval_batch_size, eval_key, mesh, config.loader_threads)
     result = {"split": split, "step": int(jax.device_get(state.step)), "num_images": len(dataset),
               **metrics.summary(confusion, dataset.class_names)}
     path = os.path.join(workdir, f"eval_{split}.json")

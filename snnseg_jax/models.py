@@ -37,6 +37,7 @@ FCN_STAGES = (
     (("fc6", 1024, 3, 1), ("fc7", 1024, 3, 1)),
 )
 MODEL_NAMES = ("spiking_deeplab", "spiking_fcn", "deeplab", "fcn")
+FCN_SIDE_MULTIPLE = 8  # three pools down, three exact 2x upsamplings back
 
 
 def scaled_channels(channels: int, width: float) -> int:
@@ -112,8 +113,8 @@ class FCN(_Network):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         height, width = x.shape[-3:-1]
-        if height % 8 or width % 8:
-            raise ValueError(f"FCN needs an input side divisible by 8, got {height}x{width}")
+        if height % FCN_SIDE_MULTIPLE or width % FCN_SIDE_MULTIPLE:
+            raise ValueError(f"FCN needs an input side divisible by {FCN_SIDE_MULTIPLE}, got {height}x{width}")
         h, steps = self._input(x)
         skips = []
         for i, stage in enumerate(FCN_STAGES):

@@ -2,16 +2,20 @@
 
 `train_and_evaluate(config, workdir)` trains with Adam and a step decay (SPEC §5), logs to
 `<workdir>/metrics.jsonl`, validates periodically, and checkpoints to `<workdir>/checkpoints`,
-resuming from the newest checkpoint at the exact step and data position it was saved at.
+resuming from the newest checkpoint at the exact step, data position and logging window it was
+saved at, so that a run interrupted at any moment and resumed ends as an uninterrupted one. A step
+with a non-finite loss, gradient or update stops training before anything of it is saved (or is skipped,
+with `skip_nonfinite_steps`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import flax
 import flax.linen as nn
@@ -42,7 +46,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises a `UserError` listing every out-of-range value of `config`."""
     problems = []
     positive = ["batch_size", "eval_batch_size", "learning_rate", "log_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints", "dataset.image_size", "model.timesteps"]
+                "checkpoint_every_steps", "keep_checkpoints", "dataset.image_size", "model.timesteps",
+                "loader_threads", "prefetch_batches"]
     for field in positive:
         value = functools.reduce(getattr, field.split("."), config)
         if not value > 0:
@@ -51,8 +56,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         problems.append("set num_epochs or num_train_steps to a positive number")
     if not 0.0 <= config.lr_decay_at <= 1.0:
         problems.append(f"lr_decay_at is a fraction of training in [0, 1], got {config.lr_decay_at}")
-    if config.model.name.endswith("fcn") and config.dataset.image_size % 8:
-        problems.append(f"the FCNs need dataset.image_size divisible by 8, got {config.dataset.image_size}")
+    if config.model.name.endswith("fcn") and config.dataset.image_size % models.FCN_SIDE_MULTIPLE:
+        problems.append(f"the FCNs need dataset.image_size divisible by {models.FCN_SIDE_MULTIPLE}, "
+                        f"got {config.dataset.image_size}")
     if problems:
         raise UserError("bad config: " + "; ".join(problems) + ".")
 
@@ -125,8 +131,12 @@ def cross_entropy(logits_BHWK: jax.Array, labels_BHW: jax.Array) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    """One optimizer step on `batch`; the Poisson spikes come from `fold_in(key, state.step)`."""
+               optimizer: optax.GradientTransformation, skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+    """One optimizer step on `batch`; the Poisson spikes come from `fold_in(key, state.step)`.
+
+    The metrics say whether the loss, the gradients and the updated state are all finite. With
+    `skip_nonfinite`, a step where they are not leaves the state as it was but for the step count.
+    """
     step_key = jax.random.fold_in(key, state.step)
 
     def loss_fn(params):
@@ -139,7 +149,17 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Modu
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                            batch_stats=batch_stats, opt_state=opt_state)
-    return new_state, {"loss": loss}
+    finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(new_state)
+    if skip_nonfinite:
+        kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = kept.replace(step=state.step + 1)
+    return new_state, {"loss": loss, "finite": finite}
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point value in `tree` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def eval_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
@@ -157,15 +177,23 @@ def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
 
 
 def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: data.Dataset,
-                   batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh) -> np.ndarray:
+                   batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> np.ndarray:
     """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`)."""
-    batches = pipeline.prefetch(pipeline.eval_batches(dataset, batch_size),
-                                functools.partial(sharding.put_batch, sharding=sharding.batch_sharding(mesh)))
+    batches = placed_batches(functools.partial(pipeline.read_eval_batch, dataset, batch_size),
+                             range(0, len(dataset), batch_size), mesh, threads)
     per_batch = [compiled_eval_step(state, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
     return np.sum(np.asarray(jax.device_get(per_batch), np.int64), axis=0)
 
 
-# ---------------------------------------------------------------- the loop
+def placed_batches(read: Callable[[Any], dict], items: Iterable, mesh: jax.sharding.Mesh, threads: int,
+                   ahead: int = 2) -> Iterator[dict]:
+    """`read(item)` for each item, on the devices, up to `ahead` prepared by `threads` loader threads."""
+    batch_sharding = sharding.batch_sharding(mesh)
+    return pipeline.prefetch(iter(items), lambda item: sharding.put_batch(read(item), batch_sharding),
+                             size=ahead, threads=threads)
+
+
+# ---------------------------------------------------------------- metrics.jsonl
 
 
 def append_metrics(workdir: str, record: dict) -> None:
@@ -174,17 +202,91 @@ def append_metrics(workdir: str, record: dict) -> None:
 
 
 def drop_metrics_after(workdir: str, step: int) -> None:
-    """Removes the lines of steps after `step` (logged by a run that stopped before saving them)."""
+    """Keeps the lines of `metrics.jsonl` up to step `step`, the checkpoint that training resumes from.
+
+    Later lines come from a run stopped before its next checkpoint; the resumed run logs them again.
+    A last line without its newline was torn by a kill while being written and goes too. The file
+    is replaced in one rename, so that an interruption here loses nothing.
+    """
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return
     with open(path) as f:
-        kept = [line for line in f if json.loads(line)["step"] <= step]
-    with open(path, "w") as f:
-        f.writelines(kept)
+        *lines, torn = f.read().split("\n")
+    kept = [line for number, line in enumerate(lines, 1) if _logged_step(line, number, path) <= step]
+    if len(kept) == len(lines) and not torn:
+        return
+    with open(path + ".tmp", "w") as f:
+        f.writelines(line + "\n" for line in kept)
+    os.replace(path + ".tmp", path)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _logged_step(line: str, number: int, path: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"line {number} of {path} is not a metrics record with a step: {line[:80]!r}; "
+                        f"repair or remove that line, then run again") from None
+
+
+def final_validation(workdir: str) -> dict | None:
+    """The last validation record of `metrics.jsonl`, if any."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.endswith("\n")]
+    return next((r for r in reversed(records) if "miou" in r), None)
+
+
+@dataclasses.dataclass
+class LogWindow:
+    """The steps since the last training line: losses of the steps applied, number skipped."""
+
+    losses: list[float] = dataclasses.field(default_factory=list)
+    skipped: int = 0
+
+    def add(self, results: list[tuple[int, float, bool]], skip_nonfinite: bool) -> tuple[int, float] | None:
+        """Adds (step, loss, finite) results; returns the first non-finite (step, loss) unless skipping them."""
+        for step, loss, finite in results:
+            if finite:
+                self.losses.append(loss)
+            elif skip_nonfinite:
+                self.skipped += 1
+            else:
+                return step, loss
+        return None
+
+    def record(self, step: int, learning_rate: float, images_per_sec: float) -> dict:
+        """The training line of `metrics.jsonl` closing this window at `step`."""
+        loss = float(np.mean(np.array(self.losses))) if self.losses else None
+        return {"step": step, "loss": loss, "learning_rate": learning_rate, "images_per_sec": images_per_sec,
+                "skipped_steps": self.skipped}
+
+
+def fetch(unfetched: list[tuple[int, dict]]) -> list[tuple[int, float, bool]]:
+    """(step, loss, finite) of steps whose metrics are still on the device (waits for them)."""
+    values = jax.device_get([metrics_ for _, metrics_ in unfetched])
+    return [(step, float(m["loss"]), bool(m["finite"])) for (step, _), m in zip(unfetched, values)]
+
+
+def nonfinite_message(step: int, loss: float, newest_checkpoint: int | None, learning_rate: float) -> str:
+    kept = (f"checkpoint {newest_checkpoint} is intact" if newest_checkpoint is not None
+            else "no checkpoint had been saved")
+    what = "gradient or update" if np.isfinite(loss) else "loss"
+    return (f"step {step} gave a non-finite {what} (loss {loss}); training "
+            f"stopped before saving it, and {kept}. Lower learning_rate (now {learning_rate}), or set "
+            f"skip_nonfinite_steps=True to skip such steps.")
+
+
+def config_as_json(config: ml_collections.ConfigDict) -> dict:
+    return json.loads(config.to_json())
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     """Trains the configured model in `workdir` (resuming if it holds a checkpoint).
 
     Returns the final validation metrics.
@@ -201,31 +303,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     init_key, train_key, eval_key = run_keys(config.seed)
     replicated = sharding.replicated(mesh)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
+    config_json = config_as_json(config)
 
     os.makedirs(workdir, exist_ok=True)
-    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
-    restored = checkpoints.restore_latest(mngr, abstract_state(init, mesh))
-    if restored is None:
-        state, position = jax.jit(init, out_shardings=replicated)(), pipeline.Position()
+    resumed = checkpoints.restore_newest(workdir, abstract_state(init, mesh), config_json, move_invalid=True)
+    if resumed is None:
+        state, position, log_window = jax.jit(init, out_shardings=replicated)(), pipeline.Position(), LogWindow()
     else:
-        state, position = restored
-        drop_metrics_after(workdir, int(state.step))
-        print(f"Resuming from step {int(state.step)} (epoch {position.epoch}, batch {position.batch}).")
+        state, position, log_window = resumed.state, resumed.position, LogWindow(**resumed.log_window)
+        checkpoints.warn_config_differences(resumed, config_json, "resuming")
+        print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
     start = int(state.step)
+    drop_metrics_after(workdir, start)
+    if start >= steps:
+        print(f"Already trained for {steps} steps; nothing to do.")
+        return final_validation(workdir)
+    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
 
     compiled_train_step = jax.jit(
-        functools.partial(train_step, model=model, optimizer=optimizer),
+        functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=config.skip_nonfinite_steps),
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
     compiled_eval_step = compile_eval_step(model, mesh)
     per_epoch = pipeline.batches_per_epoch(len(train_set), config.batch_size)
-    batches = pipeline.prefetch(
-        pipeline.train_batches(train_set, config.batch_size, config.seed, position),
-        functools.partial(sharding.put_batch, sharding=sharding.batch_sharding(mesh)))
+    batches = placed_batches(functools.partial(pipeline.read_train_batch, train_set, config.batch_size, config.seed),
+                             pipeline.train_positions(position, per_epoch), mesh, config.loader_threads,
+                             config.prefetch_batches)
     schedule = learning_rate_schedule(config, steps)
 
     def validate(step: int) -> dict:
-        confusion = confusion_over(compiled_eval_step, state, eval_set, config.eval_batch_size, eval_key, mesh)
+        confusion = confusion_over(compiled_eval_step, state, eval_set, config.eval_batch_size, eval_key, mesh,
+                                   config.loader_threads)
         result = {"step": step, "split": config.dataset.eval_split, "num_images": len(eval_set),
                   **metrics.summary(confusion, eval_set.class_names)}
         append_metrics(workdir, result)
@@ -233,53 +341,53 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         f"pixel accuracy {result['pixel_accuracy']:.4f}")
         return result
 
-    # Metrics of a logging window are fetched after the next step is dispatched, so the host
-    # never waits on the step it just launched.
-    window: list[dict] = []
-    pending: tuple[int, list[dict]] | None = None
+    def add_results(window: LogWindow, unfetched: list[tuple[int, dict]]) -> None:
+        """Moves the results of `unfetched` steps into `window`; stops at a non-finite step unless skipping."""
+        nonfinite = window.add(fetch(unfetched), config.skip_nonfinite_steps)
+        unfetched.clear()
+        if nonfinite is not None:
+            raise UserError(nonfinite_message(*nonfinite, mngr.latest_step(), config.learning_rate))
+
+    # The training line of a logging window is written after the next step is dispatched, so the
+    # host never waits on the step it just launched. Steps whose metrics are still on the device:
+    unfetched: list[tuple[int, dict]] = []
+    closed: tuple[int, LogWindow, list] | None = None  # a window that ended, to be written
     clock = [time.perf_counter(), start]
     bar = tqdm.tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0)
 
-    def report() -> None:
-        nonlocal pending
-        if pending is None:
+    def write_closed() -> None:
+        nonlocal closed
+        if closed is None:
             return
-        step, records = pending
-        pending = None
-        losses = np.array([float(r["loss"]) for r in jax.device_get(records)])
-        if not np.all(np.isfinite(losses)):
-            first = step - len(losses) + 1 + int(np.argmin(np.isfinite(losses)))
-            raise UserError(f"the training loss became {losses[~np.isfinite(losses)][0]} at step {first}; "
-                            f"try a lower learning_rate (now {config.learning_rate})")
+        (step, window, window_unfetched), closed = closed, None
+        add_results(window, window_unfetched)
         now = time.perf_counter()
         images_per_sec = (step - clock[1]) * config.batch_size / (now - clock[0])
         clock[:] = [now, step]
-        append_metrics(workdir, {"step": step, "loss": float(losses.mean()),
-                                 "learning_rate": float(schedule(step - 1)), "images_per_sec": images_per_sec})
-        bar.set_postfix(loss=f"{losses.mean():.4f}", images_per_sec=f"{images_per_sec:.1f}")
+        record = window.record(step, float(schedule(step - 1)), images_per_sec)
+        append_metrics(workdir, record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}" if window.losses else "-",
+                        images_per_sec=f"{images_per_sec:.1f}")
 
     result = None
     try:
         for step in range(start + 1, steps + 1):
             state, step_metrics = compiled_train_step(state, next(batches), train_key)
-            window.append(step_metrics)
-            report()
+            unfetched.append((step, step_metrics))
+            write_closed()
             bar.update(1)
             if step % config.log_every_steps == 0 or step == steps:
-                pending, window = (step, window), []
-            validate_now = config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step < steps
-            if validate_now or step % config.checkpoint_every_steps == 0 or step == steps:
-                report()  # never validate or save parameters from a diverged run
+                closed, log_window, unfetched = (step, log_window, unfetched), LogWindow(), []
+            validate_now = step == steps or (config.eval_every_steps > 0 and step % config.eval_every_steps == 0)
+            save_now = step == steps or step % config.checkpoint_every_steps == 0
+            if validate_now or save_now:  # never validate or save the parameters of a diverged step
+                write_closed()
+                add_results(log_window, unfetched)
             if validate_now:
-                validate(step)
-            if step % config.checkpoint_every_steps == 0 or step == steps:
-                checkpoints.save(mngr, step, state, pipeline.advance(position, step - start, per_epoch))
-        report()
-        bar.close()
-        if start < steps:
-            result = validate(steps)
-        else:
-            print(f"Already trained for {steps} steps; nothing to do.")
+                result = validate(step)
+            if save_now:
+                checkpoints.save(mngr, step, state, pipeline.advance(position, step - start, per_epoch),
+                                 log_window=dataclasses.asdict(log_window), config=config_json)
     finally:
         bar.close()
         batches.close()

@@ -1,6 +1,8 @@
 """Input pipeline: order per (seed, epoch), resumable positions, padded eval batches, prefetch."""
 
+import functools
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -72,3 +74,30 @@ def test_closing_prefetch_of_an_endless_stream_stops_its_thread():
     stream = pipeline.prefetch(itertools.count(), lambda x: x)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
     stream.close()  # joins the producer thread; hangs if the thread ignores the stop
+
+
+class Augmenting:
+    """Example i is i plus noise from the batch's rng; reads take uneven times, so threads finish out of order."""
+
+    class_names, in_channels = ("a",), 1
+
+    def __len__(self):
+        return 23
+
+    def read(self, indices, rng=None):
+        time.sleep(0.003 * (int(indices.sum()) % 4))
+        noise = rng.normal(size=len(indices)) if rng is not None else np.zeros(len(indices))
+        return (indices + noise).astype(np.float32)[:, None], indices.astype(np.uint8)[:, None]
+
+
+@pytest.mark.parametrize("threads, size", [(2, 2), (4, 7)])
+def test_loader_threads_yield_the_batches_of_the_sequential_reader(threads, size):
+    dataset, start = Augmenting(), pipeline.Position(epoch=1, batch=3)
+    sequential = list(itertools.islice(pipeline.train_batches(dataset, 5, seed=2, start=start), 13))
+    read = functools.partial(pipeline.read_train_batch, dataset, 5, 2)
+    stream = pipeline.prefetch(pipeline.train_positions(start, per_epoch=4), read, size=size, threads=threads)
+    threaded = list(itertools.islice(stream, 13))
+    stream.close()
+    for a, b in zip(sequential, threaded, strict=True):
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])

@@ -1,7 +1,9 @@
-"""Loss, learning-rate schedule, config checks and the pure train step."""
+"""Loss, learning-rate schedule, config checks, the pure train step, non-finite steps, metrics.jsonl."""
 
 import functools
+import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,3 +63,65 @@ def test_train_step_is_deterministic_and_draws_new_spikes_each_step():
     assert float(metrics_c["loss"]) != float(metrics_a["loss"])
     changed = jax.tree.map(lambda x, y: bool(jnp.any(x != y)), state.params, a.params)
     assert all(jax.tree.leaves(changed))
+
+
+class TinyNet(nn.Module):
+    """A 1x1 convolution and BatchNorm: a network that compiles in a moment."""
+
+    @nn.compact
+    def __call__(self, x, train):
+        return nn.BatchNorm(use_running_average=not train)(nn.Conv(3, (1, 1))(x))
+
+
+@pytest.mark.parametrize("skip_nonfinite", [False, True])
+def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchanged(skip_nonfinite):
+    model, optimizer = TinyNet(), train.make_optimizer(shapes_deeplab.get_config(), 10)
+    state = train.init_state(model, optimizer, (4, 4, 2), jax.random.PRNGKey(0))
+    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=optimizer,
+                                     skip_nonfinite=skip_nonfinite))
+    rng = np.random.default_rng(0)
+    good = {"inputs": jnp.array(rng.normal(size=(2, 4, 4, 2)), jnp.float32),
+            "labels": jnp.array(rng.integers(0, 3, (2, 4, 4)), jnp.uint8)}
+    bad = {**good, "inputs": good["inputs"].at[0, 0, 0, 0].set(jnp.nan)}
+    after_good, metrics_good = step(state, good, jax.random.PRNGKey(1))
+    after_bad, metrics_bad = step(after_good, bad, jax.random.PRNGKey(1))
+    assert bool(metrics_good["finite"]) and not bool(metrics_bad["finite"])
+    assert int(after_bad.step) == 2
+    unchanged = jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), after_good.replace(step=0),
+                             after_bad.replace(step=0))
+    assert all(jax.tree.leaves(unchanged)) == skip_nonfinite
+    # Skipping changes nothing about a finite step.
+    plain, _ = jax.jit(functools.partial(train.train_step, model=model, optimizer=optimizer))(state, good,
+                                                                                            jax.random.PRNGKey(1))
+    assert jax.tree.all(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), plain, after_good))
+
+
+def test_log_window_averages_the_applied_steps_and_counts_the_skipped():
+    window = train.LogWindow(losses=[1.0])
+    assert window.add([(2, 2.0, True), (3, float("nan"), False), (4, 3.0, True)], skip_nonfinite=True) is None
+    assert window.record(4, 0.1, 5.0) == {"step": 4, "loss": 2.0, "learning_rate": 0.1, "images_per_sec": 5.0,
+                                          "skipped_steps": 1}
+    assert train.LogWindow().add([(5, 1.0, True), (6, 7.5, False), (7, 1.0, False)], False) == (6, 7.5)
+    assert train.LogWindow(skipped=3).record(9, 0.1, 1.0)["loss"] is None
+
+
+def write_lines(path, text):
+    path.write_text(text)
+    return str(path.parent)
+
+
+def test_drop_metrics_after_keeps_earlier_lines_and_drops_a_torn_last_line(tmp_path):
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (2, 4, 4, 6)]
+    workdir = write_lines(tmp_path / "metrics.jsonl", "".join(lines) + '{"step": 8, "lo')
+    train.drop_metrics_after(workdir, 4)
+    assert (tmp_path / "metrics.jsonl").read_text() == "".join(lines[:3])
+    train.drop_metrics_after(workdir, 0)
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def test_drop_metrics_after_refuses_a_damaged_line_before_the_end(tmp_path):
+    text = '{"step": 2, "loss": 1.0}\n{"step": 4, "lo\n{"step": 6, "loss": 1.0}\n'
+    workdir = write_lines(tmp_path / "metrics.jsonl", text)
+    with pytest.raises(UserError, match="line 2 of .*metrics.jsonl is not a metrics record"):
+        train.drop_metrics_after(workdir, 2)
+    assert (tmp_path / "metrics.jsonl").read_text() == text

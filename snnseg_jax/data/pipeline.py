@@ -1,12 +1,15 @@
 """Input pipeline: deterministic training order, padded evaluation batches, background prefetch.
 
 The training order is a pure function of (seed, epoch), and a position in it is (epoch, batch), so
-a run resumed from a saved position reads exactly the batches an uninterrupted run reads.
+a run resumed from a saved position reads exactly the batches an uninterrupted run reads. A batch
+is a function of its position alone, so any number of loader threads yields the same batches.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import itertools
 import queue
 import threading
 from typing import Any, Callable, Iterator
@@ -47,50 +50,65 @@ def advance(position: Position, steps: int, per_epoch: int) -> Position:
     return Position(flat // per_epoch, flat % per_epoch)
 
 
+def train_positions(start: Position, per_epoch: int) -> Iterator[Position]:
+    """The positions of the training batches from `start` on, epoch after epoch, without end."""
+    for flat in itertools.count(start.epoch * per_epoch + start.batch):
+        yield Position(flat // per_epoch, flat % per_epoch)
+
+
+def read_train_batch(dataset: Dataset, batch_size: int, seed: int, position: Position) -> Batch:
+    """The training batch at `position`: a function of (seed, epoch, batch) alone."""
+    order = epoch_order(seed, position.epoch, len(dataset))
+    augmentation = np.random.default_rng([seed, position.epoch, position.batch])
+    chosen = order[position.batch * batch_size:(position.batch + 1) * batch_size]
+    inputs, labels = dataset.read(np.sort(chosen), augmentation)
+    return {"inputs": inputs, "labels": labels}
+
+
 def train_batches(dataset: Dataset, batch_size: int, seed: int, start: Position) -> Iterator[Batch]:
     """Training batches from `start` on, epoch after epoch, without end."""
     per_epoch = batches_per_epoch(len(dataset), batch_size)
-    epoch, first = start.epoch, start.batch
-    while True:
-        order = epoch_order(seed, epoch, len(dataset))
-        for b in range(first, per_epoch):
-            augmentation = np.random.default_rng([seed, epoch, b])
-            inputs, labels = dataset.read(np.sort(order[b * batch_size:(b + 1) * batch_size]), augmentation)
-            yield {"inputs": inputs, "labels": labels}
-        epoch, first = epoch + 1, 0
+    return (read_train_batch(dataset, batch_size, seed, p) for p in train_positions(start, per_epoch))
 
 
 def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[Batch]:
-    """Every example once, in order, in batches of `batch_size`.
+    """Every example once, in order, in batches of `batch_size` (see `read_eval_batch`)."""
+    return (read_eval_batch(dataset, batch_size, start) for start in range(0, len(dataset), batch_size))
 
-    The last batch is padded with zero inputs whose labels are all ignored, so every batch has one
-    shape (one compilation) and the padding adds nothing to the confusion matrix.
+
+def read_eval_batch(dataset: Dataset, batch_size: int, start: int) -> Batch:
+    """Examples `start` to `start + batch_size` of `dataset`.
+
+    A batch past the end is padded with zero inputs whose labels are all ignored, so every batch
+    has one shape (one compilation) and the padding adds nothing to the confusion matrix.
     """
-    for start in range(0, len(dataset), batch_size):
-        inputs, labels = dataset.read(np.arange(start, min(start + batch_size, len(dataset))))
-        pad = batch_size - len(labels)
-        if pad:
-            inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
-            labels = np.concatenate([labels, np.full((pad, *labels.shape[1:]), IGNORE_LABEL,
-                                                     labels.dtype)])
-        yield {"inputs": inputs, "labels": labels}
+    inputs, labels = dataset.read(np.arange(start, min(start + batch_size, len(dataset))))
+    pad = batch_size - len(labels)
+    if pad:
+        inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
+        labels = np.concatenate([labels, np.full((pad, *labels.shape[1:]), IGNORE_LABEL, labels.dtype)])
+    return {"inputs": inputs, "labels": labels}
 
 
-def prefetch(items: Iterator[Any], place: Callable[[Any], Any], size: int = 2) -> Iterator[Any]:
-    """Yields `place(item)` for each item, preparing up to `size` ahead in a background thread.
+def prefetch(items: Iterator[Any], place: Callable[[Any], Any], size: int = 2,
+             threads: int = 1) -> Iterator[Any]:
+    """Yields `place(item)` for each item, in order, preparing up to `size` ahead.
 
-    `place` typically puts a batch on the devices, so host work and transfer overlap the step that
-    is running. Exceptions in the thread are raised in the consumer; closing the generator stops
-    the thread.
+    A background thread draws the items and `threads` worker threads apply `place` (typically
+    reading a batch and putting it on the devices), so host work and transfer overlap the step
+    that is running. The output does not depend on `threads` or `size` as long as `place` depends
+    on its item alone. Exceptions in the background are raised in the consumer; closing the
+    generator stops the threads.
     """
     ready: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
     done = object()
+    workers = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prefetch")
 
     def produce() -> None:
         try:
             for item in items:
-                if not _put(ready, (place(item), None), stop):
+                if not _put(ready, (workers.submit(place, item), None), stop):
                     return
             _put(ready, (done, None), stop)
         except BaseException as error:  # handed to the consumer, which re-raises it
@@ -100,15 +118,16 @@ def prefetch(items: Iterator[Any], place: Callable[[Any], Any], size: int = 2) -
     thread.start()
     try:
         while True:
-            item, error = ready.get()
+            future, error = ready.get()
             if error is not None:
                 raise error
-            if item is done:
+            if future is done:
                 return
-            yield item
+            yield future.result()
     finally:
         stop.set()
         thread.join()
+        workers.shutdown(wait=True, cancel_futures=True)
 
 
 def _put(ready: queue.Queue, entry: tuple, stop: threading.Event) -> bool:

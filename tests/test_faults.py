@@ -1,0 +1,419 @@
+"""Faults: SIGKILL at any moment, non-finite steps, damaged checkpoints and configs that do not fit.
+
+The training subprocesses here share a persistent XLA compilation cache, so that only the first run
+of each program compiles. That a resumed run compiling afresh also ends bitwise like the
+uninterrupted run is checked without the cache in test_entry_points.py.
+"""
+
+import functools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import shapes_deeplab
+from conftest import REPO
+from snnseg_jax import checkpoints, models, sharding, train
+from snnseg_jax.cli import UserError
+
+CONFIG = REPO / "configs" / "shapes_deeplab.py"
+# 40 training images in batches of 8: 5 steps per epoch, 12 steps cross two epoch boundaries.
+# Logging windows (3 steps) straddle checkpoints (every 2), so a resumed run must carry one over.
+TINY = {"dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 2,
+        "dataset.synthetic_sizes.train": 40, "dataset.synthetic_sizes.val": 13, "batch_size": 8,
+        "eval_batch_size": 5, "num_train_steps": 12, "log_every_steps": 3, "checkpoint_every_steps": 2,
+        "eval_every_steps": 5, "keep_checkpoints": 2}
+STEPS, EVERY = TINY["num_train_steps"], TINY["checkpoint_every_steps"]
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("xla_cache")
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
+def command(script, workdir, changes=None):
+    fields = {**TINY, **(changes or {})}
+    return [sys.executable, str(REPO / script), f"--config={CONFIG}", f"--workdir={workdir}",
+            *(f"--config.{field}={value}" for field, value in fields.items())]
+
+
+def run(script, workdir, env, changes=None):
+    return subprocess.run(command(script, workdir, changes), capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=600)
+
+
+def tiny_config(changes=None):
+    config = shapes_deeplab.get_config()
+    for field, value in {**TINY, **(changes or {})}.items():
+        *parents, name = field.split(".")
+        setattr(functools.reduce(getattr, parents, config), name, value)
+    return config
+
+
+def read_metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k != "images_per_sec"} for r in records]
+
+
+def saved_state(workdir, step):
+    return ocp.tree.to_flat_dict(
+        ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state")))
+
+
+def step_dirs(workdir):
+    return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def assert_same_arrays(expected, actual):
+    assert expected.keys() == actual.keys()
+    for path, leaf in expected.items():
+        np.testing.assert_array_equal(actual[path], leaf, err_msg=str(path))
+
+
+def assert_ends_like(reference, workdir):
+    """Same kept checkpoints (bitwise) and the same metrics.jsonl but for the timings."""
+    assert step_dirs(workdir) == step_dirs(reference)
+    for step in step_dirs(reference):
+        assert_same_arrays(saved_state(reference, step), saved_state(workdir, step))
+    assert without_timing(read_metrics(workdir)) == without_timing(read_metrics(reference))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, env):
+    """An uninterrupted run, then evaluate.py."""
+    workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+    for script in ("train.py", "evaluate.py"):
+        result = run(script, workdir, env)
+        assert result.returncode == 0, result.stderr
+    return workdir
+
+
+# ---------------------------------------------------------------- kill -9, then the same command again
+
+
+def complete_steps(workdir):
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+
+
+def fresh_saves(workdir, since_ns):
+    """Steps of the unfinished saves (temporary directories) begun after `since_ns` (older ones are stale)."""
+    directory, fresh = os.path.join(workdir, "checkpoints"), set()
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        try:
+            if TMP_SUFFIX in name and os.stat(os.path.join(directory, name)).st_mtime_ns >= since_ns:
+                fresh.add(int(name.split(".")[0]))
+        except FileNotFoundError:  # renamed into place meanwhile
+            pass
+    return fresh
+
+
+def new_lines_reach(workdir, step, since_ns):
+    """Whether metrics.jsonl, written since `since_ns`, has a complete line of `step` or later."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    try:
+        if os.stat(path).st_mtime_ns < since_ns:
+            return False
+        with open(path) as f:
+            return any(json.loads(line)["step"] >= step for line in f if line.endswith("\n"))
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(process, condition):
+    """Polls `condition` until it holds (True) or the process has exited (False)."""
+    while process.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def kill(process):
+    """SIGKILL; whether the process was still running to receive it."""
+    process.send_signal(signal.SIGKILL)
+    return process.wait() == -signal.SIGKILL
+
+
+def kill_during_save(process, workdir, rng, resumed_from, launched_ns):
+    """SIGKILL as soon as the save of a chosen step or a later one has begun.
+
+    Returns whether the save was still unfinished when the process died, or None if the run ended first.
+    """
+    first = min(resumed_from + rng.choice([2, 3]) * EVERY, STEPS)  # not too far, to leave room for more kills
+    saving = lambda: any(step >= first for step in fresh_saves(workdir, launched_ns))
+    if not wait_for(process, saving) or not kill(process):
+        return None
+    return saving()
+
+
+def kill_after_a_line(process, workdir, rng, resumed_from, launched_ns):
+    """SIGKILL at a random moment (up to 50 ms) after the line of a chosen step has been logged."""
+    step = rng.randrange(resumed_from + 1, min(resumed_from + 4, STEPS))
+    if not wait_for(process, lambda: new_lines_reach(workdir, step, launched_ns)):
+        return None
+    time.sleep(rng.uniform(0.0, 0.05))
+    if not kill(process):
+        return None
+    return bool(fresh_saves(workdir, launched_ns))
+
+
+def test_killed_at_random_moments_then_rerun_ends_exactly_as_the_uninterrupted_run(reference, env, tmp_path):
+    rng = random.Random(6)
+    workdir = str(tmp_path / "killed")
+    kills = []
+    for kill_at in (kill_during_save, kill_after_a_line, kill_during_save, kill_after_a_line, kill_during_save):
+        resumed_from = max(complete_steps(workdir), default=0)
+        if resumed_from == STEPS:
+            break
+        # The reference run reads with 1 loader thread; these runs with 2 to 4 and deeper prefetching.
+        threads = rng.randint(2, 4)
+        launched_ns = time.time_ns()
+        process = subprocess.Popen(command("train.py", workdir, {"loader_threads": threads,
+                                                                "prefetch_batches": threads + 1}),
+                                   cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            mid_save = kill_at(process, workdir, rng, resumed_from, launched_ns)
+        finally:
+            process.kill()
+            process.wait()
+        if mid_save is None:  # it finished first
+            assert process.returncode == 0
+            break
+        kills.append((kill_at.__name__, resumed_from, mid_save))
+        if len(kills) == 1:  # what a kill in the middle of writing a line leaves
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+                f.write('{"step": 11, "loss": 0.12')
+    assert len(kills) >= 3 and any(mid_save for _, _, mid_save in kills), kills
+
+    for script in ("train.py", "evaluate.py"):
+        result = run(script, workdir, env)
+        assert result.returncode == 0, result.stderr
+        assert "does not read back" not in result.stderr
+    assert not os.path.exists(os.path.join(workdir, checkpoints.INVALID_DIR))
+    assert_ends_like(reference, workdir)
+    with open(os.path.join(reference, "eval_val.json")) as a, open(os.path.join(workdir, "eval_val.json")) as b:
+        assert json.load(a) == json.load(b)
+
+
+# ---------------------------------------------------------------- non-finite steps
+
+# After lr_decay_at = 0.5 of the 12 steps, the learning rate becomes 3e33: the parameters stay
+# finite for one step at least, then the loss or the update does not.
+DIVERGING = {"lr_decay_factor": 1e36}
+LAST_FINITE_LR_STEP = 6
+
+
+@pytest.fixture(scope="module")
+def diverged(tmp_path_factory, env):
+    """A run stopped by a non-finite step, and that step."""
+    workdir = str(tmp_path_factory.mktemp("diverged"))
+    result = run("train.py", workdir, env, DIVERGING)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    named = re.search(r"step (\d+) gave a non-finite (loss|gradient or update)", message)
+    assert named, message
+    return workdir, int(named.group(1)), message
+
+
+def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_good_checkpoint(reference, diverged):
+    workdir, first_nonfinite, message = diverged
+    assert first_nonfinite > LAST_FINITE_LR_STEP
+    last_good = max(s for s in range(EVERY, first_nonfinite, EVERY))
+    assert f"checkpoint {last_good} is intact" in message and "skip_nonfinite_steps" in message
+    assert complete_steps(workdir) == [last_good - EVERY, last_good] and not fresh_saves(workdir, 0)
+    # The run equals the reference up to its last good checkpoint and logged nothing after.
+    assert without_timing(read_metrics(workdir)) == [
+        r for r in without_timing(read_metrics(reference)) if r["step"] < first_nonfinite]
+    config = tiny_config(DIVERGING)
+    restored = checkpoints.restore_newest(workdir, abstract_state(config), train.config_as_json(config),
+                                          move_invalid=False)
+    assert restored.step == last_good
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored.state))
+
+
+def test_skip_nonfinite_steps_keeps_the_state_as_it_was_and_counts_the_steps(reference, diverged, env, tmp_path):
+    stopped, first_nonfinite, _ = diverged
+    workdir = str(tmp_path / "skipping")
+    result = run("train.py", workdir, env, {**DIVERGING, "skip_nonfinite_steps": True, "keep_checkpoints": 10})
+    assert result.returncode == 0, result.stderr
+    lines = read_metrics(workdir)
+    training = [r for r in lines if "loss" in r]
+    assert sum(r["skipped_steps"] for r in training) == STEPS - first_nonfinite + 1
+    assert all(r["skipped_steps"] == 0 for r in training if r["step"] < first_nonfinite)
+    assert training[-1]["loss"] is None  # every step of the last window skipped
+    assert [r["step"] for r in lines if "miou" in r] == [5, 10, 12]
+    # Up to the first non-finite step, skipping changes nothing; after it, no update is applied.
+    assert without_timing([r for r in lines if r["step"] < first_nonfinite]) == [
+        r for r in without_timing(read_metrics(reference)) if r["step"] < first_nonfinite]
+    assert_same_arrays(saved_state(stopped, LAST_FINITE_LR_STEP), saved_state(workdir, LAST_FINITE_LR_STEP))
+    after = [saved_state(workdir, s) for s in range(EVERY, STEPS + 1, EVERY) if s >= first_nonfinite]
+    assert len(after) >= 2
+    for state in after:
+        del state[("step",)]
+        assert_same_arrays(after[0], state)
+
+
+def abstract_state(config):
+    dataset = train.load_split(config, config.dataset.train_split)
+    model = train.build_model(config, dataset)
+    init = functools.partial(train.init_state, model, train.make_optimizer(config, STEPS),
+                             dataset.read(np.arange(1))[0].shape[1:], jax.random.PRNGKey(0))
+    return train.abstract_state(init, sharding.data_mesh())
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def largest_file(directory):
+    files = [os.path.join(d, f) for d, _, names in os.walk(directory) for f in names]
+    return max(files, key=os.path.getsize)
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def flip_a_byte(path):
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 3)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+DAMAGE = {
+    "truncated-array-file": lambda step_dir: truncate(largest_file(os.path.join(step_dir, "state"))),
+    "truncated-tree-metadata": lambda step_dir: truncate(os.path.join(step_dir, "state", "_METADATA")),
+    "missing-state": lambda step_dir: shutil.rmtree(os.path.join(step_dir, "state")),
+    "missing-run": lambda step_dir: shutil.rmtree(os.path.join(step_dir, "run")),
+    "truncated-position": lambda step_dir: truncate(os.path.join(step_dir, "data", "metadata")),
+    "flipped-byte": lambda step_dir: flip_a_byte(largest_file(os.path.join(step_dir, "state"))),
+}
+
+
+def damaged_copy(reference, tmp_path, damage, steps):
+    workdir = str(tmp_path / "damaged")
+    shutil.copytree(reference, workdir)
+    for step in steps:
+        DAMAGE[damage](os.path.join(workdir, "checkpoints", str(step)))
+    return workdir
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # Orbax's abandoned reads
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_it_used(reference, tmp_path, capsys, damage):
+    workdir = damaged_copy(reference, tmp_path, damage, [STEPS])
+    config = tiny_config()
+    restored = checkpoints.restore_newest(workdir, abstract_state(config), train.config_as_json(config),
+                                          move_invalid=False)
+    assert restored.step == STEPS - EVERY
+    assert_same_arrays(saved_state(reference, STEPS - EVERY),
+                       ocp.tree.to_flat_dict(jax.tree.map(np.asarray, restored.state.__dict__)))
+    assert f"checkpoint {STEPS} does not read back whole" in " ".join(capsys.readouterr().err.split())
+    assert complete_steps(workdir) == [STEPS - EVERY, STEPS]  # left in place when not training
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_no_readable_checkpoint_is_an_error_that_moves_nothing(reference, tmp_path):
+    workdir = damaged_copy(reference, tmp_path, "truncated-array-file", [STEPS - EVERY, STEPS])
+    config = tiny_config()
+    with pytest.raises(UserError) as error:
+        checkpoints.restore_newest(workdir, abstract_state(config), train.config_as_json(config), move_invalid=True)
+    message = " ".join(str(error.value).split())
+    assert f"checkpoint {STEPS}: " in message and f"checkpoint {STEPS - EVERY}: " in message
+    assert "Nothing was moved or deleted" in message
+    assert complete_steps(workdir) == [STEPS - EVERY, STEPS]
+    assert not os.path.exists(os.path.join(workdir, checkpoints.INVALID_DIR))
+
+
+def test_training_moves_a_damaged_checkpoint_aside_and_ends_as_the_uninterrupted_run(reference, env, tmp_path):
+    workdir = damaged_copy(reference, tmp_path, "truncated-array-file", [STEPS])
+    # What a kill while an old checkpoint was being deleted leaves: part of it. The next save deletes the rest.
+    half_deleted = os.path.join(workdir, "checkpoints", str(STEPS - 2 * EVERY))
+    shutil.copytree(os.path.join(workdir, "checkpoints", str(STEPS - EVERY)), half_deleted)
+    shutil.rmtree(os.path.join(half_deleted, "state"))
+    damaged = largest_file(os.path.join(workdir, "checkpoints", str(STEPS), "state"))
+    with open(damaged, "rb") as f:
+        damaged_bytes = f.read()
+    result = run("train.py", workdir, env)
+    assert result.returncode == 0, result.stderr
+    message = " ".join(result.stderr.split())
+    moved = os.path.join(workdir, checkpoints.INVALID_DIR, str(STEPS))
+    assert f"checkpoint {STEPS} does not read back whole" in message and f"moved it to {moved}" in message
+    assert f"Resuming from step {STEPS - EVERY}" in result.stdout
+    with open(os.path.join(moved, os.path.relpath(damaged, os.path.join(workdir, "checkpoints", str(STEPS)))),
+              "rb") as f:
+        assert f.read() == damaged_bytes  # kept as it was
+    assert_ends_like(reference, workdir)
+
+
+# ---------------------------------------------------------------- checkpoints that do not fit the config
+
+
+@pytest.mark.parametrize("changes, parameter, field", [
+    ({"model.width": 0.125}, "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[2, 8]",
+     "model.width=0.0625 in the checkpoint, 0.125 now"),
+    ({"model.timesteps": 3}, "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[3, 4]",
+     "model.timesteps=2 in the checkpoint, 3 now"),
+    ({"model.name": "deeplab"}, "this config's model has params/conv1_1/bn/bias float32[4], which the checkpoint lacks", "model.name='spiking_deeplab' in the checkpoint"),
+    ({"dataset.name": "events"}, "params/conv1_1/conv/kernel is float32[3, 3, 3, 4] in the checkpoint and "
+     "float32[3, 3, 2, 4]", "dataset.name='shapes' in the checkpoint, 'events' now"),
+], ids=["width", "timesteps", "model", "input-channels"])
+def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter_and_the_fields(reference, changes, parameter,
+                                                                                      field):
+    config = tiny_config(changes)
+    with pytest.raises(UserError) as error:
+        checkpoints.restore_newest(reference, abstract_state(config), train.config_as_json(config), move_invalid=True)
+    message = " ".join(str(error.value).split())
+    assert f"checkpoint {STEPS} in" in message and "does not fit this config" in message
+    assert parameter in message and field in message
+    assert complete_steps(reference) == [STEPS - EVERY, STEPS]
+
+
+def test_a_class_count_that_does_not_fit_names_the_output_layer(reference):
+    model = models.build("spiking_deeplab", num_classes=21, timesteps=2, width=0.0625)
+    config = tiny_config()
+    init = functools.partial(train.init_state, model, train.make_optimizer(config, STEPS), (16, 16, 3),
+                             jax.random.PRNGKey(0))
+    with pytest.raises(UserError, match=r"params/output/kernel is float32\[1, 1, 64, 5\] in the checkpoint and "
+                                        r"float32\[1, 1, 64, 21\]"):
+        checkpoints.restore_newest(reference, train.abstract_state(init, sharding.data_mesh()),
+                                   train.config_as_json(config), move_invalid=False)
+
+
+def test_evaluating_with_a_config_that_does_not_fit_is_a_one_paragraph_error(reference, env):
+    result = run("evaluate.py", reference, env, {"model.width": 0.125})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error: checkpoint 12") and "does not fit this config" in message
+    assert "model.width=0.0625 in the checkpoint, 0.125 now" in message
+
+
+def test_config_differences_are_warned_about_for_the_fields_asked(capsys):
+    saved = {"model": {"leak": 0.99, "width": 1.0}, "seed": 0}
+    checkpoint = checkpoints.Checkpoint(step=4, state=None, position=None, log_window={}, config=saved)
+    checkpoints.warn_config_differences(checkpoint, {"model": {"leak": 0.9, "width": 1.0}, "seed": 1}, "evaluating",
+                                        fields=("model.",))
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "warning: evaluating checkpoint 4 with a config that differs from the one that saved it: model.leak 0.99 -> 0.9")
+    checkpoints.warn_config_differences(checkpoint, saved, "resuming")
+    assert capsys.readouterr().err == ""
