@@ -186,7 +186,8 @@ def first_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> str |
         if path not in saved:
             return f"this config's model has {path} {_describe(expected[path])}, which the checkpoint lacks"
         if saved[path] != expected[path]:
-            return f"{path} is {_describe(saved[path])} in the checkpoint and {_describe(expected[path])} with this config"
+            return (f"{path} is {_describe(saved[path])} in the checkpoint and {_describe(expected[path])} "
+                    f"with this config")
     return None
 
 
@@ -206,7 +207,8 @@ def _explain_with_config(mngr: ocp.CheckpointManager, step: int, config: dict) -
     return f" Config fields that differ: {'; '.join(changed)}." if changed else ""
 
 
-def warn_config_differences(checkpoint: Checkpoint, config: dict, doing: str, fields: tuple[str, ...] = ("",)) -> None:
+def warn_config_differences(checkpoint: Checkpoint, config: dict, doing: str,
+                            fields: tuple[str, ...] = ("",)) -> None:
     """Warns that `config` (as JSON) differs from the one that saved `checkpoint` in these `fields` (prefixes)."""
     changed = [f"{field} {before!r} -> {after!r}" for field, (before, after)
                in config_differences(checkpoint.config, config).items() if field.startswith(fields)]

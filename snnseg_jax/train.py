@@ -321,14 +321,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     mngr = checkpoints.manager(workdir, config.keep_checkpoints)
 
     compiled_train_step = jax.jit(
-        functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=config.skip_nonfinite_steps),
+        functools.partial(train_step, model=model, optimizer=optimizer,
+                          skip_nonfinite=config.skip_nonfinite_steps),
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated), donate_argnums=0)
     compiled_eval_step = compile_eval_step(model, mesh)
     per_epoch = pipeline.batches_per_epoch(len(train_set), config.batch_size)
-    batches = placed_batches(functools.partial(pipeline.read_train_batch, train_set, config.batch_size, config.seed),
-                             pipeline.train_positions(position, per_epoch), mesh, config.loader_threads,
-                             config.prefetch_batches)
+    read_batch = functools.partial(pipeline.read_train_batch, train_set, config.batch_size, config.seed)
+    batches = placed_batches(read_batch, pipeline.train_positions(position, per_epoch), mesh,
+                             config.loader_threads, config.prefetch_batches)
     schedule = learning_rate_schedule(config, steps)
 
     def validate(step: int) -> dict:

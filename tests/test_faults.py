@@ -374,7 +374,8 @@ def test_training_moves_a_damaged_checkpoint_aside_and_ends_as_the_uninterrupted
      "model.width=0.0625 in the checkpoint, 0.125 now"),
     ({"model.timesteps": 3}, "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[3, 4]",
      "model.timesteps=2 in the checkpoint, 3 now"),
-    ({"model.name": "deeplab"}, "this config's model has params/conv1_1/bn/bias float32[4], which the checkpoint lacks", "model.name='spiking_deeplab' in the checkpoint"),
+    ({"model.name": "deeplab"}, "this config's model has params/conv1_1/bn/bias float32[4], which the checkpoint "
+     "lacks", "model.name='spiking_deeplab' in the checkpoint"),
     ({"dataset.name": "events"}, "params/conv1_1/conv/kernel is float32[3, 3, 3, 4] in the checkpoint and "
      "float32[3, 3, 2, 4]", "dataset.name='shapes' in the checkpoint, 'events' now"),
 ], ids=["width", "timesteps", "model", "input-channels"])
@@ -411,9 +412,9 @@ def test_evaluating_with_a_config_that_does_not_fit_is_a_one_paragraph_error(ref
 def test_config_differences_are_warned_about_for_the_fields_asked(capsys):
     saved = {"model": {"leak": 0.99, "width": 1.0}, "seed": 0}
     checkpoint = checkpoints.Checkpoint(step=4, state=None, position=None, log_window={}, config=saved)
-    checkpoints.warn_config_differences(checkpoint, {"model": {"leak": 0.9, "width": 1.0}, "seed": 1}, "evaluating",
-                                        fields=("model.",))
-    assert " ".join(capsys.readouterr().err.split()) == (
-        "warning: evaluating checkpoint 4 with a config that differs from the one that saved it: model.leak 0.99 -> 0.9")
+    current = {"model": {"leak": 0.9, "width": 1.0}, "seed": 1}
+    checkpoints.warn_config_differences(checkpoint, current, "evaluating", fields=("model.",))
+    assert " ".join(capsys.readouterr().err.split()) == ("warning: evaluating checkpoint 4 with a config that "
+                                                         "differs from the one that saved it: model.leak 0.99 -> 0.9")
     checkpoints.warn_config_differences(checkpoint, saved, "resuming")
     assert capsys.readouterr().err == ""
