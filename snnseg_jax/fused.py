@@ -80,7 +80,11 @@ def _per_step(v_TC: Array, dtype=None) -> Array:
 
 
 def _lif_update(v: Array, current: Array, spec: SpikingConvSpec) -> tuple[Array, Array, Array]:
-    """One LIF step: `(v_next, x, spikes)` with `x = u / threshold - 1` of the pre-reset membrane u."""
+    """One LIF step: `(v_next, x, spikes)` with `x = u / threshold - 1` of the pre-reset membrane u.
+
+    Membranes are float32 whatever the compute dtype (bfloat16 would blur the threshold crossing
+    over 20 steps); the convolutions around them take the compute dtype.
+    """
     u = spec.leak * v + current
     x = u / spec.threshold - 1.0
     spikes = (x > 0).astype(current.dtype)
@@ -105,20 +109,26 @@ def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
     return jax.lax.fori_loop(0, steps, body, (carry, out))
 
 
-def _fresh_buffer(like: Array) -> Array:
-    """A zero buffer shaped like `like`, filled only once `like` exists (see `_after`)."""
-    return _after(jnp.zeros_like(like), like)
+def _fresh_buffer(like: Array, dtype=None, after: Array | None = None) -> Array:
+    """A zero buffer shaped like `like`, filled only once `after` (default `like`) exists (see `_after`)."""
+    return _after(jnp.zeros(like.shape, dtype or like.dtype), like if after is None else after)
+
+
+def _bntt_step(c_t: Array, scale: Array, shift: Array, t) -> Array:
+    """BNTT output of step t in float32, as `layers.BNTT` computes it (scale, shift `[T, 1, 1, 1, C]`)."""
+    return c_t.astype(jnp.float32) * scale[t] + shift[t]
 
 
 def _lif_forward(c_TBHWC: Array, scale: Array, shift: Array, spec: SpikingConvSpec) -> Array:
-    """Spikes of BNTT (`c * scale + shift`) and LIF neurons, one sweep over time."""
-    scale, shift = _per_step(scale, c_TBHWC.dtype), _per_step(shift, c_TBHWC.dtype)
+    """Spikes (in the dtype of c) of BNTT (`c * scale + shift`) and LIF neurons, one sweep over time."""
+    scale, shift = _per_step(scale), _per_step(shift)
 
     def step(t, v, c_t, _):
-        v, _, spikes = _lif_update(v, c_t * scale[t] + shift[t], spec)
+        v, _, spikes = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
         return v, spikes
 
-    return _sweep(step, c_TBHWC, _fresh_buffer(c_TBHWC), jnp.zeros_like(c_TBHWC[0]))[1]
+    zeros = jnp.zeros(c_TBHWC.shape[1:], jnp.float32)
+    return _sweep(step, c_TBHWC, _fresh_buffer(c_TBHWC), zeros)[1]
 
 
 def spiking_conv_eval(x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array,
@@ -235,15 +245,18 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
     + leak * g_u[t + 1]`; a forward sweep recomputes the surrogate terms, a reverse sweep runs the
     recurrence and at each step the batch-norm backward of that step's statistics.
     """
-    dtype = c.dtype
     scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
-    scale, shift = _per_step(scale, dtype), _per_step(shift, dtype)
+    scale, shift = _per_step(scale), _per_step(shift)
+    zeros = jnp.zeros(c.shape[1:], jnp.float32)
 
     def surrogate_step(t, v, c_t, g_t):
-        v, x, _ = _lif_update(v, c_t * scale[t] + shift[t], spec)
-        return v, (g_t * neurons.surrogate_grad(spec.surrogate, x, spec.surrogate_param)) / spec.threshold
+        v, x, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
+        grad = neurons.surrogate_grad(spec.surrogate, x, spec.surrogate_param)
+        return v, (g_t.astype(jnp.float32) * grad) / spec.threshold
 
-    _, through_spikes = _sweep(surrogate_step, c, g_spikes, jnp.zeros_like(c[0]))  # over g_spikes
+    # In place over g_spikes when it is float32 (the buffer is dead afterwards).
+    out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, jnp.float32)
+    _, through_spikes = _sweep(surrogate_step, c, out, zeros)
 
     count = c[0].size // c.shape[-1]
     axes = tuple(range(c.ndim - 2))  # one step's B, H, W
@@ -253,16 +266,15 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
         term, c_t = inputs
         g_u_next, g_gamma = carry
         g_u = term + spec.leak * g_u_next
-        g32 = g_u.astype(jnp.float32)
         c_hat = (c_t.astype(jnp.float32) - mean[t]) * rstd[t]
-        sum_g = g32.sum(axis=axes, keepdims=True)
-        sum_g_c_hat = (g32 * c_hat).sum(axis=axes, keepdims=True)
-        g_c = (rstd[t] * gamma_[t]) * (g32 - sum_g / count - c_hat * (sum_g_c_hat / count))
+        sum_g = g_u.sum(axis=axes, keepdims=True)
+        sum_g_c_hat = (g_u * c_hat).sum(axis=axes, keepdims=True)
+        g_c = (rstd[t] * gamma_[t]) * (g_u - sum_g / count - c_hat * (sum_g_c_hat / count))
         g_gamma = jax.lax.dynamic_update_index_in_dim(g_gamma, sum_g_c_hat.reshape(-1), t, 0)
-        return (g_u, g_gamma), g_c.astype(dtype)
+        return (g_u, g_gamma), g_c
 
-    (_, g_gamma), g_c = _sweep(bntt_step, (through_spikes, c), _fresh_buffer(through_spikes),
-                               (jnp.zeros_like(c[0]), jnp.zeros_like(gamma)), reverse=True)
+    (_, g_gamma), g_c = _sweep(bntt_step, (through_spikes, c), _fresh_buffer(c, after=through_spikes),
+                               (zeros, jnp.zeros_like(gamma)), reverse=True)
     return g_c, g_gamma
 
 
