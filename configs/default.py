@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.train_split = "train_aug"  # split trained on
     config.dataset.eval_split = "val"  # split evaluated during and after training
     config.dataset.augment = False  # DDD17 augmentation of the authors' code (flip, scale, shift, rotate)
+    config.dataset.cache_dir = ""  # HDF5 caches written by snnseg_jax.data.prepare; "": <root>/snnseg_cache
+    config.dataset.synthetic_seed = 0  # shapes / events: seed of the generated scenes (fixed across training seeds)
+    config.dataset.synthetic_sizes = ml_collections.ConfigDict({"train": 4000, "val": 500})  # shapes / events: examples per split
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "spiking_deeplab"  # spiking_deeplab, spiking_fcn, deeplab, fcn

@@ -1,0 +1,15 @@
+"""Spiking-FCN on the embedded `events` dataset, sized for a 2-core CPU (settings of events_deeplab.py).
+
+    python train.py --config configs/events_fcn.py --workdir runs/events_fcn
+    python train.py --config configs/events_fcn.py --workdir runs/events_fcn_ann --config.model.name=fcn
+
+Runtime and MIoU not measured yet (the session ran out of time).
+"""
+
+from configs import events_deeplab
+
+
+def get_config():
+    config = events_deeplab.get_config()
+    config.model.name = "spiking_fcn"
+    return config

@@ -1,0 +1,34 @@
+"""Spiking-DeepLab on the embedded `shapes` dataset: the default demo, sized for a 2-core CPU.
+
+    python train.py --config configs/shapes_deeplab.py --workdir runs/demo
+    python train.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab
+
+32x32 RGB, 4000 training / 500 validation scenes, width 0.125, T=4, batch 16, 10 epochs (2500
+steps), Adam 3e-3 decayed x0.1 at half. Measured on the 2-core CPU machine of the project (shared,
+so timings are noisy), the whole command including data generation and compilation:
+- Spiking-DeepLab: 6 min 29 s (about 110 images/s), validation MIoU 0.187 (pixel accuracy 0.723).
+- ANN DeepLab (`--config.model.name=deeplab`): 1 min 02 s, validation MIoU 0.611 (pixel accuracy 0.870).
+- For scale: predicting background everywhere scores MIoU 0.142; a per-pixel colour lookup fitted
+  on the training split scores 0.157 (8 levels per channel).
+The spiking network is far below the ANN here: it plateaus near 0.18 from step 1000 on (also with
+learning rate 1e-2, T=8 or surrogate scale 1.0 over 1000 steps); the cause is still open.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.dataset.name = "shapes"
+    config.dataset.image_size = 32
+    config.dataset.train_split = "train"
+    config.dataset.eval_split = "val"
+    config.model.name = "spiking_deeplab"
+    config.model.width = 0.125
+    config.model.timesteps = 4
+    config.num_epochs = 10
+    config.log_every_steps = 25
+    config.eval_every_steps = 500
+    config.checkpoint_every_steps = 500
+    config.eval_batch_size = 50
+    return config

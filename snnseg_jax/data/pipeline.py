@@ -1,0 +1,122 @@
+"""Input pipeline: deterministic training order, padded evaluation batches, background prefetch.
+
+The training order is a pure function of (seed, epoch), and a position in it is (epoch, batch), so
+a run resumed from a saved position reads exactly the batches an uninterrupted run reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from snnseg_jax.cli import UserError
+from snnseg_jax.data import Dataset
+from snnseg_jax.metrics import IGNORE_LABEL
+
+Batch = dict[str, np.ndarray]  # "inputs", "labels"
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where the next training batch comes from: batch `batch` of epoch `epoch`."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+def epoch_order(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+    """The permutation of the examples read in epoch `epoch`."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def batches_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Full training batches in one epoch (the last partial batch is dropped)."""
+    if num_examples < batch_size:
+        raise UserError(f"batch_size {batch_size} is larger than the training split "
+                        f"({num_examples} examples)")
+    return num_examples // batch_size
+
+
+def advance(position: Position, steps: int, per_epoch: int) -> Position:
+    """The position `steps` batches after `position`."""
+    flat = position.epoch * per_epoch + position.batch + steps
+    return Position(flat // per_epoch, flat % per_epoch)
+
+
+def train_batches(dataset: Dataset, batch_size: int, seed: int, start: Position) -> Iterator[Batch]:
+    """Training batches from `start` on, epoch after epoch, without end."""
+    per_epoch = batches_per_epoch(len(dataset), batch_size)
+    epoch, first = start.epoch, start.batch
+    while True:
+        order = epoch_order(seed, epoch, len(dataset))
+        for b in range(first, per_epoch):
+            augmentation = np.random.default_rng([seed, epoch, b])
+            inputs, labels = dataset.read(np.sort(order[b * batch_size:(b + 1) * batch_size]), augmentation)
+            yield {"inputs": inputs, "labels": labels}
+        epoch, first = epoch + 1, 0
+
+
+def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[Batch]:
+    """Every example once, in order, in batches of `batch_size`.
+
+    The last batch is padded with zero inputs whose labels are all ignored, so every batch has one
+    shape (one compilation) and the padding adds nothing to the confusion matrix.
+    """
+    for start in range(0, len(dataset), batch_size):
+        inputs, labels = dataset.read(np.arange(start, min(start + batch_size, len(dataset))))
+        pad = batch_size - len(labels)
+        if pad:
+            inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
+            labels = np.concatenate([labels, np.full((pad, *labels.shape[1:]), IGNORE_LABEL,
+                                                     labels.dtype)])
+        yield {"inputs": inputs, "labels": labels}
+
+
+def prefetch(items: Iterator[Any], place: Callable[[Any], Any], size: int = 2) -> Iterator[Any]:
+    """Yields `place(item)` for each item, preparing up to `size` ahead in a background thread.
+
+    `place` typically puts a batch on the devices, so host work and transfer overlap the step that
+    is running. Exceptions in the thread are raised in the consumer; closing the generator stops
+    the thread.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _put(ready, (place(item), None), stop):
+                    return
+            _put(ready, (done, None), stop)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            _put(ready, (None, error), stop)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _put(ready: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
+    """Puts `entry` unless `stop` is set first; returns whether it was put."""
+    while not stop.is_set():
+        try:
+            ready.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
