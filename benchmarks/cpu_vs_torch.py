@@ -1,16 +1,14 @@
 """Our train step against the PyTorch reference, alternating in one run (for noisy, shared machines).
 
     python benchmarks/cpu_vs_torch.py --reference ../shared/bench/torch_reference.py --batch 2 --rounds 5
-    python benchmarks/cpu_vs_torch.py --reference ... --variant remat:model.remat=True \\
-        --variant bf16:model.dtype=bfloat16 --variant main@/tmp/main_src --variant 'glibc+MALLOC_ARENA_MAX=1'
+    python benchmarks/cpu_vs_torch.py --reference ... --variant jax --variant remat:model.remat=True \\
+        --variant bf16:model.dtype=bfloat16 --variant unfused:model.fused=False
 
 
 Each implementation runs in its own long-lived worker process (compiled once); the driver then
 alternates them round by round, `--steps` timed train steps each, so that load from other users
-falls on all of them alike. A variant is `name[:field=value,...][@source_dir]`: config overrides
-of `configs/voc_deeplab.py`, and optionally another checkout of the package to import (e.g. the
-straightforward port on main), then `+NAME=VALUE;...` environment variables for its worker.
-Prints one line per round, then one JSON object with the best and
+falls on all of them alike. A variant is `name[:field=value,...]`: config overrides of
+`configs/voc_deeplab.py` (batch, T and size come from the flags). Prints one line per round, then one JSON object with the best and
 median seconds per step of each implementation and their ratios to the reference.
 """
 
@@ -53,20 +51,14 @@ def torch_worker(args) -> callable:
 
 
 def jax_worker(args) -> callable:
-    """Our compiled training step (`snnseg_jax.benchmark`) with the variant's config overrides."""
+    """The training pipeline's compiled train step (`snnseg_jax.benchmark.Steps`) with the variant's
+    config overrides."""
     import jax
-    import optax
 
     from configs import voc_deeplab
-    from snnseg_jax import benchmark
+    from snnseg_jax import benchmark, cpu
 
-    try:  # an older checkout (the straightforward port) has no `cpu` module
-        from snnseg_jax import cpu
-        cpu.keep_freed_memory()
-        options = cpu.compiler_options()
-    except ImportError:
-        options = {}
-
+    cpu.keep_freed_memory()
     config = voc_deeplab.get_config()
     config.batch_size, config.model.timesteps, config.dataset.image_size = args.batch, args.timesteps, args.size
     for override in filter(None, args.overrides.split(",")):
@@ -79,20 +71,8 @@ def jax_worker(args) -> callable:
             node[leaf] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             node[leaf] = value
-    num_classes, channels, _ = benchmark.DATASET_INPUTS[config.dataset.name]
-    model = benchmark.model_from_config(config, num_classes, channels)
-    optimizer = optax.adam(config.learning_rate)
-    batch = benchmark.synthetic_batch(config, config.batch_size)
-    key = jax.random.PRNGKey(0)
-    state = benchmark.init_state(model, optimizer, batch, key)
-    train_step = jax.jit(benchmark.make_steps(model, optimizer)[0], donate_argnums=0, compiler_options=options)
-
-    def step():
-        nonlocal state
-        state, metrics = train_step(state, batch, key)
-        jax.block_until_ready(metrics)
-
-    return step
+    steps = benchmark.Steps(config)
+    return lambda: jax.block_until_ready(steps.train_once())
 
 
 def serve(step) -> None:
@@ -110,11 +90,11 @@ def serve(step) -> None:
 
 
 class Worker:
-    def __init__(self, name: str, argv: list[str], source: str, env: dict[str, str] | None = None):
-        env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]))
+    def __init__(self, name: str, argv: list[str]):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
         self.name = name
         self.process = subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env, cwd=source)
+                                        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
         self.seconds: list[float] = []
         self.cpu_seconds: list[float] = []
 
@@ -136,12 +116,9 @@ class Worker:
         self.process.wait()
 
 
-def parse_variant(text: str) -> tuple[str, str, str, dict[str, str]]:
-    text, _, env = text.partition("+")
-    text, _, source = text.partition("@")
+def parse_variant(text: str) -> tuple[str, str]:
     name, _, overrides = text.partition(":")
-    env = dict(item.split("=", 1) for item in filter(None, env.split(";")))
-    return name, overrides, os.path.abspath(source) if source else REPO, env
+    return name, overrides
 
 
 def main() -> None:
@@ -153,7 +130,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per implementation and round")
-    parser.add_argument("--variant", action="append", default=[], help="name[:field=value,...][@source_dir]")
+    parser.add_argument("--variant", action="append", default=[], help="name[:field=value,...]")
     parser.add_argument("--worker", choices=["torch", "jax"], help=argparse.SUPPRESS)
     parser.add_argument("--overrides", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,9 +140,9 @@ def main() -> None:
 
     common = ["--reference", os.path.abspath(args.reference), "--style", args.style, "--batch", str(args.batch),
               "--timesteps", str(args.timesteps), "--size", str(args.size)]
-    workers = [Worker(f"torch-{args.style}", [*common, "--worker", "torch"], REPO)]
-    for name, overrides, source, env in map(parse_variant, args.variant or ["jax"]):
-        workers.append(Worker(name, [*common, "--worker", "jax", "--overrides", overrides], source, env))
+    workers = [Worker(f"torch-{args.style}", [*common, "--worker", "torch"])]
+    for name, overrides in map(parse_variant, args.variant or ["jax"]):
+        workers.append(Worker(name, [*common, "--worker", "jax", "--overrides", overrides]))
     for worker in workers:  # one at a time, so that compiling does not overlap the others' warm-up
         worker.wait_ready()
     reference = workers[0]

@@ -1,104 +1,71 @@
-"""Times the jitted train and eval steps of a config's model on synthetic inputs.
+"""Times the training pipeline's jitted train and eval steps on synthetic inputs of a config's shapes.
 
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py [--config.batch_size=2] [--compile_only]
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
 memory, the model's FLOPs (SPEC §7 Eq. 9) and the FLOP/s they imply, and the device. The last line
-of stdout is one JSON object.
+of stdout is one JSON object. The steps are `train.compile_train_step` and `train.compile_eval_step`,
+the ones `train.py` runs; no dataset is read.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import statistics
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from snnseg_jax import cpu, layers, models
+from snnseg_jax import cli, layers, sharding, train
+from snnseg_jax.data import ddd17, synthetic, voc
 
-Array = jax.Array
 IGNORE_LABEL = 255
 
 
-class TrainState(NamedTuple):
-    """What a train step updates: step counter, parameters, BNTT/BN statistics, Adam state."""
+@dataclasses.dataclass(frozen=True)
+class InputShapes:
+    """What the model needs to know of a dataset: its classes, input channels, and whether an
+    example is an event sequence `[T, H, W, C]` rather than an image `[H, W, C]`."""
 
-    step: Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-
-
-def model_from_config(config: ml_collections.ConfigDict, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """`models.build` with the config's model fields."""
-    return models.build(**config.model, num_classes=num_classes, in_channels=in_channels)
+    class_names: tuple[str, ...]
+    in_channels: int
+    events: bool
 
 
-def masked_cross_entropy(logits_BHWK: Array, labels_BHW: Array) -> Array:
-    """Pixel-wise softmax cross-entropy averaged over pixels whose label is a class (< K)."""
-    valid = labels_BHW < logits_BHWK.shape[-1]  # drops 255 and any other label >= K
-    safe = jnp.where(valid, labels_BHW, 0)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits_BHWK, safe)
-    return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
+DATASET_INPUTS = {
+    "voc2012": InputShapes(voc.CLASS_NAMES, 3, False),
+    "ddd17": InputShapes(ddd17.CLASS_NAMES, 2, True),
+    "shapes": InputShapes(synthetic.CLASS_NAMES, 3, False),
+    "events": InputShapes(synthetic.CLASS_NAMES, 2, True),
+}
 
 
-def make_steps(model: nn.Module, optimizer: optax.GradientTransformation
-               ) -> tuple[Callable, Callable]:
-    """`train_step(state, batch, key) -> (state, metrics)` and `eval_step(state, batch, key) -> logits`.
-
-    The one place that defines what is timed: point it at the training pipeline's steps to time those.
-    """
-
-    def train_step(state: TrainState, batch: dict, key: Array):
-        rngs = {"spikes": jax.random.fold_in(key, state.step)}
-
-        def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                          batch["image"], train=True, rngs=rngs, mutable=["batch_stats"])
-            return masked_cross_entropy(logits, batch["label"]), updates["batch_stats"]
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, batch_stats, opt_state), {"loss": loss}
-
-    def eval_step(state: TrainState, batch: dict, key: Array):
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        return model.apply(variables, batch["image"], train=False, rngs={"spikes": key})
-
-    return train_step, eval_step
-
-
-# dataset name -> (num_classes, input channels, event sequences?)
-DATASET_INPUTS = {"voc2012": (21, 3, False), "ddd17": (6, 2, True)}
+def input_shapes(config: ml_collections.ConfigDict) -> InputShapes:
+    if config.dataset.name not in DATASET_INPUTS:
+        raise cli.UserError(f"unknown dataset {config.dataset.name!r} (config.dataset.name); the benchmark "
+                            f"knows {', '.join(sorted(DATASET_INPUTS))}")
+    return DATASET_INPUTS[config.dataset.name]
 
 
 def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
     """Random inputs and labels of the config's shapes (some labels 255, as on VOC borders)."""
-    num_classes, channels, events = DATASET_INPUTS[config.dataset.name]
+    shapes = input_shapes(config)
     size, steps = config.dataset.image_size, config.model.timesteps
     rng = np.random.default_rng(seed)
-    shape = (batch_size, steps, size, size, channels) if events else (batch_size, size, size, channels)
-    labels = rng.integers(0, num_classes, (batch_size, size, size))
+    example = (steps, size, size, shapes.in_channels) if shapes.events else (size, size, shapes.in_channels)
+    labels = rng.integers(0, len(shapes.class_names), (batch_size, size, size)).astype(np.uint8)
     labels[:, :, :2] = IGNORE_LABEL
-    return {"image": jnp.asarray(rng.uniform(-0.5, 0.5, shape), jnp.float32),
-            "label": jnp.asarray(labels, jnp.int32)}
+    return {"inputs": rng.uniform(-0.5, 0.5, (batch_size, *example)).astype(np.float32), "labels": labels}
 
 
-def init_state(model: nn.Module, optimizer: optax.GradientTransformation, batch: dict, key: Array) -> TrainState:
-    variables = jax.jit(lambda x: model.init({"params": key, "spikes": key}, x, train=False))(batch["image"][:1])
-    params = variables["params"]
-    return TrainState(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}), optimizer.init(params))
-
-
-def forward_flops(model: nn.Module, variables: Any, image: Array) -> int:
+def forward_flops(model: nn.Module, variables: Any, inputs: jax.Array) -> int:
     """Forward FLOPs of one batch as SPEC §7 Eq. 9 counts them: k^2 * O^2 * C_in * C_out per conv.
 
     (Eq. 9 counts a multiply-add as one FLOP.) Summed over every convolution the model runs, all T
@@ -119,7 +86,7 @@ def forward_flops(model: nn.Module, variables: Any, image: Array) -> int:
 
     with nn.intercept_methods(count):
         jax.eval_shape(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": jax.random.PRNGKey(0)}),
-                       variables, image)
+                       variables, inputs)
     return total
 
 
@@ -138,38 +105,52 @@ def device_description() -> str:
     return f"{jax.device_count()}x {device.platform}:{device.device_kind}"
 
 
+class Steps:
+    """The pipeline's compiled train and eval steps for a config, on one synthetic batch, with the
+    train state they update (`train_once` advances it)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        mesh = sharding.data_mesh()
+        sharding.check_batch_size(config.batch_size, mesh, "batch_size")
+        self.model = train.build_model(config, input_shapes(config))
+        optimizer = train.make_optimizer(config, steps=1_000_000)
+        init_key, self.key, _ = train.run_keys(config.seed)
+        self.batch = sharding.put_batch(synthetic_batch(config, config.batch_size, config.seed),
+                                        sharding.batch_sharding(mesh))
+        init = functools.partial(train.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
+        self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+        self.train = train.compile_train_step(self.model, optimizer, mesh).lower(
+            self.state, self.batch, self.key).compile()
+        self.eval = train.compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
+
+    def train_once(self) -> dict:
+        self.state, metrics = self.train(self.state, self.batch, self.key)
+        return metrics
+
+    def eval_once(self) -> jax.Array:
+        return self.eval(self.state, self.batch, self.key)
+
+
 def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: int = 5) -> dict:
     """Compiles (and unless `compile_only`, times) the train and eval steps; returns the results."""
-    num_classes, channels, _ = DATASET_INPUTS[config.dataset.name]
-    model = model_from_config(config, num_classes, channels)
-    optimizer = optax.adam(config.learning_rate)
-    batch = synthetic_batch(config, config.batch_size)
-    key = jax.random.PRNGKey(config.seed)
-    state = init_state(model, optimizer, batch, key)
-    train_step, eval_step = make_steps(model, optimizer)
-    options = cpu.compiler_options()
-    train = jax.jit(train_step, donate_argnums=0, compiler_options=options).lower(state, batch, key).compile()
-    evaluate = jax.jit(eval_step, compiler_options=options).lower(state, batch, key).compile()
-    flops = forward_flops(model, {"params": state.params, "batch_stats": state.batch_stats}, batch["image"])
+    train.check_config(config)
+    steps = Steps(config)
+    variables = {"params": steps.state.params, "batch_stats": steps.state.batch_stats}
+    flops = forward_flops(steps.model, variables, steps.batch["inputs"])
     result = {
         "model": config.model.name, "batch_size": config.batch_size, "timesteps": config.model.timesteps,
         "image_size": config.dataset.image_size, "width": config.model.width, "dtype": config.model.dtype,
-        "train_temp_bytes": int(train.memory_analysis().temp_size_in_bytes),
-        "eval_temp_bytes": int(evaluate.memory_analysis().temp_size_in_bytes),
+        "remat": config.model.remat, "fused": config.model.fused,
+        "train_temp_bytes": int(steps.train.memory_analysis().temp_size_in_bytes),
+        "eval_temp_bytes": int(steps.eval.memory_analysis().temp_size_in_bytes),
         "forward_flops": flops, "device": device_description(), "jax": jax.__version__,
     }
     if compile_only:
         return result
-
-    def train_once():
-        nonlocal state
-        state, metrics = train(state, batch, key)
-        return metrics
-
-    time_calls(train_once, 1)  # warm-up
-    train_seconds = time_calls(train_once, repeats)
-    time_calls(lambda: evaluate(state, batch, key), 1)
-    eval_seconds = time_calls(lambda: evaluate(state, batch, key), repeats)
+    time_calls(steps.train_once, 1)  # warm-up
+    train_seconds = time_calls(steps.train_once, repeats)
+    time_calls(steps.eval_once, 1)
+    eval_seconds = time_calls(steps.eval_once, repeats)
     result.update({
         "train_step_seconds": min(train_seconds), "train_step_median_seconds": statistics.median(train_seconds),
         "eval_step_seconds": min(eval_seconds), "eval_step_median_seconds": statistics.median(eval_seconds),
@@ -180,23 +161,28 @@ def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: 
     return result
 
 
-def main(argv):
-    del argv
-    cpu.keep_freed_memory()
-    result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
+def summary_lines(result: dict) -> list[str]:
     gib = 2.0 ** 30
-    print(f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
-          f"{result['image_size']}x{result['image_size']} width {result['width']} {result['dtype']}")
-    print(f"train step temp memory {result['train_temp_bytes'] / gib:.3f} GiB, "
-          f"eval {result['eval_temp_bytes'] / gib:.3f} GiB; forward {result['forward_flops'] / 1e9:.1f} GFLOPs (Eq. 9)")
-    if not FLAGS.compile_only:
-        print(f"train step {result['train_step_seconds']:.4f} s best, {result['train_step_median_seconds']:.4f} s median "
-              f"({result['train_flops_per_second'] / 1e9:.1f} GFLOP/s); eval step {result['eval_step_seconds']:.4f} s best")
+    lines = [f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
+             f"{result['image_size']}x{result['image_size']} width {result['width']} {result['dtype']}",
+             f"train step temp memory {result['train_temp_bytes'] / gib:.3f} GiB, eval "
+             f"{result['eval_temp_bytes'] / gib:.3f} GiB; forward {result['forward_flops'] / 1e9:.1f} GFLOPs (Eq. 9)"]
+    if "train_step_seconds" in result:
+        lines.append(f"train step {result['train_step_seconds']:.4f} s best, "
+                     f"{result['train_step_median_seconds']:.4f} s median "
+                     f"({result['train_flops_per_second'] / 1e9:.1f} GFLOP/s); "
+                     f"eval step {result['eval_step_seconds']:.4f} s best")
+    return lines
+
+
+def main() -> None:
+    result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
+    print("\n".join(summary_lines(result)))
     print(json.dumps(result))
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     FLAGS = flags.FLAGS
@@ -204,4 +190,4 @@ if __name__ == "__main__":
     flags.DEFINE_bool("compile_only", False, "Compile and report memory and FLOPs without timing.")
     flags.DEFINE_integer("repeats", 5, "Timed calls per step after one warm-up call.")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)

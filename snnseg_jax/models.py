@@ -176,12 +176,15 @@ def build(
     surrogate_scale: float | None = None,
     dtype: Any = "float32",
     remat: bool = False,
+    fused: bool = True,
 ) -> nn.Module:
     """The network `name` (one of `MODEL_NAMES`) with these settings.
 
     `head` ("paper" or "released") applies to the DeepLabs; `surrogate_scale` is the surrogate's
     hyper-parameter (None: its default, 0.3 for `linear`); `dtype` is the compute dtype; `remat`
-    recomputes each layer's convolution in the backward pass instead of storing its output.
+    recomputes each layer's convolution in the backward pass instead of storing its output; `fused`
+    runs each spiking layer as `fused.spiking_conv_train` (False: the plain autodiff composition,
+    same values and gradients, more time and memory).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
@@ -194,7 +197,7 @@ def build(
     common = dict(num_classes=num_classes, timesteps=timesteps, width=width,
                   spiking=name.startswith("spiking_"), in_channels=in_channels,
                   neuron=NeuronParams(leak, threshold, surrogate, surrogate_scale),
-                  dtype=jnp.dtype(dtype), remat=remat)
+                  dtype=jnp.dtype(dtype), remat=remat, fused=fused)
     if name.endswith("deeplab"):
         return DeepLab(**common, head=head)
     return FCN(**common)

@@ -8,7 +8,6 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import voc_deeplab
@@ -38,27 +37,24 @@ def test_forward_flops_follow_eq9_layer_by_layer():
     assert got == batch * (steps * (per_sample_step - output_conv) + output_conv)
 
 
-def test_masked_cross_entropy_ignores_label_255():
-    logits = jnp.asarray(np.random.default_rng(0).normal(size=(1, 2, 2, 3)), jnp.float32)
-    labels = jnp.asarray([[[0, 255], [2, 1]]])
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(labels == 255, 0, labels))
-    expected = (losses[0, 0, 0] + losses[0, 1, 0] + losses[0, 1, 1]) / 3
-    np.testing.assert_allclose(benchmark.masked_cross_entropy(logits, labels), expected, rtol=1e-6)
-
-
-def test_train_step_updates_state_and_step_counter():
+def test_benchmark_times_the_pipeline_steps_on_config_shapes():
     config = tiny_config()
-    model = benchmark.model_from_config(config, 21)
-    optimizer = optax.adam(config.learning_rate)
-    batch = benchmark.synthetic_batch(config, config.batch_size)
-    key = jax.random.PRNGKey(0)
-    state = benchmark.init_state(model, optimizer, batch, key)
-    train_step, eval_step = benchmark.make_steps(model, optimizer)
-    new_state, metrics = jax.jit(train_step)(state, batch, key)
-    assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
-    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), new_state.params, state.params)
+    steps = benchmark.Steps(config)
+    assert steps.batch["inputs"].shape == (2, 32, 32, 3) and steps.batch["labels"].shape == (2, 32, 32)
+    before = jax.device_get(steps.state.params)  # the state is donated to the step
+    metrics = steps.train_once()
+    assert int(steps.state.step) == 1 and np.isfinite(float(metrics["loss"]))
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), steps.state.params, before)
     assert all(jax.tree_util.tree_leaves(changed))
-    assert eval_step(new_state, batch, key).shape == (2, 32, 32, 21)
+    confusion = steps.eval_once()  # the pipeline's eval step: a confusion matrix of the valid pixels
+    assert confusion.shape == (21, 21) and int(confusion.sum()) == 2 * 32 * 30
+
+
+def test_event_configs_get_event_sequences():
+    config = tiny_config()
+    config.dataset.name = "ddd17"
+    batch = benchmark.synthetic_batch(config, 3)
+    assert batch["inputs"].shape == (3, 2, 32, 32, 2) and int(batch["labels"].max()) == 255
 
 
 @pytest.mark.slow
