@@ -19,14 +19,12 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from snnseg_jax import cli, layers, sharding, train
+from snnseg_jax.metrics import IGNORE_LABEL
 from snnseg_jax.data import ddd17, synthetic, voc
-
-IGNORE_LABEL = 255
 
 
 @dataclasses.dataclass(frozen=True)
