@@ -33,6 +33,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.surrogate = "linear"  # linear, fast_sigmoid, exp, pass_through
     config.model.surrogate_scale = config_dict.placeholder(float)  # None: the surrogate's default (0.3 for linear)
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16
+    config.model.remat = False  # recompute each layer's convolution in the backward pass: less memory, ~1/3 more conv time
+    config.model.fused = True  # spiking layers as one conv-BNTT-LIF op with a hand-written backward (False: plain autodiff)
 
     config.batch_size = 16  # global batch, split over all devices
     config.num_epochs = 60

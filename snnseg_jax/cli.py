@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by `train.py` and `evaluate.py`: flag parsing and user errors.
+"""Command-line plumbing shared by `train.py`, `evaluate.py` and the benchmark: flags, user errors.
 
 Mistakes in the input (a misspelt override, a missing config file, an unknown dataset, a bad
 value) end the program with one paragraph on stderr and exit status 2, never a traceback. Library
@@ -12,6 +12,8 @@ import textwrap
 from typing import Callable, NoReturn, Sequence
 
 from absl import flags
+
+from snnseg_jax import cpu
 
 EXIT_USER_ERROR = 2
 
@@ -72,6 +74,7 @@ def run(main: Callable[[], None], argv: Sequence[str] | None = None) -> None:
         fail(explain_flag_error(error, argv))
     if extra:
         fail(f"unexpected arguments {' '.join(extra)}; options take the form --name=value")
+    cpu.keep_freed_memory()
     try:
         main()
     except UserError as error:

@@ -45,9 +45,20 @@ def scaled_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+# What a layer's input holds, as `(Unit.input_levels, Unit.input_signed)`: spikes are 0 or 1.
+SPIKES = (1, False)
+ANALOG = (None, False)
+
+
+def pooled_values(values: tuple[int | None, bool]) -> tuple[int | None, bool]:
+    """The input values after `ops.avg_pool`: sums of 9 of them divided by 9."""
+    levels, signed = values
+    return (None if levels is None else 9 * levels), signed
+
+
 def time_mean(x_N: Array, timesteps: int) -> Array:
     """Mean over time of time-folded `[T * B, ...]`, giving `[B, ...]`."""
-    return x_N if timesteps == 1 else unfold_time(x_N, timesteps).mean(axis=0)
+    return x_N if timesteps == 1 else ops.sum_leading(unfold_time(x_N, timesteps)) / timesteps
 
 
 class _Network(nn.Module):
@@ -60,6 +71,8 @@ class _Network(nn.Module):
     in_channels: int = 3
     neuron: NeuronParams = NeuronParams()
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each layer in the backward pass (less memory, more time)
+    fused: bool = True  # spiking layers as `fused.spiking_conv_train`; False: plain autodiff (reference)
 
     def _input(self, x: Array) -> tuple[Array, int]:
         """Time-folded network input `[T' * B, H, W, C]` and its number of steps T'."""
@@ -77,10 +90,16 @@ class _Network(nn.Module):
             return x, 1
         return fold_time(encoding.poisson_encode(self.make_rng("spikes"), x, self.timesteps)), self.timesteps
 
-    def _unit(self, spec, steps: int) -> Callable[[Array, bool], Array]:
+    def _input_values(self, x: Array) -> tuple[int | None, bool]:
+        """What the first layer's input holds: signed Poisson spikes, or analog event frames."""
+        return (1, True) if self.spiking and x.ndim == 4 else ANALOG
+
+    def _unit(self, spec, steps: int, values: tuple[int | None, bool]) -> Callable[[Array, bool], Array]:
         name, channels, kernel, dilation = spec
-        return Unit(scaled_channels(channels, self.width), kernel, dilation, self.spiking,
-                    steps, self.neuron, self.dtype, name=name)
+        # ANN layers are checkpointed whole; spiking layers recompute only their conv (see fused.py).
+        unit = nn.remat(Unit, static_argnums=(2,)) if self.remat and not self.spiking else Unit
+        return unit(scaled_channels(channels, self.width), kernel, dilation, self.spiking, steps, self.neuron,
+                    self.dtype, *values, self.remat, self.fused, name=name)
 
     def _output_conv(self, name: str, use_bias: bool) -> Conv:
         return Conv(self.num_classes, 1, use_bias=use_bias, dtype=self.dtype, name=name)
@@ -94,13 +113,17 @@ class DeepLab(_Network):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         height, width = x.shape[-3:-1]
+        values = self._input_values(x)
         h, steps = self._input(x)
         for spec in DEEPLAB_BACKBONE:
-            h = ops.avg_pool(h) if spec == "pool" else self._unit(spec, steps)(h, train)
+            if spec == "pool":
+                h, values = ops.avg_pool(h), pooled_values(values)
+            else:
+                h, values = self._unit(spec, steps, values)(h, train), SPIKES
         if not self.spiking:  # the ANN averages the backbone features over the frames
             h, steps = time_mean(h, steps), 1
         for spec in DEEPLAB_HEADS[self.head]:
-            h = self._unit(spec, steps)(h, train)
+            h = self._unit(spec, steps, SPIKES)(h, train)
         # The output layer is linear, so averaging its input over time gives the time-averaged
         # output currents at 1/T of the cost.
         logits = self._output_conv("output", use_bias=False)(time_mean(h, steps))
@@ -115,16 +138,17 @@ class FCN(_Network):
         height, width = x.shape[-3:-1]
         if height % FCN_SIDE_MULTIPLE or width % FCN_SIDE_MULTIPLE:
             raise ValueError(f"FCN needs an input side divisible by {FCN_SIDE_MULTIPLE}, got {height}x{width}")
+        values = self._input_values(x)
         h, steps = self._input(x)
         skips = []
         for i, stage in enumerate(FCN_STAGES):
             if i == len(FCN_STAGES) - 1 and not self.spiking:  # ANN: average frames before the classifier
                 h, skips, steps = time_mean(h, steps), [time_mean(s, steps) for s in skips], 1
             for spec in stage:
-                h = self._unit(spec, steps)(h, train)
+                h, values = self._unit(spec, steps, values)(h, train), SPIKES
             skips.append(h)
             if i < len(FCN_STAGES) - 1:
-                h = ops.avg_pool(h)
+                h, values = ops.avg_pool(h), pooled_values(values)
         a, b, c, d = skips
 
         def activation(name: str) -> Callable[[Array], Array]:
@@ -152,11 +176,16 @@ def build(
     surrogate: str = "linear",
     surrogate_scale: float | None = None,
     dtype: Any = "float32",
+    remat: bool = False,
+    fused: bool = True,
 ) -> nn.Module:
     """The network `name` (one of `MODEL_NAMES`) with these settings.
 
     `head` ("paper" or "released") applies to the DeepLabs; `surrogate_scale` is the surrogate's
-    hyper-parameter (None: its default, 0.3 for `linear`); `dtype` is the compute dtype.
+    hyper-parameter (None: its default, 0.3 for `linear`); `dtype` is the compute dtype; `remat`
+    recomputes each layer's convolution in the backward pass instead of storing its output; `fused`
+    runs each spiking layer as `fused.spiking_conv_train` (False: the plain autodiff composition,
+    same values and gradients, more time and memory).
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
@@ -169,7 +198,7 @@ def build(
     common = dict(num_classes=num_classes, timesteps=timesteps, width=width,
                   spiking=name.startswith("spiking_"), in_channels=in_channels,
                   neuron=NeuronParams(leak, threshold, surrogate, surrogate_scale),
-                  dtype=jnp.dtype(dtype))
+                  dtype=jnp.dtype(dtype), remat=remat, fused=fused)
     if name.endswith("deeplab"):
         return DeepLab(**common, head=head)
     return FCN(**common)

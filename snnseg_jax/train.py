@@ -26,7 +26,7 @@ import numpy as np
 import optax
 import tqdm
 
-from snnseg_jax import checkpoints, data, metrics, models, sharding
+from snnseg_jax import checkpoints, cpu, data, metrics, models, sharding
 from snnseg_jax.cli import UserError
 from snnseg_jax.data import pipeline
 
@@ -169,11 +169,21 @@ def eval_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Modul
     return metrics.confusion_matrix(batch["labels"], jnp.argmax(logits, axis=-1), logits.shape[-1])
 
 
+def compile_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
+                       mesh: jax.sharding.Mesh, skip_nonfinite: bool = False) -> Callable:
+    """`train_step` jitted for `mesh` (the state is donated): what training runs and the benchmark times."""
+    replicated = sharding.replicated(mesh)
+    return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite),
+                   in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+                   out_shardings=(replicated, replicated), donate_argnums=0,
+                   compiler_options=cpu.compiler_options())
+
+
 def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
     replicated = sharding.replicated(mesh)
     return jax.jit(functools.partial(eval_step, model=model),
                    in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-                   out_shardings=replicated)
+                   out_shardings=replicated, compiler_options=cpu.compiler_options())
 
 
 def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: data.Dataset,
@@ -320,11 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         return final_validation(workdir)
     mngr = checkpoints.manager(workdir, config.keep_checkpoints)
 
-    compiled_train_step = jax.jit(
-        functools.partial(train_step, model=model, optimizer=optimizer,
-                          skip_nonfinite=config.skip_nonfinite_steps),
-        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-        out_shardings=(replicated, replicated), donate_argnums=0)
+    compiled_train_step = compile_train_step(model, optimizer, mesh, config.skip_nonfinite_steps)
     compiled_eval_step = compile_eval_step(model, mesh)
     per_epoch = pipeline.batches_per_epoch(len(train_set), config.batch_size)
     read_batch = functools.partial(pipeline.read_train_batch, train_set, config.batch_size, config.seed)

@@ -125,3 +125,51 @@ def test_contract_library_snippet(name):
     variables = model.init({"params": key, "spikes": key}, images, train=False)
     logits = model.apply(variables, images, train=False, rngs={"spikes": key})
     assert logits.shape == (1, 32, 32, 21) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def plain_formulation(monkeypatch):
+    """Every op as the straightforward port had it: XLA convolutions and autodiff throughout."""
+    from snnseg_jax import ops
+
+    def plain_avg_pool(x):
+        summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+        return summed / 9.0
+
+    monkeypatch.setattr(ops, "conv2d", ops.conv2d_xla)
+    monkeypatch.setattr(ops, "avg_pool", plain_avg_pool)
+    monkeypatch.setattr(ops, "sum_leading", lambda x: x.sum(axis=0))
+
+
+@pytest.mark.parametrize("name,kind,size,remat", [
+    ("spiking_deeplab", "images", 64, False),  # 16x16 at fc6: its dilation-12 taps partly in bounds
+    pytest.param("spiking_deeplab", "events", 32, True, marks=pytest.mark.slow),
+    pytest.param("spiking_fcn", "images", 32, True, marks=pytest.mark.slow),
+])
+def test_optimized_network_matches_plain_formulation(name, kind, size, remat, monkeypatch):
+    """Loss, gradients and BNTT statistics of the fused, CPU-tuned network equal the plain port's."""
+    steps, classes = 2, 5
+    shape = (2, size, size, 3) if kind == "images" else (2, steps, size, size, 2)
+    x = jax.random.uniform(KEY, shape, minval=-0.9, maxval=0.9)
+    labels = jax.random.randint(KEY, (2, size, size), 0, classes)
+    model = models.build(name, num_classes=classes, timesteps=steps, width=0.125, in_channels=shape[-1], remat=remat)
+
+    def loss_grads_stats(model):
+        variables, loss_fn = init_and_loss(model, x, labels)
+
+        def with_stats(params):
+            logits, updates = model.apply({**variables, "params": params}, x, train=True,
+                                          rngs={"spikes": jax.random.PRNGKey(1)}, mutable=["batch_stats"])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates
+
+        (loss, updates), grads = jax.jit(jax.value_and_grad(with_stats, has_aux=True))(variables["params"])
+        return loss, grads, updates["batch_stats"]
+
+    loss, grads, stats = loss_grads_stats(model)
+    with monkeypatch.context() as patch:
+        plain_formulation(patch)
+        ref_loss, ref_grads, ref_stats = loss_grads_stats(model.clone(fused=False, remat=False))
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(ref_grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))),
+                                   err_msg=jax.tree_util.keystr(path))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), stats, ref_stats)

@@ -1,0 +1,191 @@
+"""Times the training pipeline's jitted train and eval steps on synthetic inputs of a config's shapes.
+
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py [--config.batch_size=2] [--compile_only]
+
+Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
+memory, the model's FLOPs (SPEC §7 Eq. 9) and the FLOP/s they imply, and the device. The last line
+of stdout is one JSON object. The steps are `train.compile_train_step` and `train.compile_eval_step`,
+the ones `train.py` runs; no dataset is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import statistics
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from snnseg_jax import cli, layers, sharding, train
+from snnseg_jax.metrics import IGNORE_LABEL
+from snnseg_jax.data import ddd17, synthetic, voc
+
+
+@dataclasses.dataclass(frozen=True)
+class InputShapes:
+    """What the model needs to know of a dataset: its classes, input channels, and whether an
+    example is an event sequence `[T, H, W, C]` rather than an image `[H, W, C]`."""
+
+    class_names: tuple[str, ...]
+    in_channels: int
+    events: bool
+
+
+DATASET_INPUTS = {
+    "voc2012": InputShapes(voc.CLASS_NAMES, 3, False),
+    "ddd17": InputShapes(ddd17.CLASS_NAMES, 2, True),
+    "shapes": InputShapes(synthetic.CLASS_NAMES, 3, False),
+    "events": InputShapes(synthetic.CLASS_NAMES, 2, True),
+}
+
+
+def input_shapes(config: ml_collections.ConfigDict) -> InputShapes:
+    if config.dataset.name not in DATASET_INPUTS:
+        raise cli.UserError(f"unknown dataset {config.dataset.name!r} (config.dataset.name); the benchmark "
+                            f"knows {', '.join(sorted(DATASET_INPUTS))}")
+    return DATASET_INPUTS[config.dataset.name]
+
+
+def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: int = 0) -> dict:
+    """Random inputs and labels of the config's shapes (some labels 255, as on VOC borders)."""
+    shapes = input_shapes(config)
+    size, steps = config.dataset.image_size, config.model.timesteps
+    rng = np.random.default_rng(seed)
+    example = (steps, size, size, shapes.in_channels) if shapes.events else (size, size, shapes.in_channels)
+    labels = rng.integers(0, len(shapes.class_names), (batch_size, size, size)).astype(np.uint8)
+    labels[:, :, :2] = IGNORE_LABEL
+    return {"inputs": rng.uniform(-0.5, 0.5, (batch_size, *example)).astype(np.float32), "labels": labels}
+
+
+def forward_flops(model: nn.Module, variables: Any, inputs: jax.Array) -> int:
+    """Forward FLOPs of one batch as SPEC §7 Eq. 9 counts them: k^2 * O^2 * C_in * C_out per conv.
+
+    (Eq. 9 counts a multiply-add as one FLOP.) Summed over every convolution the model runs, all T
+    steps, from the shapes seen when tracing it; a transposed conv counts its input positions.
+    """
+    total = 0
+
+    def count(next_fun, args, kwargs, context):
+        nonlocal total
+        module = context.module
+        if context.method_name == "__call__" and not isinstance(module.parent, layers.Unit):
+            x = args[0]
+            if isinstance(module, (layers.Unit, layers.Conv)):  # 'same' convs: O^2 = H * W of the input
+                total += x.shape[0] * module.kernel_size ** 2 * x.shape[1] * x.shape[2] * x.shape[-1] * module.features
+            elif isinstance(module, layers.ConvTransposeUp):
+                total += x.shape[0] * 9 * x.shape[1] * x.shape[2] * x.shape[-1] * module.features
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(count):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": jax.random.PRNGKey(0)}),
+                       variables, inputs)
+    return total
+
+
+def time_calls(call: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall seconds of `repeats` calls, each waited for until its result is ready."""
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def device_description() -> str:
+    device = jax.devices()[0]
+    return f"{jax.device_count()}x {device.platform}:{device.device_kind}"
+
+
+class Steps:
+    """The pipeline's compiled train and eval steps for a config, on one synthetic batch, with the
+    train state they update (`train_once` advances it)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        mesh = sharding.data_mesh()
+        sharding.check_batch_size(config.batch_size, mesh, "batch_size")
+        self.model = train.build_model(config, input_shapes(config))
+        optimizer = train.make_optimizer(config, steps=1_000_000)
+        init_key, self.key, _ = train.run_keys(config.seed)
+        self.batch = sharding.put_batch(synthetic_batch(config, config.batch_size, config.seed),
+                                        sharding.batch_sharding(mesh))
+        init = functools.partial(train.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
+        self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+        self.train = train.compile_train_step(self.model, optimizer, mesh).lower(
+            self.state, self.batch, self.key).compile()
+        self.eval = train.compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
+
+    def train_once(self) -> dict:
+        self.state, metrics = self.train(self.state, self.batch, self.key)
+        return metrics
+
+    def eval_once(self) -> jax.Array:
+        return self.eval(self.state, self.batch, self.key)
+
+
+def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: int = 5) -> dict:
+    """Compiles (and unless `compile_only`, times) the train and eval steps; returns the results."""
+    train.check_config(config)
+    steps = Steps(config)
+    variables = {"params": steps.state.params, "batch_stats": steps.state.batch_stats}
+    flops = forward_flops(steps.model, variables, steps.batch["inputs"])
+    result = {
+        "model": config.model.name, "batch_size": config.batch_size, "timesteps": config.model.timesteps,
+        "image_size": config.dataset.image_size, "width": config.model.width, "dtype": config.model.dtype,
+        "remat": config.model.remat, "fused": config.model.fused,
+        "train_temp_bytes": int(steps.train.memory_analysis().temp_size_in_bytes),
+        "eval_temp_bytes": int(steps.eval.memory_analysis().temp_size_in_bytes),
+        "forward_flops": flops, "device": device_description(), "jax": jax.__version__,
+    }
+    if compile_only:
+        return result
+    time_calls(steps.train_once, 1)  # warm-up
+    train_seconds = time_calls(steps.train_once, repeats)
+    time_calls(steps.eval_once, 1)
+    eval_seconds = time_calls(steps.eval_once, repeats)
+    result.update({
+        "train_step_seconds": min(train_seconds), "train_step_median_seconds": statistics.median(train_seconds),
+        "eval_step_seconds": min(eval_seconds), "eval_step_median_seconds": statistics.median(eval_seconds),
+        # Training costs about 3 forward passes (forward, input and weight gradients).
+        "train_flops_per_second": 3 * flops / min(train_seconds),
+        "eval_flops_per_second": flops / min(eval_seconds),
+    })
+    return result
+
+
+def summary_lines(result: dict) -> list[str]:
+    gib = 2.0 ** 30
+    lines = [f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
+             f"{result['image_size']}x{result['image_size']} width {result['width']} {result['dtype']}",
+             f"train step temp memory {result['train_temp_bytes'] / gib:.3f} GiB, eval "
+             f"{result['eval_temp_bytes'] / gib:.3f} GiB; forward {result['forward_flops'] / 1e9:.1f} GFLOPs (Eq. 9)"]
+    if "train_step_seconds" in result:
+        lines.append(f"train step {result['train_step_seconds']:.4f} s best, "
+                     f"{result['train_step_median_seconds']:.4f} s median "
+                     f"({result['train_flops_per_second'] / 1e9:.1f} GFLOP/s); "
+                     f"eval step {result['eval_step_seconds']:.4f} s best")
+    return lines
+
+
+def main() -> None:
+    result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
+    print("\n".join(summary_lines(result)))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    from absl import flags
+    from ml_collections import config_flags
+
+    FLAGS = flags.FLAGS
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).", lock_config=True)
+    flags.DEFINE_bool("compile_only", False, "Compile and report memory and FLOPs without timing.")
+    flags.DEFINE_integer("repeats", 5, "Timed calls per step after one warm-up call.")
+    flags.mark_flags_as_required(["config"])
+    cli.run(main)
