@@ -21,6 +21,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Uses the same Poisson keys as the validation during training, so the numbers match it.
     """
     train_lib.check_config(config)
+    sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
@@ -45,6 +46,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = {"split": split, "step": int(jax.device_get(state.step)), "num_images": len(dataset),
               **metrics.summary(confusion, dataset.class_names)}
     path = os.path.join(workdir, f"eval_{split}.json")
+    if not sharding.is_primary():
+        return result
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"{split} at step {result['step']}: MIoU {result['miou']:.4f}, pixel accuracy "

@@ -159,7 +159,8 @@ def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
 def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: data.Dataset,
                    batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh) -> np.ndarray:
     """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`)."""
-    batches = pipeline.prefetch(pipeline.eval_batches(dataset, batch_size),
+    share = sharding.process_share(dataset, batch_size, mesh)
+    batches = pipeline.prefetch(pipeline.eval_batches(share, batch_size),
                                 functools.partial(sharding.put_batch, sharding=sharding.batch_sharding(mesh)))
     per_batch = [compiled_eval_step(state, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
     return np.sum(np.asarray(jax.device_get(per_batch), np.int64), axis=0)
@@ -169,6 +170,8 @@ def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: dat
 
 
 def append_metrics(workdir: str, record: dict) -> None:
+    if not sharding.is_primary():
+        return
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -176,7 +179,7 @@ def append_metrics(workdir: str, record: dict) -> None:
 def drop_metrics_after(workdir: str, step: int) -> None:
     """Removes the lines of steps after `step` (logged by a run that stopped before saving them)."""
     path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    if not sharding.is_primary() or not os.path.exists(path):
         return
     with open(path) as f:
         kept = [line for line in f if json.loads(line)["step"] <= step]
@@ -190,6 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns the final validation metrics.
     """
     check_config(config)
+    sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh, "batch_size")
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -220,7 +224,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     compiled_eval_step = compile_eval_step(model, mesh)
     per_epoch = pipeline.batches_per_epoch(len(train_set), config.batch_size)
     batches = pipeline.prefetch(
-        pipeline.train_batches(train_set, config.batch_size, config.seed, position),
+        pipeline.train_batches(sharding.process_share(train_set, config.batch_size, mesh), config.batch_size,
+                               config.seed, position),
         functools.partial(sharding.put_batch, sharding=sharding.batch_sharding(mesh)))
     schedule = learning_rate_schedule(config, steps)
 
@@ -229,8 +234,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         result = {"step": step, "split": config.dataset.eval_split, "num_images": len(eval_set),
                   **metrics.summary(confusion, eval_set.class_names)}
         append_metrics(workdir, result)
-        tqdm.tqdm.write(f"step {step}: {config.dataset.eval_split} MIoU {result['miou']:.4f}, "
-                        f"pixel accuracy {result['pixel_accuracy']:.4f}")
+        if sharding.is_primary():
+            tqdm.tqdm.write(f"step {step}: {config.dataset.eval_split} MIoU {result['miou']:.4f}, "
+                            f"pixel accuracy {result['pixel_accuracy']:.4f}")
         return result
 
     # Metrics of a logging window are fetched after the next step is dispatched, so the host
@@ -238,7 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     window: list[dict] = []
     pending: tuple[int, list[dict]] | None = None
     clock = [time.perf_counter(), start]
-    bar = tqdm.tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm.tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
+                    disable=not sharding.is_primary())
 
     def report() -> None:
         nonlocal pending
