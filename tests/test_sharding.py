@@ -109,10 +109,6 @@ def test_one_process_holds_every_row_and_puts_the_batch_on_its_devices():
         np.testing.assert_array_equal(np.asarray(placed[name]), batch[name])
 
 
-def test_random_bits_are_generated_shard_by_shard():
-    assert jax.config.jax_threefry_partitionable
-
-
 # ---------------------------------------------------------------- end to end
 
 
