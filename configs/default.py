@@ -36,7 +36,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.remat = False  # recompute each layer's convolution in the backward pass: less memory, ~1/3 more conv time
     config.model.fused = True  # spiking layers as one conv-BNTT-LIF op with a hand-written backward (False: plain autodiff)
 
-    config.batch_size = 16  # global batch, split over all devices
+    # Several processes (hosts): see README "Multiple devices and hosts". Empty / 0 / -1 fields are
+    # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.initialize = False  # call jax.distributed.initialize() to join the other processes
+    config.distributed.coordinator_address = ""  # "host:port" of process 0 (or env JAX_COORDINATOR_ADDRESS)
+    config.distributed.num_processes = 0  # how many processes take part
+    config.distributed.process_id = -1  # this process's number, 0 .. num_processes - 1
+
+    config.batch_size = 16  # global batch, split over all devices of all processes
     config.num_epochs = 60
     config.num_train_steps = -1  # if > 0, stop after this many steps instead of num_epochs
     config.learning_rate = 3e-3  # Adam

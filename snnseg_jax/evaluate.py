@@ -22,6 +22,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpoints that do not read back whole are reported and left where they are.
     """
     train_lib.check_config(config)
+    sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
@@ -47,6 +48,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = {"split": split, "step": int(jax.device_get(state.step)), "num_images": len(dataset),
               **metrics.summary(confusion, dataset.class_names)}
     path = os.path.join(workdir, f"eval_{split}.json")
+    if not sharding.is_primary():
+        return result
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"{split} at step {result['step']}: MIoU {result['miou']:.4f}, pixel accuracy "

@@ -189,7 +189,8 @@ def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
 def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: data.Dataset,
                    batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> np.ndarray:
     """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`)."""
-    batches = placed_batches(functools.partial(pipeline.read_eval_batch, dataset, batch_size),
+    share = sharding.process_share(dataset, batch_size, mesh)
+    batches = placed_batches(functools.partial(pipeline.read_eval_batch, share, batch_size),
                              range(0, len(dataset), batch_size), mesh, threads)
     per_batch = [compiled_eval_step(state, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
     return np.sum(np.asarray(jax.device_get(per_batch), np.int64), axis=0)
@@ -207,6 +208,8 @@ def placed_batches(read: Callable[[Any], dict], items: Iterable, mesh: jax.shard
 
 
 def append_metrics(workdir: str, record: dict) -> None:
+    if not sharding.is_primary():
+        return
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -219,7 +222,7 @@ def drop_metrics_after(workdir: str, step: int) -> None:
     is replaced in one rename, so that an interruption here loses nothing.
     """
     path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    if not sharding.is_primary() or not os.path.exists(path):
         return
     with open(path) as f:
         *lines, torn = f.read().split("\n")
@@ -302,6 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     Returns the final validation metrics.
     """
     check_config(config)
+    sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh, "batch_size")
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -333,7 +337,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     compiled_train_step = compile_train_step(model, optimizer, mesh, config.skip_nonfinite_steps)
     compiled_eval_step = compile_eval_step(model, mesh)
     per_epoch = pipeline.batches_per_epoch(len(train_set), config.batch_size)
-    read_batch = functools.partial(pipeline.read_train_batch, train_set, config.batch_size, config.seed)
+    share = sharding.process_share(train_set, config.batch_size, mesh)
+    read_batch = functools.partial(pipeline.read_train_batch, share, config.batch_size, config.seed)
     batches = placed_batches(read_batch, pipeline.train_positions(position, per_epoch), mesh,
                              config.loader_threads, config.prefetch_batches)
     schedule = learning_rate_schedule(config, steps)
@@ -344,8 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
         result = {"step": step, "split": config.dataset.eval_split, "num_images": len(eval_set),
                   **metrics.summary(confusion, eval_set.class_names)}
         append_metrics(workdir, result)
-        tqdm.tqdm.write(f"step {step}: {config.dataset.eval_split} MIoU {result['miou']:.4f}, "
-                        f"pixel accuracy {result['pixel_accuracy']:.4f}")
+        if sharding.is_primary():
+            tqdm.tqdm.write(f"step {step}: {config.dataset.eval_split} MIoU {result['miou']:.4f}, "
+                            f"pixel accuracy {result['pixel_accuracy']:.4f}")
         return result
 
     def add_results(window: LogWindow, unfetched: list[tuple[int, dict]]) -> None:
@@ -360,7 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     unfetched: list[tuple[int, dict]] = []
     closed: tuple[int, LogWindow, list] | None = None  # a window that ended, to be written
     clock = [time.perf_counter(), start]
-    bar = tqdm.tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm.tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
+                    disable=not sharding.is_primary())
 
     def write_closed() -> None:
         nonlocal closed
