@@ -149,20 +149,33 @@ def eval_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Modul
     return metrics.confusion_matrix(batch["labels"], jnp.argmax(logits, axis=-1), logits.shape[-1])
 
 
-def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
+@functools.lru_cache(maxsize=None)  # one compilation per (model, mesh, step) and operand shapes
+def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, step: Callable = eval_step) -> Callable:
+    """`step(operand, batch, key, *, model)` (by default `eval_step`) compiled for `model`: the batch
+    sharded, the operand and key replicated."""
     replicated = sharding.replicated(mesh)
-    return jax.jit(functools.partial(eval_step, model=model),
+    return jax.jit(functools.partial(step, model=model),
                    in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
                    out_shardings=replicated)
 
 
-def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: data.Dataset,
-                   batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh) -> np.ndarray:
-    """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`)."""
+def map_batches(compiled_step: Callable, operand: Any, dataset: data.Dataset, batch_size: int,
+                key: jax.Array, mesh: jax.sharding.Mesh) -> list:
+    """`compiled_step(operand, batch, fold_in(key, i))` on every padded evaluation batch i, on the host."""
     batches = pipeline.prefetch(pipeline.eval_batches(dataset, batch_size),
                                 functools.partial(sharding.put_batch, sharding=sharding.batch_sharding(mesh)))
-    per_batch = [compiled_eval_step(state, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
-    return np.sum(np.asarray(jax.device_get(per_batch), np.int64), axis=0)
+    return jax.device_get([compiled_step(operand, batch, jax.random.fold_in(key, i))
+                           for i, batch in enumerate(batches)])
+
+
+def confusion_over(compiled_eval_step: Callable, state: Any, dataset: data.Dataset,
+                   batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh) -> np.ndarray:
+    """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`).
+
+    A step returning a stack of matrices `[..., K, K]` gives their sums.
+    """
+    per_batch = map_batches(compiled_eval_step, state, dataset, batch_size, key, mesh)
+    return np.sum(np.asarray(per_batch, np.int64), axis=0)
 
 
 # ---------------------------------------------------------------- the loop
