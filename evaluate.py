@@ -19,7 +19,8 @@ from snnseg_jax import analysis, cli, evaluate
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding the run's checkpoints.")
 flags.DEFINE_list("analyses", [], f"Analyses to run after the evaluation: {', '.join(analysis.ANALYSES)}.")
-flags.DEFINE_string("compare_workdir", None, "Workdir of the twin model, compared in robustness and conversion.")
+flags.DEFINE_string("compare_workdir", None,
+                    "Workdir of the twin model, compared in robustness and conversion.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -27,7 +28,8 @@ def main() -> None:
     analysis.check(flags.FLAGS.config, flags.FLAGS.analyses)  # a misspelt or misplaced name fails at once
     evaluate.evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
     if flags.FLAGS.analyses:
-        analysis.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.analyses, flags.FLAGS.compare_workdir)
+        analysis.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.analyses,
+                     flags.FLAGS.compare_workdir)
 
 
 if __name__ == "__main__":

@@ -49,11 +49,13 @@ def get_config() -> ml_collections.ConfigDict:
 
     # evaluate.py --analyses=... (snnseg_jax.analysis, SPEC §7)
     config.analysis = ml_collections.ConfigDict()
-    config.analysis.noise_sigmas = (0.0, 0.025, 0.05, 0.1, 0.2, 0.4)  # robustness: noise sigma as a fraction of the input range (x255 on 0-255 images)
-    config.analysis.conversion_timesteps = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # T read out from one simulation of the largest
-    config.analysis.conversion_images = 50  # conversion: first images of the eval split evaluated (each runs max(T) steps)
-    config.analysis.balance_batch_size = 16  # conversion: images of the first training batch that set the thresholds
-    config.analysis.balance_timesteps = 128  # conversion: Poisson steps over which a layer's maximum current is taken
-    config.analysis.activation_images = 200  # activations: first images of the eval split the maxima are taken over
+    # robustness: noise sigma as a fraction of the input range (x 255 on 0-255 images); 0 is added
+    config.analysis.noise_sigmas = (0.025, 0.05, 0.1, 0.2, 0.4)
+    # conversion: the T read out, all from one simulation of max(T) steps
+    config.analysis.conversion_timesteps = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+    config.analysis.conversion_images = 50  # conversion: first images of the eval split evaluated
+    config.analysis.balance_batch_size = 16  # conversion: images of the first training batch setting thresholds
+    config.analysis.balance_timesteps = 128  # conversion: Poisson steps over which layer maxima are taken
+    config.analysis.activation_images = 200  # activations: first eval images the maxima are taken over
     config.analysis.num_samples = 6  # samples: image / prediction / ground-truth triplets drawn
     return config

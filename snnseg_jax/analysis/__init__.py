@@ -44,11 +44,12 @@ def check(config: ml_collections.ConfigDict, names: list[str]) -> None:
     model_name = config.model.name
     spiking = model_name.startswith("spiking_")
     kind = lambda is_spiking: "a spiking network" if is_spiking else "an ANN"
+    twin = twin_model_name(model_name)
     for name in names:
         if name in NEEDS and NEEDS[name][0] != spiking:
             raise UserError(f"the {name} analysis {NEEDS[name][1]}, so it needs {kind(not spiking)}, but "
                             f"config.model.name={model_name!r} is {kind(spiking)}. Pass the workdir of a "
-                            f"{twin_model_name(model_name)!r} run with --config.model.name={twin_model_name(model_name)}")
+                            f"{twin!r} run with --config.model.name={twin}")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],
@@ -58,7 +59,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],
     restored = evaluate.restore(config, workdir)
     if "conversion" in names and restored.events:
         raise UserError("the conversion analysis rate codes static images; ANN-SNN conversion has no "
-                        f"counterpart for event sequences (paper §3), and {config.dataset.name!r} holds those")
+                        f"counterpart for event sequences (paper §3), which {config.dataset.name!r} "
+                        "holds")
     compare = None
     if compare_workdir:
         twin = config.copy_and_resolve_references()

@@ -56,7 +56,8 @@ def normalized_maxima(run: Restored, dataset: data.Dataset) -> dict[str, dict]:
 def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figure]:
     subset = run.first_images(run.config.analysis.activation_images)
     layers = normalized_maxima(run, subset)
-    report = {"layers": [{"name": name, **values} for name, values in layers.items()], "num_images": len(subset)}
+    report = {"layers": [{"name": name, **values} for name, values in layers.items()],
+              "num_images": len(subset)}
     return report, _figure(report["layers"])
 
 
@@ -66,13 +67,13 @@ def _figure(layers: list[dict]) -> Figure:
     for column, layer in enumerate(layers):
         for row, (key, axis_name) in enumerate((("channel_max", "channel"), ("spatial_max", "position"))):
             ax = axes[row, column]
-            ax.bar(np.arange(len(layer[key])), layer[key], width=1.0, color="tab:blue" if row == 0 else "tab:green")
+            ax.bar(np.arange(len(layer[key])), layer[key], width=1.0,
+                   color="tab:blue" if row == 0 else "tab:green")
             ax.set_ylim(0, 1.05)
             ax.set_xlabel(f"{axis_name} index", fontsize=7)
             ax.tick_params(labelsize=6)
             if row == 0:
                 ax.set_title(layer["name"], fontsize=8)
             if column == 0:
-                ax.set_ylabel("(a) normalized max per channel" if row == 0 else "(b) normalized max per position",
-                              fontsize=7)
+                ax.set_ylabel(f"({'ab'[row]}) normalized max per {axis_name}", fontsize=7)
     return figure

@@ -65,7 +65,8 @@ def fold_batchnorm(params: dict, batch_stats: dict) -> dict[str, dict]:
 
 def _conv(layer: dict, x: Array, dilation: int = 1) -> Array:
     kernel = layer["kernel"]
-    return Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias="bias" in layer).apply({"params": layer}, x)
+    conv = Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias="bias" in layer)
+    return conv.apply({"params": layer}, x)
 
 
 def _up(layer: dict, x: Array) -> Array:
@@ -100,7 +101,8 @@ def activation_shapes(model: nn.Module, layers: dict[str, dict], input_shape: tu
         shapes[name] = z.shape
         return z
 
-    jax.eval_shape(lambda x: folded_forward(model, layers, x, record), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    jax.eval_shape(lambda x: folded_forward(model, layers, x, record),
+                   jax.ShapeDtypeStruct(input_shape, jnp.float32))
     return shapes
 
 
@@ -136,7 +138,8 @@ def simulate(model: nn.Module, layers: dict, thresholds: dict[str, Array], image
         readouts = readouts.at[slot_of_step[t]].set(summed)
         return (new_membranes, new_maxima, summed, readouts), None
 
-    init = ({n: jnp.zeros(s) for n, s in shapes.items()}, {n: jnp.full(s[-1], -jnp.inf) for n, s in shapes.items()},
+    init = ({n: jnp.zeros(s) for n, s in shapes.items()},
+            {n: jnp.full(s[-1], -jnp.inf) for n, s in shapes.items()},
             jnp.zeros(logits_shape), jnp.zeros((num_readouts + 1, *logits_shape)))
     (_, maxima, _, readouts), _ = jax.lax.scan(step, init, jnp.arange(len(slot_of_step)))
     steps = readout_timesteps.astype(jnp.float32)[:, None, None, None, None]
@@ -199,17 +202,19 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     grid = sorted({int(t) for t in settings.conversion_timesteps})
     subset = run.first_images(settings.conversion_images)
     layers = fold_batchnorm(run.state.params, run.state.batch_stats)
-    balance_images = next(pipeline.train_batches(train_lib.load_split(run.config, run.config.dataset.train_split),
-                                                 settings.balance_batch_size, run.config.seed,
+    train_set = train_lib.load_split(run.config, run.config.dataset.train_split)
+    balance_images = next(pipeline.train_batches(train_set, settings.balance_batch_size, run.config.seed,
                                                  pipeline.Position()))["inputs"]
     balance_key = jax.random.fold_in(run.train_key, 0)
     readout = readout_slots(grid)
     report = {"ann_miou": metrics.mean_iou(run.confusion(dataset=subset)), "num_images": len(subset),
-              "balance_batch_size": settings.balance_batch_size, "balance_timesteps": settings.balance_timesteps}
+              "balance_batch_size": settings.balance_batch_size,
+              "balance_timesteps": settings.balance_timesteps}
     for method, per_channel in (("layer", False), ("channel", True)):
         thresholds = balance_thresholds(run.model, layers, jnp.asarray(balance_images), balance_key,
                                         settings.balance_timesteps, per_channel)
-        confusions = run.confusion(dataset=subset, step=converted_eval_step, operand=(layers, thresholds, *readout))
+        confusions = run.confusion(dataset=subset, step=converted_eval_step,
+                                   operand=(layers, thresholds, *readout))
         report[method] = {"timesteps": grid, "miou": [metrics.mean_iou(c) for c in confusions]}
     if compare:
         report["direct"] = {"model": compare.config.model.name, "workdir": compare.workdir,
@@ -221,8 +226,10 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
 def _figure(report: dict, model_name: str) -> Figure:
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
-    for method, label in (("layer", "layer-wise (Sengupta et al.)"), ("channel", "channel-wise (Spiking-YOLO)")):
-        ax.plot(report[method]["timesteps"], report[method]["miou"], "-o", markersize=4, label=f"converted, {label}")
+    for method, label in (("layer", "layer-wise (Sengupta et al.)"),
+                          ("channel", "channel-wise (Spiking-YOLO)")):
+        ax.plot(report[method]["timesteps"], report[method]["miou"], "-o", markersize=4,
+                label=f"converted, {label}")
     ax.axhline(report["ann_miou"], color="black", linestyle=":", label=f"ANN {model_name}")
     if "direct" in report:
         direct = report["direct"]

@@ -112,7 +112,8 @@ def _kernel_shape(layer_params: dict) -> tuple[int, ...]:
 def _is_spiking_layer(mdl: nn.Module, method: str) -> bool:
     """Outputs captured for the spike rates: spiking Units, and LIF layers outside a Unit."""
     return method == "__call__" and (
-        (isinstance(mdl, Unit) and mdl.spiking) or (isinstance(mdl, LIF) and not isinstance(mdl.parent, Unit)))
+        (isinstance(mdl, Unit) and mdl.spiking)
+        or (isinstance(mdl, LIF) and not isinstance(mdl.parent, Unit)))
 
 
 def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
@@ -174,7 +175,7 @@ def _figure(report: dict, model_name: str) -> Figure:
     figure = Figure(figsize=(11, 3.8), layout="constrained")
     rate_ax, energy_ax = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     spiking = [e for e in report["layers"] if e["output_spike_rate"] is not None]
-    labels = [e["name"] if e["name"] not in ("up0", "up1") else f"{e['name']} (lif_{e['name']})" for e in spiking]
+    labels = [f"{e['name']} (lif_{e['name']})" if e["name"] in ("up0", "up1") else e["name"] for e in spiking]
     rate_ax.bar(range(len(spiking)), [e["output_spike_rate"] for e in spiking], color="tab:blue")
     rate_ax.set_xticks(range(len(spiking)), labels, rotation=60, ha="right", fontsize=8)
     rate_ax.set_ylabel(f"spikes per neuron over T={report['timesteps']}")
@@ -184,8 +185,9 @@ def _figure(report: dict, model_name: str) -> Figure:
     x = np.arange(len(names))
     ann = [e["flops"] * E_MAC_PJ for e in report["layers"]]
     snn = [e["snn_flops"] * (E_MAC_PJ if e["mac"] else E_AC_PJ) for e in report["layers"]]
-    energy_ax.bar(x - 0.2, ann, 0.4, label=f"ANN, total {report['e_ann_pj'] / 1e6:.3g} uJ", color="tab:gray")
-    energy_ax.bar(x + 0.2, snn, 0.4, label=f"SNN, total {report['e_snn_pj'] / 1e6:.3g} uJ", color="tab:orange")
+    for offset, values, kind, colour in ((-0.2, ann, "ANN", "tab:gray"), (0.2, snn, "SNN", "tab:orange")):
+        total = report[f"e_{kind.lower()}_pj"] / 1e6
+        energy_ax.bar(x + offset, values, 0.4, label=f"{kind}, total {total:.3g} uJ", color=colour)
     energy_ax.set_yscale("log")
     energy_ax.set_xticks(x, [n + (" (MAC)" if e["mac"] else "") for n, e in zip(names, report["layers"])],
                          rotation=60, ha="right", fontsize=8)

@@ -78,7 +78,8 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     predictions = np.concatenate(run.map_batches(predict_step, run.state, subset))[:count]
     names = run.dataset.class_names
     palette = palette_for(run.config.dataset.name, len(names))
-    pixel_accuracy = [float(np.mean(p[l < len(names)] == l[l < len(names)])) for p, l in zip(predictions, labels)]
+    valid = labels < len(names)
+    pixel_accuracy = [float(np.mean(p[v] == l[v])) for p, l, v in zip(predictions, labels, valid)]
     report = {"num_samples": count, "class_names": list(names), "palette": palette.tolist(),
               "pixel_accuracy": pixel_accuracy}
     return report, _figure(inputs, predictions, labels, palette, names, run.config.model.name, pixel_accuracy)
@@ -91,7 +92,8 @@ def _figure(inputs, predictions, labels, palette, names, model_name, pixel_accur
     for i in range(count):
         image, style = displayable(inputs[i])
         panels = ((image, style, "input"),
-                  (colour_labels(predictions[i], palette), {}, f"{model_name} ({pixel_accuracy[i]:.0%} pixels)"),
+                  (colour_labels(predictions[i], palette), {},
+                   f"{model_name} ({pixel_accuracy[i]:.0%} pixels)"),
                   (colour_labels(labels[i], palette), {}, "ground truth"))
         for ax, (picture, kwargs, title) in zip(axes[i], panels):
             ax.imshow(picture, interpolation="nearest", **kwargs)
