@@ -1,24 +1,35 @@
-"""Evaluates the newest checkpoint in --workdir on the config's eval split.
+"""Evaluates the newest checkpoint in --workdir on the config's eval split, and runs analyses.
 
     python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo [--config.<field>=<value> ...]
+    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo \
+        --analyses=energy,robustness,samples [--compare_workdir=runs/demo_ann]
 
 Writes `eval_<split>.json` in the workdir: MIoU, per-class IoU with class names, pixel accuracy,
-the number of images and the step of the checkpoint.
+the number of images and the step of the checkpoint; and for each of --analyses (energy,
+robustness, conversion, activations, samples; settings in config.analysis)
+`analysis/<name>.json` and `analysis/<name>.png`. --compare_workdir holds the twin of the
+configured model (the ANN of a spiking network, or the other way round), trained with the same config.
 """
 
 from absl import flags
 from ml_collections import config_flags
 
-from snnseg_jax import cli
-from snnseg_jax import evaluate
+from snnseg_jax import analysis, cli, evaluate
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding the run's checkpoints.")
+flags.DEFINE_list("analyses", [], f"Analyses to run after the evaluation: {', '.join(analysis.ANALYSES)}.")
+flags.DEFINE_string("compare_workdir", None,
+                    "Workdir of the twin model, compared in robustness and conversion.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main() -> None:
+    analysis.check(flags.FLAGS.config, flags.FLAGS.analyses)  # a misspelt or misplaced name fails at once
     evaluate.evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    if flags.FLAGS.analyses:
+        analysis.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.analyses,
+                     flags.FLAGS.compare_workdir)
 
 
 if __name__ == "__main__":

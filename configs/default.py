@@ -60,4 +60,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.loader_threads = 1  # threads reading and augmenting batches (the batches do not depend on it)
     config.prefetch_batches = 2  # batches prepared ahead of the step that is running
     config.skip_nonfinite_steps = False  # non-finite loss, gradient or update: stop (False) or skip the step
+    # evaluate.py --analyses=... (snnseg_jax.analysis, SPEC §7)
+    config.analysis = ml_collections.ConfigDict()
+    # robustness: noise sigma as a fraction of the input range (x 255 on 0-255 images); 0 is added
+    config.analysis.noise_sigmas = (0.025, 0.05, 0.1, 0.2, 0.4)
+    # conversion: the T read out, all from one simulation of max(T) steps
+    config.analysis.conversion_timesteps = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+    config.analysis.conversion_images = 50  # conversion: first images of the eval split evaluated
+    config.analysis.balance_batch_size = 16  # conversion: images of the first training batch setting thresholds
+    config.analysis.balance_timesteps = 128  # conversion: Poisson steps over which layer maxima are taken
+    config.analysis.activation_images = 200  # activations: first eval images the maxima are taken over
+    config.analysis.num_samples = 6  # samples: image / prediction / ground-truth triplets drawn
     return config

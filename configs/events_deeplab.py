@@ -9,6 +9,14 @@ machine of the project (shared, so timings are noisy), the whole command:
 - Spiking-DeepLab: 5 min 29 s (about 120 sequences/s), validation MIoU 0.313 (pixel accuracy 0.764).
 - ANN DeepLab (`--config.model.name=deeplab`, backbone features averaged over the frames):
   2 min 29 s, validation MIoU 0.477 (pixel accuracy 0.822).
+
+The paper's analyses of the two runs (README "Results on the embedded data"; each under 5
+minutes; each command goes on over its indented second line):
+
+    python evaluate.py --config configs/events_deeplab.py --workdir runs/events --analyses=energy,robustness,samples
+        --compare_workdir=runs/events_ann
+    python evaluate.py --config configs/events_deeplab.py --workdir runs/events_ann --config.model.name=deeplab
+        --analyses=activations,samples
 """
 
 from configs import shapes_deeplab

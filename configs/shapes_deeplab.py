@@ -12,6 +12,14 @@ so timings are noisy), the whole command including data generation and compilati
   on the training split scores 0.157 (8 levels per channel).
 The spiking network is far below the ANN here: it plateaus near 0.18 from step 1000 on (also with
 learning rate 1e-2, T=8 or surrogate scale 1.0 over 1000 steps); the cause is still open.
+
+The paper's analyses of the two runs (README "Results on the embedded data"; each under 5
+minutes; each command goes on over its indented second line):
+
+    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo --analyses=energy,robustness,samples
+        --compare_workdir=runs/demo_ann
+    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab
+        --analyses=conversion,activations,samples
 """
 
 from configs import default

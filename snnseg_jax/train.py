@@ -179,21 +179,34 @@ def compile_train_step(model: nn.Module, optimizer: optax.GradientTransformation
                    compiler_options=cpu.compiler_options())
 
 
-def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable:
+@functools.lru_cache(maxsize=None)  # one compilation per (model, mesh, step) and operand shapes
+def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, step: Callable = eval_step) -> Callable:
+    """`step(operand, batch, key, *, model)` (by default `eval_step`) compiled for `model`: the batch
+    sharded, the operand and key replicated."""
     replicated = sharding.replicated(mesh)
-    return jax.jit(functools.partial(eval_step, model=model),
+    return jax.jit(functools.partial(step, model=model),
                    in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
                    out_shardings=replicated, compiler_options=cpu.compiler_options())
 
 
-def confusion_over(compiled_eval_step: Callable, state: TrainState, dataset: data.Dataset,
-                   batch_size: int, key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> np.ndarray:
-    """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`)."""
+def map_batches(compiled_step: Callable, operand: Any, dataset: data.Dataset, batch_size: int,
+                key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> list:
+    """`compiled_step(operand, batch, fold_in(key, i))` on every padded evaluation batch i, on the host."""
     share = sharding.process_share(dataset, batch_size, mesh)
     batches = placed_batches(functools.partial(pipeline.read_eval_batch, share, batch_size),
                              range(0, len(dataset), batch_size), mesh, threads)
-    per_batch = [compiled_eval_step(state, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
-    return np.sum(np.asarray(jax.device_get(per_batch), np.int64), axis=0)
+    return jax.device_get([compiled_step(operand, batch, jax.random.fold_in(key, i))
+                           for i, batch in enumerate(batches)])
+
+
+def confusion_over(compiled_eval_step: Callable, state: Any, dataset: data.Dataset, batch_size: int,
+                   key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> np.ndarray:
+    """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`).
+
+    A step returning a stack of matrices `[..., K, K]` gives their sums.
+    """
+    per_batch = map_batches(compiled_eval_step, state, dataset, batch_size, key, mesh, threads)
+    return np.sum(np.asarray(per_batch, np.int64), axis=0)
 
 
 def placed_batches(read: Callable[[Any], dict], items: Iterable, mesh: jax.sharding.Mesh, threads: int,

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Trains the spiking network and its ANN twin on the embedded `shapes` and `events` data, runs every
+# analysis that applies to each, and prints the numbers of README.md's "Results on the embedded data"
+# (also written to <runs>/results.md).
+#
+#   scripts/embedded_results.sh [RUNS_DIR] [extra overrides for every train.py / evaluate.py ...]
+#
+#   RUNS_DIR   where the four workdirs go (default runs/embedded); finished runs are not retrained
+#              (train.py resumes from the newest checkpoint), so a second call only re-analyses.
+#   ARCH       deeplab (default) or fcn: the configs shapes_$ARCH.py / events_$ARCH.py.
+#   STEPS      if set, --config.num_train_steps=$STEPS (a quick check of the script itself).
+#   FIGURES    if set, a folder (docs/embedded_results for README.md) that receives the figures the
+#              README shows, named <data>_<snn|ann>_<analysis>.png.
+#
+# With the shipped configs on a 2-core CPU: about 30 minutes of training (4 runs), then about
+# 8 minutes of analyses. Run from the repository root.
+set -euo pipefail
+
+RUNS=${1:-runs/embedded}
+shift || true
+ARCH=${ARCH:-deeplab}
+PYTHON=${PYTHON:-python}
+OVERRIDES=("$@")
+if [[ -n "${STEPS:-}" ]]; then
+  OVERRIDES+=("--config.num_train_steps=$STEPS")
+fi
+
+for data in shapes events; do
+  config=configs/${data}_${ARCH}.py
+  snn=$RUNS/${data}_snn
+  ann=$RUNS/${data}_ann
+  echo "== $data: training $snn and $ann"
+  "$PYTHON" train.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}"
+  "$PYTHON" train.py --config "$config" --workdir "$ann" --config.model.name="$ARCH" "${OVERRIDES[@]}"
+
+  echo "== $data: analyses"
+  "$PYTHON" evaluate.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}" \
+    --analyses=energy,robustness,samples --compare_workdir="$ann"
+  ann_analyses=activations,samples  # the ANN's robustness curve is in the SNN's robustness.json
+  if [[ $data == shapes ]]; then  # conversion rate codes static images: not for event sequences
+    ann_analyses=conversion,$ann_analyses
+  fi
+  "$PYTHON" evaluate.py --config "$config" --workdir "$ann" --config.model.name="$ARCH" "${OVERRIDES[@]}" \
+    --analyses="$ann_analyses" --compare_workdir="$snn"
+done
+
+"$PYTHON" scripts/embedded_results_table.py "$RUNS" | tee "$RUNS/results.md"
+
+if [[ -n "${FIGURES:-}" ]]; then
+  mkdir -p "$FIGURES"
+  for figure in shapes_ann/conversion shapes_snn/robustness events_snn/robustness shapes_snn/energy \
+                events_snn/energy shapes_ann/activations shapes_snn/samples events_snn/samples; do
+    cp "$RUNS/${figure%/*}/analysis/${figure#*/}.png" "$FIGURES/${figure/\//_}.png"
+  done
+  echo "figures copied to $FIGURES"
+fi

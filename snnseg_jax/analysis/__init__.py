@@ -1,0 +1,75 @@
+"""The paper's analyses of a trained run, by name (SPEC §7), each writing
+`<workdir>/analysis/<name>.json` and `<name>.png`:
+
+- `energy`: spike rates per layer, FLOPs and the ANN / SNN energy estimate (Fig. 11, Table 5).
+- `robustness`: MIoU and relative drop under Gaussian input noise (Fig. 10).
+- `conversion`: ANN-to-SNN conversion with layer- and channel-wise threshold balancing (Fig. 3).
+- `activations`: normalized maximum ReLU activation per channel and position (Fig. 4).
+- `samples`: image / prediction / ground-truth triplets (Figs. 8, 9).
+
+Settings are in `config.analysis`. A second run (`compare_workdir`, the twin of the configured model:
+the ANN of a spiking network or the other way round) joins the robustness figure and marks the
+directly trained SNN on the conversion figure.
+"""
+
+from __future__ import annotations
+
+import time
+
+import ml_collections
+
+from snnseg_jax import evaluate
+from snnseg_jax.analysis import activations, conversion, energy, outputs, robustness, samples
+from snnseg_jax.cli import UserError
+
+ANALYSES = {"energy": energy.analyze, "robustness": robustness.analyze, "conversion": conversion.analyze,
+            "activations": activations.analyze, "samples": samples.analyze}
+# The analyses that apply to one kind of network: name -> (needs a spiking network, why).
+NEEDS = {"energy": (True, "counts spikes"), "conversion": (False, "turns a trained ANN into an SNN"),
+         "activations": (False, "looks at ReLU activations")}
+
+
+def twin_model_name(name: str) -> str:
+    """`spiking_deeplab` <-> `deeplab`, `spiking_fcn` <-> `fcn`."""
+    return name.removeprefix("spiking_") if name.startswith("spiking_") else f"spiking_{name}"
+
+
+def check(config: ml_collections.ConfigDict, names: list[str]) -> None:
+    """Raises a `UserError` for any of `names` that is not an analysis or does not apply to the
+    configured network (cheap: meant to run before anything is restored)."""
+    unknown = [n for n in names if n not in ANALYSES]
+    if unknown:
+        raise UserError(f"unknown analysis {', '.join(map(repr, unknown))} in --analyses; choose from "
+                        f"{', '.join(ANALYSES)}")
+    model_name = config.model.name
+    spiking = model_name.startswith("spiking_")
+    kind = lambda is_spiking: "a spiking network" if is_spiking else "an ANN"
+    twin = twin_model_name(model_name)
+    for name in names:
+        if name in NEEDS and NEEDS[name][0] != spiking:
+            raise UserError(f"the {name} analysis {NEEDS[name][1]}, so it needs {kind(not spiking)}, but "
+                            f"config.model.name={model_name!r} is {kind(spiking)}. Pass the workdir of a "
+                            f"{twin!r} run with --config.model.name={twin}")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],
+        compare_workdir: str | None = None) -> dict[str, dict]:
+    """Runs the analyses `names` on the newest checkpoint in `workdir`; returns their results."""
+    check(config, names)
+    restored = evaluate.restore(config, workdir)
+    if "conversion" in names and restored.events:
+        raise UserError("the conversion analysis rate codes static images; ANN-SNN conversion has no "
+                        f"counterpart for event sequences (paper §3), which {config.dataset.name!r} "
+                        "holds")
+    compare = None
+    if compare_workdir:
+        twin = config.copy_and_resolve_references()
+        twin.model.name = twin_model_name(config.model.name)
+        compare = evaluate.restore(twin, compare_workdir)
+    results = {}
+    for name in names:
+        start = time.perf_counter()
+        results[name], figure = ANALYSES[name](restored, compare)
+        json_path, png_path = outputs.write(workdir, name, results[name], figure)
+        print(f"{name}: {time.perf_counter() - start:.1f} s; wrote {json_path} and {png_path}")
+    return results

@@ -1,0 +1,127 @@
+"""`evaluate.py --analyses=...` end to end on tiny trained runs: files, JSON contents, user errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import random_variables
+
+from configs import shapes_deeplab
+from snnseg_jax import checkpoints, train
+from snnseg_jax.data import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
+TINY = {"dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 2, "dataset.synthetic_sizes.train": 40,
+        "dataset.synthetic_sizes.val": 13, "eval_batch_size": 5}
+ANALYSIS = ["--config.analysis.conversion_timesteps=(1,4,32)", "--config.analysis.conversion_images=5",
+            "--config.analysis.balance_batch_size=4", "--config.analysis.balance_timesteps=8",
+            "--config.analysis.activation_images=7", "--config.analysis.num_samples=2",
+            "--config.analysis.noise_sigmas=(0.05,0.2)"]
+
+
+def tiny_config(model_name):
+    config = shapes_deeplab.get_config()
+    config.update_from_flattened_dict({**TINY, "model.name": model_name})
+    return config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Workdirs holding a random (untrained) checkpoint of each network: the CLI's part needs no
+    training, which tests/test_entry_points.py covers."""
+    workdirs = {}
+    for name in ("spiking_deeplab", "deeplab"):
+        workdirs[name] = str(tmp_path_factory.mktemp(name))
+        config = tiny_config(name)
+        dataset = train.load_split(config, config.dataset.eval_split)
+        variables = random_variables(train.build_model(config, dataset), dataset.read(np.arange(1))[0].shape[1:])
+        state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                                 batch_stats=variables["batch_stats"],
+                                 opt_state=train.make_optimizer(config, 1).init(variables["params"]))
+        mngr = checkpoints.manager(workdirs[name], 1)
+        checkpoints.save(mngr, 0, state, pipeline.Position())
+        mngr.wait_until_finished()
+        mngr.close()
+    return workdirs
+
+
+def evaluate(workdir, model_name, *args):
+    overrides = [f"--config.{field}={value}" for field, value in TINY.items()]
+    return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--config={CONFIG}",
+                           f"--workdir={workdir}", f"--config.model.name={model_name}", *overrides, *ANALYSIS, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def read(workdir, name):
+    with open(os.path.join(workdir, "analysis", f"{name}.json")) as f:
+        return json.load(f)
+
+
+def assert_written(workdir, names):
+    for name in names:
+        for ext in ("json", "png"):
+            path = os.path.join(workdir, "analysis", f"{name}.{ext}")
+            assert os.path.getsize(path) > 0, path
+
+
+def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
+    result = evaluate(runs["deeplab"], "deeplab", "--analyses=robustness,conversion,activations,samples",
+                      f"--compare_workdir={runs['spiking_deeplab']}")
+    assert result.returncode == 0, result.stderr
+    assert_written(runs["deeplab"], ["robustness", "conversion", "activations", "samples"])
+    with open(os.path.join(runs["deeplab"], "eval_val.json")) as f:
+        clean_miou = json.load(f)["miou"]
+
+    robustness = read(runs["deeplab"], "robustness")
+    assert robustness["sigmas"] == pytest.approx([0.0, 12.75, 51.0])
+    assert robustness["miou"][0] == clean_miou  # sigma 0 is the plain evaluation, same Poisson keys
+    assert robustness["relative_drop"] == pytest.approx([(clean_miou - m) / clean_miou * 100 for m in robustness["miou"]])
+    assert robustness["compare"]["model"] == "spiking_deeplab" and len(robustness["compare"]["miou"]) == 3
+
+    conversion = read(runs["deeplab"], "conversion")
+    for method in ("layer", "channel"):
+        assert conversion[method]["timesteps"] == [1, 4, 32] and len(conversion[method]["miou"]) == 3
+        assert all(0 <= m <= 1 for m in conversion[method]["miou"])
+    assert 0 <= conversion["ann_miou"] <= 1 and conversion["num_images"] == 5
+    assert conversion["direct"]["model"] == "spiking_deeplab" and conversion["direct"]["timesteps"] == 2
+
+    activations = read(runs["deeplab"], "activations")
+    assert [layer["name"] for layer in activations["layers"]][:2] == ["conv1_1", "conv1_2"]
+    first = activations["layers"][0]
+    assert len(first["channel_max"]) == 4 and len(first["spatial_max"]) == 16 * 16
+    assert max(first["channel_max"]) == 1.0 and max(first["spatial_max"]) == 1.0
+
+    assert read(runs["deeplab"], "samples")["num_samples"] == 2
+
+
+def test_energy_json_is_consistent_with_its_own_per_layer_numbers(runs):
+    result = evaluate(runs["spiking_deeplab"], "spiking_deeplab", "--analyses=energy")
+    assert result.returncode == 0, result.stderr
+    assert_written(runs["spiking_deeplab"], ["energy"])
+    report = read(runs["spiking_deeplab"], "energy")
+    layers = report["layers"]
+    e_ann = sum(layer["flops"] * 4.6 for layer in layers)
+    e_snn = sum(layer["flops"] * layer["input_spike_rate"] * (4.6 if layer["mac"] else 0.9) for layer in layers)
+    assert report["e_ann_pj"] == pytest.approx(e_ann) and report["e_snn_pj"] == pytest.approx(e_snn)
+    assert report["ratio"] == pytest.approx(e_ann / e_snn)
+    # Each layer receives what the layer before it emits (the pools pass the rate on).
+    for before, after in zip(layers[:-1], layers[1:]):
+        assert after["input_spike_rate"] == before["output_spike_rate"]
+    assert not any(layer["mac"] for layer in layers)  # Poisson input, spikes everywhere: no MAC
+    assert all(0 <= layer["output_spike_rate"] <= 2 for layer in layers[:-1])
+
+
+@pytest.mark.parametrize("model_name, analyses, message", [
+    ("spiking_deeplab", "conversion", "the conversion analysis turns a trained ANN into an SNN"),
+    ("deeplab", "energy", "the energy analysis counts spikes, so it needs a spiking network"),
+    ("deeplab", "energy,pictures", "unknown analysis 'pictures'"),
+])
+def test_analyses_that_do_not_apply_stop_with_one_paragraph(runs, model_name, analyses, message):
+    result = evaluate(runs[model_name], model_name, f"--analyses={analyses}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split())
