@@ -23,13 +23,16 @@ from snnseg_jax.data import preprocess
 CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
 
 MAX_OBJECTS = 3
-RADIUS = (0.2, 0.36)  # object radius as a fraction of the image side
-MIN_CONTRAST = 0.25  # least colour distance (per channel, RMS) object-background and within a pattern
-PATTERN_PERIOD = (0.11, 0.19)  # period of the surface patterns, as a fraction of the image side
+RADIUS = (0.22, 0.36)  # object radius as a fraction of the image side
+BRIGHT_LEVELS = (0.75, 1.0)  # per-channel range of a bright object's first colour
+DARK_LEVELS = (0.0, 0.3)  # per-channel range of a dark object's first colour
+PATTERN_PERIOD = (0.25, 0.35)  # period of the surface patterns, as a fraction of the image side
+BACKGROUND_LEVEL = (0.35, 0.6)  # grey level of the background
 BACKGROUND_PERIOD = (0.4, 1.2)  # period of the background gratings, as a fraction of the image side
-BACKGROUND_AMPLITUDE = 0.6  # colour amplitude of the background gratings
-CLUTTER_BARS = 3  # thin background bars per scene, about half of them drawn over the objects
-NOISE_STD = (0.02, 0.05)  # range of the per-image Gaussian pixel noise (static images)
+BACKGROUND_AMPLITUDE = 0.1  # colour amplitude of the background gratings
+CLUTTER_BARS = 4  # candidate thin bars per scene, each present with probability 1/2, half in front
+GAIN = (0.85, 1.1)  # range of the per-image exposure gain (static images)
+NOISE_STD = 0.04  # Gaussian pixel noise (static images)
 SUBSTEPS = 3  # renderings per event frame window
 CONTRAST_THRESHOLD = 0.15  # DVS log-intensity step per event, before per-pixel mismatch
 NOISE_EVENT_RATE = 0.01  # spurious events per pixel per window and polarity
@@ -114,26 +117,22 @@ def texture(params: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def _scene(rng: np.random.Generator, n: int, size: int, channels: int) -> dict:
     """Random scene parameters for `n` images: background, objects, clutter."""
-    background = rng.uniform(0.15, 0.85, (n, channels))
-
-    def shifted(colour: np.ndarray) -> np.ndarray:
-        """`colour` `[n, ..., C]` moved by MIN_CONTRAST to twice that in a random direction."""
-        direction = rng.normal(0, 1, colour.shape)
-        direction /= np.linalg.norm(direction, axis=-1, keepdims=True) / np.sqrt(channels)
-        return np.clip(colour + direction * rng.uniform(MIN_CONTRAST, 2 * MIN_CONTRAST, (*colour.shape[:-1], 1)), 0, 1)
-
-    first = shifted(np.repeat(background[:, None], MAX_OBJECTS, axis=1))
+    # Objects are pale (bright) or deep (dark) tints; the second colour of a pattern is the first's
+    # complement. Strong, coarse contrasts are what survives rate coding over a few time steps.
+    bright = rng.random((n, MAX_OBJECTS, 1)) < 0.5
+    first = np.where(bright, rng.uniform(*BRIGHT_LEVELS, (n, MAX_OBJECTS, channels)),
+                     rng.uniform(*DARK_LEVELS, (n, MAX_OBJECTS, channels)))
     scene = dict(
-        background=background,
+        background=np.repeat(rng.uniform(*BACKGROUND_LEVEL, (n, 1)), channels, axis=1),
         background_texture=grating(rng, n, size, 3, channels),
         background_velocity=rng.uniform(-1.0, 1.0, (n, 2)),
         objects=dict(
             kind=rng.integers(1, len(CLASS_NAMES), (n, MAX_OBJECTS)),
-            centre=rng.uniform(0.1 * size, 0.9 * size, (n, MAX_OBJECTS, 2)),
+            centre=rng.uniform(0.15 * size, 0.85 * size, (n, MAX_OBJECTS, 2)),
             radius=rng.uniform(RADIUS[0] * size, RADIUS[1] * size, (n, MAX_OBJECTS)),
             angle=rng.uniform(0, 2 * np.pi, (n, MAX_OBJECTS)),
             velocity=rng.normal(0, 1, (n, MAX_OBJECTS, 2)),
-            colours=np.stack([first, shifted(first)], axis=2),  # [n, objects, 2, C]
+            colours=np.stack([first, 1.0 - first], axis=2),  # [n, objects, 2, C]
             period=rng.uniform(PATTERN_PERIOD[0] * size, PATTERN_PERIOD[1] * size, (n, MAX_OBJECTS)),
         ),
         count=rng.integers(1, MAX_OBJECTS + 1, n),
@@ -141,6 +140,7 @@ def _scene(rng: np.random.Generator, n: int, size: int, channels: int) -> dict:
                   half_length=rng.uniform(0.1 * size, 0.4 * size, (n, CLUTTER_BARS)),
                   angle=rng.uniform(0, np.pi, (n, CLUTTER_BARS)),
                   half_width=rng.uniform(0.4, 1.0, (n, CLUTTER_BARS)),
+                  present=rng.random((n, CLUTTER_BARS)) < 0.5,
                   velocity=rng.normal(0, 1, (n, CLUTTER_BARS, 2)),
                   colour=rng.uniform(0.0, 1.0, (n, CLUTTER_BARS, channels)),
                   in_front=rng.random((n, CLUTTER_BARS)) < 0.5),
@@ -177,7 +177,7 @@ def render(scene: dict, size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
             centre = bars["centre"][:, b] + bars["velocity"][:, b] * t
             u, v = rotate(y - centre[:, 0, None, None], x - centre[:, 1, None, None], bars["angle"][:, b])
             alpha = coverage(segment_distance(u, v, bars["half_length"][:, b], bars["half_width"][:, b]))
-            alpha *= (bars["in_front"][:, b] == in_front)[:, None, None]
+            alpha *= (bars["present"][:, b] & (bars["in_front"][:, b] == in_front))[:, None, None]
             image = image * (1 - alpha[..., None]) + bars["colour"][:, b, None, None] * alpha[..., None]
             if in_front:
                 labels[alpha > 0.5] = 0
@@ -204,8 +204,8 @@ def shapes(seed: int, split: str, num_images: int, size: int) -> tuple[np.ndarra
     rng = _rng(seed, split)
     scene = _scene(rng, num_images, size, channels=3)
     image, labels = render(scene, size, t=0.0)
-    gain = rng.uniform(0.7, 1.2, (num_images, 1, 1, 1))
-    noise = rng.normal(0.0, rng.uniform(*NOISE_STD, (num_images, 1, 1, 1)), image.shape)
+    gain = rng.uniform(*GAIN, (num_images, 1, 1, 1))
+    noise = rng.normal(0.0, NOISE_STD, image.shape)
     image = np.clip(image * gain + noise, 0.0, 1.0)
     return preprocess.standardize_rgb(image * 255.0), labels
 
