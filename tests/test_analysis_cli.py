@@ -1,5 +1,6 @@
 """`evaluate.py --analyses=...` end to end on tiny trained runs: files, JSON contents, user errors."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -44,7 +45,8 @@ def runs(tmp_path_factory):
                                  batch_stats=variables["batch_stats"],
                                  opt_state=train.make_optimizer(config, 1).init(variables["params"]))
         mngr = checkpoints.manager(workdirs[name], 1)
-        checkpoints.save(mngr, 0, state, pipeline.Position())
+        checkpoints.save(mngr, 0, state, pipeline.Position(), log_window=dataclasses.asdict(train.LogWindow()),
+                         config=train.config_as_json(config))
         mngr.wait_until_finished()
         mngr.close()
     return workdirs

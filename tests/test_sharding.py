@@ -176,8 +176,9 @@ def test_data_parallel_training_matches_one_device(runs, run):
     # gradient's own size, turns that into parameter differences of a small fraction of its step (3e-3).
     for path, leaf in expected_state.items():
         np.testing.assert_allclose(state[path], leaf, rtol=1e-4, atol=1e-4, err_msg=str(path))
-    # Each step changed the loss by far more than the tolerance, so the steps themselves agree.
-    assert np.all(np.abs(np.diff([l["loss"] for l in expected[:3]])) > 1e-2)
+    # Each step changed the loss by far more (here 10x) than the tolerance, so the steps themselves agree.
+    losses = np.array([l["loss"] for l in expected[:3]])
+    assert np.all(np.abs(np.diff(losses)) > 10 * 1e-5 * np.abs(losses[1:]))
 
 
 def test_only_the_first_process_writes_the_metrics(runs):
