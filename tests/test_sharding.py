@@ -186,6 +186,7 @@ def test_only_the_first_process_writes_the_metrics(runs):
     assert len(lines) == 4  # not once per process
 
 
+@pytest.mark.slow  # 16 s for a known limitation; run with -m slow
 @pytest.mark.xfail(strict=True, reason=(
     "layers.fold_time folds time into the batch time-major (row t * B + b), which no split of the "
     "batch axis maps onto: XLA gathers the whole batch and every device runs every example. Folding "
