@@ -3,7 +3,12 @@
     python train.py --config configs/events_fcn.py --workdir runs/events_fcn
     python train.py --config configs/events_fcn.py --workdir runs/events_fcn_ann --config.model.name=fcn
 
-Runtime and MIoU not measured yet (the session ran out of time).
+Measured on the 2-core CPU machine of the project, the whole command (2500 steps) including data
+generation and compilation, machine otherwise quiet:
+- Spiking-FCN: validation MIoU 0.369 (pixel accuracy 0.788), 3 min 20 s.
+- ANN FCN (`--config.model.name=fcn`, features averaged over the frames before the classifier):
+  validation MIoU 0.565 (pixel accuracy 0.838), 2 min 28 s. The spiking network reaches 0.65 of it
+  (events_deeplab.py: 0.435 vs 0.595, 0.73).
 """
 
 from configs import events_deeplab

@@ -7,8 +7,8 @@
 steps), Adam 3e-3 decayed x0.1 at half. Measured on the 2-core CPU machine of the project, the whole
 command including data generation and compilation:
 - Spiking-DeepLab: validation MIoU 0.747 (pixel accuracy 0.919); 0.601 / 0.663 / 0.726 / 0.737 /
-  0.746 at steps 500 / 1000 / 2000 / 2500 / 3500. 11 min 25 s while two other jobs shared the two
-  cores; alone, 2500 steps took 2 min 50 s, so expect about 6 minutes.
+  0.746 at steps 500 / 1000 / 2000 / 2500 / 3500. 6 min 01 s on the machine otherwise quiet (about
+  15 steps per second); 11 min 25 s while two other jobs shared the two cores.
 - ANN DeepLab (`--config.model.name=deeplab`): validation MIoU 0.817 (pixel accuracy 0.945),
   2 min 51 s (shared). The spiking network reaches 0.914 of it.
 - A per-pixel colour lookup fitted on the training split is no shortcut (tests/test_synthetic.py).

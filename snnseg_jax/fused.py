@@ -13,7 +13,9 @@ backward pass keeps only
 and recomputes the membrane from them: one forward sweep over time for the surrogate slopes, one
 reverse sweep that runs the BPTT recurrence and the BNTT backward step by step.
 
-The sweeps over time write their `[T, ...]` results in place into a buffer a `fori_loop` carries,
+Tensors are time-folded batch-major (`ops.split_time` views them as `[B, T, H, W, C]` without a
+copy), so a batch split over devices splits every tensor here too; the sweeps over time step along
+axis 1. They write their results in place into a buffer a `fori_loop` carries,
 rather than stacking a `scan`'s outputs: XLA zero-fills a fresh buffer for every stacked output and,
 on CPU, schedules those fills early, where they raise the peak memory.
 """
@@ -56,16 +58,20 @@ class SpikingConvSpec:
     remat: bool = False
 
 
-def _step_axes(x_TBHWC: Array) -> tuple[int, ...]:
-    return tuple(range(1, x_TBHWC.ndim - 1))
+TIME = 1  # the time axis of `[B, T, H, W, C]`
 
 
-def batch_statistics(c_TBHWC: Array) -> tuple[Array, Array]:
-    """Per-step, per-channel mean and (biased) variance in float32, as `layers.BNTT` computes them."""
-    c32 = c_TBHWC.astype(jnp.float32)
-    axes = _step_axes(c_TBHWC)
+def _step_shape(x_BTHWC: Array) -> tuple[int, ...]:
+    """The shape of one step `[B, H, W, C]`."""
+    return x_BTHWC.shape[:TIME] + x_BTHWC.shape[TIME + 1:]
+
+
+def batch_statistics(c_BTHWC: Array) -> tuple[Array, Array]:
+    """Per-step, per-channel mean and (biased) variance `[T, C]` in float32, as `layers.BNTT` computes them."""
+    c32 = c_BTHWC.astype(jnp.float32)
+    axes = (0, 2, 3)
     mean = c32.mean(axis=axes)
-    var = jnp.square(c32 - jnp.expand_dims(mean, axes)).mean(axis=axes)
+    var = jnp.square(c32 - mean[None, :, None, None]).mean(axis=axes)
     return mean, var
 
 
@@ -75,7 +81,7 @@ def _bntt_affine(gamma: Array, mean: Array, var: Array, epsilon: float) -> tuple
 
 
 def _per_step(v_TC: Array, dtype=None) -> Array:
-    """`[T, C]` to `[T, 1, 1, 1, C]`, to broadcast over `[T, B, H, W, C]`."""
+    """`[T, C]` to `[T, 1, 1, 1, C]`: row t broadcasts over one step `[B, H, W, C]`."""
     return v_TC[:, None, None, None, :].astype(dtype or v_TC.dtype)
 
 
@@ -92,19 +98,19 @@ def _lif_update(v: Array, current: Array, spec: SpikingConvSpec) -> tuple[Array,
 
 
 def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
-    """For t over time: `carry, out[t] = step(t, carry, inputs[t], out[t])`; returns `(carry, out)`.
+    """For t over time: `carry, out[:, t] = step(t, carry, inputs[:, t], out[:, t])`; returns `(carry, out)`.
 
-    `inputs` (`[T, ...]` arrays) are only read; `out` is updated in place one row per step. (A
+    `inputs` (`[B, T, ...]` arrays) are only read; `out` is updated in place one step at a time. (A
     buffer a loop reads from but does not carry, XLA copies before it can be carried by another.)
     """
-    steps = out.shape[0]
-    row = lambda a, t: jax.lax.dynamic_index_in_dim(a, t, keepdims=False)
+    steps = out.shape[TIME]
+    row = lambda a, t: jax.lax.dynamic_index_in_dim(a, t, TIME, keepdims=False)
 
     def body(i, state):
         carry, out = state
         t = steps - 1 - i if reverse else i
         carry, new_row = step(t, carry, jax.tree_util.tree_map(lambda a: row(a, t), inputs), row(out, t))
-        return carry, jax.lax.dynamic_update_index_in_dim(out, new_row.astype(out.dtype), t, 0)
+        return carry, jax.lax.dynamic_update_index_in_dim(out, new_row.astype(out.dtype), t, TIME)
 
     return jax.lax.fori_loop(0, steps, body, (carry, out))
 
@@ -119,7 +125,7 @@ def _bntt_step(c_t: Array, scale: Array, shift: Array, t) -> Array:
     return c_t.astype(jnp.float32) * scale[t] + shift[t]
 
 
-def _lif_forward(c_TBHWC: Array, scale: Array, shift: Array, spec: SpikingConvSpec) -> Array:
+def _lif_forward(c_BTHWC: Array, scale: Array, shift: Array, spec: SpikingConvSpec) -> Array:
     """Spikes (in the dtype of c) of BNTT (`c * scale + shift`) and LIF neurons, one sweep over time."""
     scale, shift = _per_step(scale), _per_step(shift)
 
@@ -127,16 +133,16 @@ def _lif_forward(c_TBHWC: Array, scale: Array, shift: Array, spec: SpikingConvSp
         v, _, spikes = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
         return v, spikes
 
-    zeros = jnp.zeros(c_TBHWC.shape[1:], jnp.float32)
-    return _sweep(step, c_TBHWC, _fresh_buffer(c_TBHWC), zeros)[1]
+    zeros = jnp.zeros(_step_shape(c_BTHWC), jnp.float32)
+    return _sweep(step, c_BTHWC, _fresh_buffer(c_BTHWC), zeros)[1]
 
 
 def spiking_conv_eval(x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array,
                       spec: SpikingConvSpec) -> Array:
-    """Spikes `[T * B, H, W, C]` of the layer with given (running) BNTT statistics."""
-    c = ops.unfold_time(ops.conv2d(x_NHWC, kernel, spec.dilation), spec.timesteps)
+    """Spikes `[B * T, H, W, C]` of the layer with given (running) BNTT statistics."""
+    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation), spec.timesteps)
     scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
-    return ops.fold_time(_lif_forward(c, scale, shift, spec))
+    return ops.merge_time(_lif_forward(c, scale, shift, spec))
 
 
 def _code_bits(spec: SpikingConvSpec) -> int:
@@ -186,10 +192,10 @@ def _recomputes_conv(x_NHWC: Array, spec: SpikingConvSpec) -> bool:
 
 
 def _forward(x_NHWC, kernel, gamma, spec):
-    c = ops.unfold_time(ops.conv2d(x_NHWC, kernel, spec.dilation), spec.timesteps)
+    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation), spec.timesteps)
     mean, var = batch_statistics(c)
     scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
-    spikes = ops.fold_time(_lif_forward(c, scale, shift, spec))
+    spikes = ops.merge_time(_lif_forward(c, scale, shift, spec))
     return (spikes, mean, var), c
 
 
@@ -216,18 +222,18 @@ def _after(x: Array, anchor: Array) -> Array:
 
 
 def _backward(spec, residuals, cotangents):
-    g_spikes = ops.unfold_time(cotangents[0], spec.timesteps)  # mean and var: zero cotangents (stop_gradient)
+    g_spikes = ops.split_time(cotangents[0], spec.timesteps)  # mean and var: zero cotangents (stop_gradient)
     stored_x, kernel, gamma, mean, var, c = residuals
     decode = lambda anchor: _after(_decode_input(stored_x, spec, g_spikes.dtype), anchor)
     conv = lambda x, k: ops.conv2d(x, k, spec.dilation)
     if c is None:
         x = decode(g_spikes)
-        c = ops.unfold_time(conv(x, kernel), spec.timesteps)
+        c = ops.split_time(conv(x, kernel), spec.timesteps)
         g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec)
     else:  # decode the input only once the sweeps over time are done with their buffers
         g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec)
         x = decode(g_c)
-    g_c = ops.fold_time(g_c)
+    g_c = ops.merge_time(g_c)
     g_kernel = jax.vjp(lambda k: conv(x, k), kernel)[1](g_c)[0]
     # The input gradient after the kernel's, so that the decoded input is freed before it is allocated.
     g_x = jax.vjp(lambda x: conv(x, _after(kernel, g_kernel)), x)[1](g_c)[0]
@@ -239,7 +245,7 @@ _spiking_conv_train.defvjp(_forward_with_residuals, _backward)
 
 def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var: Array,
                       spec: SpikingConvSpec) -> tuple[Array, Array]:
-    """Gradients w.r.t. the BNTT input `c` `[T, B, H, W, C]` and the scales gamma, given those w.r.t. the spikes.
+    """Gradients w.r.t. the BNTT input `c` `[B, T, H, W, C]` and the scales gamma, given those w.r.t. the spikes.
 
     With the reset detached, the membrane gradient obeys `g_u[t] = g_spikes[t] * s'(x_t) / threshold
     + leak * g_u[t + 1]`; a forward sweep recomputes the surrogate terms, a reverse sweep runs the
@@ -247,7 +253,7 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
     """
     scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
     scale, shift = _per_step(scale), _per_step(shift)
-    zeros = jnp.zeros(c.shape[1:], jnp.float32)
+    zeros = jnp.zeros(_step_shape(c), jnp.float32)
 
     def surrogate_step(t, v, c_t, g_t):
         v, x, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
@@ -258,8 +264,8 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
     out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, jnp.float32)
     _, through_spikes = _sweep(surrogate_step, c, out, zeros)
 
-    count = c[0].size // c.shape[-1]
-    axes = tuple(range(c.ndim - 2))  # one step's B, H, W
+    count = c.size // (c.shape[TIME] * c.shape[-1])
+    axes = (0, 1, 2)  # one step's B, H, W
     mean, rstd, gamma_ = _per_step(mean), _per_step(jax.lax.rsqrt(var + spec.epsilon)), _per_step(gamma)
 
     def bntt_step(t, carry, inputs, _):
@@ -280,9 +286,9 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
 
 def spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec
                        ) -> tuple[Array, Array, Array]:
-    """Spikes `[T * B, H, W, C]` of the layer in training, and its BNTT batch mean and variance `[T, C]`.
+    """Spikes `[B * T, H, W, C]` of the layer in training, and its BNTT batch mean and variance `[T, C]`.
 
-    `x_NHWC` is `[T * B, H, W, C_in]`, time-major; `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.
+    `x_NHWC` is `[B * T, H, W, C_in]` (time folded as by `ops.fold_time`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.
     The statistics are for the running averages and carry no gradient.
     """
     spikes, mean, var = _spiking_conv_train(x_NHWC, kernel, gamma, spec)

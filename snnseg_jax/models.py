@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from snnseg_jax import encoding, neurons, ops
-from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, NeuronParams, Unit, fold_time, unfold_time
+from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, NeuronParams, Unit, fold_time
 
 Array = jax.Array
 
@@ -57,8 +57,8 @@ def pooled_values(values: tuple[int | None, bool]) -> tuple[int | None, bool]:
 
 
 def time_mean(x_N: Array, timesteps: int) -> Array:
-    """Mean over time of time-folded `[T * B, ...]`, giving `[B, ...]`."""
-    return x_N if timesteps == 1 else ops.sum_leading(unfold_time(x_N, timesteps)) / timesteps
+    """Mean over time of time-folded `[B * T, ...]`, giving `[B, ...]`."""
+    return x_N if timesteps == 1 else ops.sum_by_halves(ops.split_time(x_N, timesteps), 1) / timesteps
 
 
 class _Network(nn.Module):
@@ -75,7 +75,7 @@ class _Network(nn.Module):
     fused: bool = True  # spiking layers as `fused.spiking_conv_train`; False: plain autodiff (reference)
 
     def _input(self, x: Array) -> tuple[Array, int]:
-        """Time-folded network input `[T' * B, H, W, C]` and its number of steps T'."""
+        """Time-folded network input `[B * T', H, W, C]` and its number of steps T'."""
         if x.ndim not in (4, 5) or x.shape[-1] != self.in_channels:
             raise ValueError(
                 f"expected images [B, H, W, {self.in_channels}] or event sequences "
@@ -85,7 +85,7 @@ class _Network(nn.Module):
             if self.spiking and x.shape[1] != self.timesteps:
                 raise ValueError(f"event sequence has {x.shape[1]} frames but the model "
                                  f"has timesteps={self.timesteps}")
-            return fold_time(encoding.events_time_major(x)), x.shape[1]
+            return ops.merge_time(x), x.shape[1]
         if not self.spiking:
             return x, 1
         return fold_time(encoding.poisson_encode(self.make_rng("spikes"), x, self.timesteps)), self.timesteps

@@ -16,32 +16,54 @@ Array = jax.Array
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
+def merge_time(x_BT: Array) -> Array:
+    """`[B, T, ...]` to the time-folded `[B * T, ...]` (row `b * T + t`; a reshape, no copy)."""
+    return x_BT.reshape(-1, *x_BT.shape[2:])
+
+
+def split_time(x_N: Array, timesteps: int) -> Array:
+    """Time-folded `[B * T, ...]` to `[B, T, ...]` (a reshape, no copy)."""
+    return x_N.reshape(-1, timesteps, *x_N.shape[1:])
+
+
 def fold_time(x_TB: Array) -> Array:
-    """`[T, B, ...]` to `[T * B, ...]`."""
-    return x_TB.reshape(-1, *x_TB.shape[2:])
+    """Time-major `[T, B, ...]` to the time-folded `[B * T, ...]`.
+
+    Time is folded batch-major, so that a split of the batch over devices is a split of the folded
+    rows: each device runs only its own examples.
+    """
+    return merge_time(jnp.swapaxes(x_TB, 0, 1))
 
 
 def unfold_time(x_N: Array, timesteps: int) -> Array:
-    """`[T * B, ...]` to `[T, B, ...]`."""
-    return x_N.reshape(timesteps, -1, *x_N.shape[1:])
+    """Time-folded `[B * T, ...]` to time-major `[T, B, ...]`."""
+    return jnp.swapaxes(split_time(x_N, timesteps), 0, 1)
 
 
-@jax.custom_vjp
-def sum_leading(x: Array) -> Array:
-    """Sum over the leading axis by adding halves (log2 of its length elementwise passes).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def sum_by_halves(x: Array, axis: int) -> Array:
+    """Sum over a short `axis` by adding halves (log2 of its length elementwise passes).
 
     XLA on CPU (its YNNPACK reduction) runs `x.sum(axis=0)` over a short leading axis about 50x
-    slower than this for the `[T, B, H, W, C]` tensors here.
+    slower than this for the `[T, B, H, W, C]` tensors here, and likewise over the T of `[B, T, ...]`.
     """
-    while x.shape[0] > 1:
-        half = x.shape[0] // 2
-        pairs = x[:half] + x[half:2 * half]
-        x = pairs if x.shape[0] % 2 == 0 else jnp.concatenate([pairs[:1] + x[-1:], pairs[1:]])
-    return x[0]
+    take = lambda start, stop: jax.lax.slice_in_dim(x, start, stop, axis=axis)
+    while x.shape[axis] > 1:
+        length, half = x.shape[axis], x.shape[axis] // 2
+        pairs = take(0, half) + take(half, 2 * half)
+        if length % 2:
+            pairs = jnp.concatenate([jax.lax.slice_in_dim(pairs, 0, 1, axis=axis) + take(length - 1, length),
+                                     jax.lax.slice_in_dim(pairs, 1, half, axis=axis)], axis=axis)
+        x = pairs
+    return jnp.squeeze(x, axis)
 
 
-sum_leading.defvjp(lambda x: (sum_leading(x), x.shape[0]),
-                   lambda length, g: (jnp.broadcast_to(g, (length, *g.shape)),))
+def _sum_by_halves_bwd(axis, length, g):
+    return (jnp.broadcast_to(jnp.expand_dims(g, axis), (*g.shape[:axis], length, *g.shape[axis:])),)
+
+
+sum_by_halves.defvjp(lambda x, axis: (sum_by_halves(x, axis), x.shape[axis]), _sum_by_halves_bwd)
+
 
 
 def conv2d(x_NHWC: Array, kernel_HWIO: Array, dilation: int = 1) -> Array:

@@ -333,17 +333,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     config_json = config_as_json(config)
 
     os.makedirs(workdir, exist_ok=True)
-    resumed = checkpoints.restore_newest(workdir, abstract_state(init, mesh), config_json, move_invalid=True)
+    # Every process reads the checkpoint; only the first moves damaged ones aside (one rename each).
+    resumed = checkpoints.restore_newest(workdir, abstract_state(init, mesh), config_json,
+                                         move_invalid=sharding.is_primary())
     if resumed is None:
         state, position, log_window = jax.jit(init, out_shardings=replicated)(), pipeline.Position(), LogWindow()
     else:
         state, position, log_window = resumed.state, resumed.position, LogWindow(**resumed.log_window)
-        checkpoints.warn_config_differences(resumed, config_json, "resuming")
-        print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
+        if sharding.is_primary():
+            checkpoints.warn_config_differences(resumed, config_json, "resuming")
+            print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
     start = int(state.step)
     drop_metrics_after(workdir, start)
     if start >= steps:
-        print(f"Already trained for {steps} steps; nothing to do.")
+        if sharding.is_primary():
+            print(f"Already trained for {steps} steps; nothing to do.")
         return final_validation(workdir)
     mngr = checkpoints.manager(workdir, config.keep_checkpoints)
 

@@ -1,5 +1,6 @@
 """The four networks: shapes, gradients to every parameter, layer tables of SPEC §4."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,6 +84,13 @@ def test_dilations_and_xavier_gain2_init():
     np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.02)
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 8, 16), (1, 1, 5, 3), (3, 3, 21, 21)])
+def test_xavier_gain2_draws_the_values_of_flax_variance_scaling(shape):
+    from snnseg_jax.layers import xavier_gain2
+    reference = nn.initializers.variance_scaling(4.0, "fan_avg", "uniform")(KEY, shape)
+    np.testing.assert_allclose(xavier_gain2(KEY, shape), reference, rtol=1e-6, atol=0)
+
+
 def test_spiking_output_is_time_average_of_output_currents():
     """The logits equal the output conv applied per step, averaged over T, then upsampled."""
     from snnseg_jax import ops
@@ -137,7 +145,7 @@ def plain_formulation(monkeypatch):
 
     monkeypatch.setattr(ops, "conv2d", ops.conv2d_xla)
     monkeypatch.setattr(ops, "avg_pool", plain_avg_pool)
-    monkeypatch.setattr(ops, "sum_leading", lambda x: x.sum(axis=0))
+    monkeypatch.setattr(ops, "sum_by_halves", lambda x, axis: x.sum(axis=axis))
 
 
 @pytest.mark.parametrize("name,kind,size,remat", [

@@ -117,9 +117,25 @@ def test_avg_pool_gradient_matches_reduce_window_autodiff(size):
     np.testing.assert_allclose(jax.vjp(ops.avg_pool, x)[1](g)[0], jax.vjp(plain, x)[1](g)[0], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("length", [1, 2, 5, 20])
-def test_sum_leading_and_its_gradient(length):
-    x = jnp.asarray(rng.normal(size=(length, 3, 2)), jnp.float32)
-    np.testing.assert_allclose(ops.sum_leading(x), x.sum(axis=0), rtol=1e-5, atol=1e-6)
+def test_sum_by_halves_and_its_gradient(length, axis):
+    shape = [3, 2]
+    shape.insert(axis, length)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    np.testing.assert_allclose(ops.sum_by_halves(x, axis), x.sum(axis=axis), rtol=1e-5, atol=1e-6)
     g = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
-    np.testing.assert_array_equal(jax.vjp(ops.sum_leading, x)[1](g)[0], jnp.broadcast_to(g, x.shape))
+    np.testing.assert_array_equal(jax.vjp(lambda x: ops.sum_by_halves(x, axis), x)[1](g)[0],
+                                  jnp.broadcast_to(jnp.expand_dims(g, axis), x.shape))
+
+
+def test_time_is_folded_batch_major_and_unfolds_back():
+    T, B = 3, 4
+    x_TB = jnp.asarray(rng.normal(size=(T, B, 2, 5)), jnp.float32)
+    folded = ops.fold_time(x_TB)
+    for t in range(T):
+        for b in range(B):  # example b's steps are rows b * T ... b * T + T - 1
+            np.testing.assert_array_equal(folded[b * T + t], x_TB[t, b])
+    np.testing.assert_array_equal(ops.unfold_time(folded, T), x_TB)
+    np.testing.assert_array_equal(ops.split_time(folded, T), jnp.swapaxes(x_TB, 0, 1))
+    np.testing.assert_array_equal(ops.merge_time(ops.split_time(folded, T)), folded)

@@ -186,11 +186,6 @@ def test_only_the_first_process_writes_the_metrics(runs):
     assert len(lines) == 4  # not once per process
 
 
-@pytest.mark.slow  # 16 s for a known limitation; run with -m slow
-@pytest.mark.xfail(strict=True, reason=(
-    "layers.fold_time folds time into the batch time-major (row t * B + b), which no split of the "
-    "batch axis maps onto: XLA gathers the whole batch and every device runs every example. Folding "
-    "batch-major (row b * T + t) halves the per-device FLOPs with the same losses (measured)."))
 def test_each_of_two_devices_runs_half_of_the_train_step():
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "train_step_flops.py")], cwd=ROOT,

@@ -32,7 +32,7 @@ def max_activation_step(state, batch: dict, key: jax.Array, *, model: nn.Module)
     maxima = {}
     for name, outputs in captured["intermediates"].items():
         out = outputs["__call__"][0]
-        per_image = out.reshape(-1, batch_size, *out.shape[1:]).max(axis=0)  # frames folded into rows
+        per_image = out.reshape(batch_size, -1, *out.shape[1:]).max(axis=1)  # frames folded into rows
         maxima[name] = (per_image.max(axis=(1, 2)), per_image.max(axis=3).reshape(batch_size, -1))
     return maxima
 
