@@ -1,10 +1,31 @@
-"""Shared test helpers: running the data-preparation command line as a user would; random model variables."""
+"""Shared test helpers: running the data-preparation command line as a user would; random model variables.
 
+The tests' networks are tiny, so compiling them takes most of the run's time. Two settings, for
+this process and the `train.py` / `evaluate.py` processes the tests start (they inherit the
+environment), make that cheaper without changing what is computed:
+- XLA's LLVM backend optimizes at level 0 (`--xla_backend_optimization_level=0`): about half the
+  compile time of a train step, slower machine code; the HLO passes, fusion and results' semantics
+  are XLA's usual ones (the benchmarks and real runs keep the default level);
+- one persistent XLA compilation cache for the whole run (a temporary directory, unless
+  JAX_COMPILATION_CACHE_DIR is set): many of the processes compile the same networks. An entry is
+  looked up by the program, the compile options and the XLA flags, so a hit runs the same executable.
+"""
+
+import atexit
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-import jax
+# Before jax is imported, which reads both.
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="snnseg-tests-xla-cache-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+import jax  # noqa: E402  (after XLA_FLAGS and the cache directory are set)
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -123,7 +123,7 @@ def free_port():
 
 def start_training(workdir, *overrides, devices=1):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), f"--config={CONFIG}",
                              f"--workdir={workdir}", *TINY, *overrides], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -187,7 +187,8 @@ def test_only_the_first_process_writes_the_metrics(runs):
 
 
 def test_each_of_two_devices_runs_half_of_the_train_step():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
     result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "train_step_flops.py")], cwd=ROOT,
                             env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
