@@ -20,6 +20,7 @@ from snnseg_jax.ops import fold_time, unfold_time
 
 Array = jax.Array
 
+
 def xavier_gain2(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
     """Xavier-uniform with gain 2 for a `[k, k, C_in, C_out]` kernel: U(-a, a), a^2 = 3 * 4 / fan_avg.
 
