@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from snnseg_jax import encoding, neurons, ops
-from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, NeuronParams, Unit, fold_time
+from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, NeuronParams, Unit
 
 Array = jax.Array
 
@@ -88,7 +88,7 @@ class _Network(nn.Module):
             return ops.merge_time(x), x.shape[1]
         if not self.spiking:
             return x, 1
-        return fold_time(encoding.poisson_encode(self.make_rng("spikes"), x, self.timesteps)), self.timesteps
+        return ops.fold_time(encoding.poisson_encode(self.make_rng("spikes"), x, self.timesteps)), self.timesteps
 
     def _input_values(self, x: Array) -> tuple[int | None, bool]:
         """What the first layer's input holds: signed Poisson spikes, or analog event frames."""

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import data
+from snnseg_jax import data, ops
 from snnseg_jax.evaluate import Restored
 from snnseg_jax.layers import Unit
 
@@ -32,7 +32,7 @@ def max_activation_step(state, batch: dict, key: jax.Array, *, model: nn.Module)
     maxima = {}
     for name, outputs in captured["intermediates"].items():
         out = outputs["__call__"][0]
-        per_image = out.reshape(batch_size, -1, *out.shape[1:]).max(axis=1)  # frames folded into rows
+        per_image = ops.split_time(out, len(out) // batch_size).max(axis=1)  # the maximum over frames
         maxima[name] = (per_image.max(axis=(1, 2)), per_image.max(axis=3).reshape(batch_size, -1))
     return maxima
 
