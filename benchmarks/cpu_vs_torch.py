@@ -56,9 +56,9 @@ def jax_worker(args) -> callable:
     import jax
 
     from configs import voc_deeplab
-    from snnseg_jax import benchmark, cpu
+    from snnseg_jax import benchmark, formulations
 
-    cpu.keep_freed_memory()
+    formulations.keep_freed_memory()
     config = voc_deeplab.get_config()
     config.batch_size, config.model.timesteps, config.dataset.image_size = args.batch, args.timesteps, args.size
     for override in filter(None, args.overrides.split(",")):

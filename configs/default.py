@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16
     config.model.remat = False  # recompute each layer's convolution in the backward pass: less memory, ~1/3 more conv time
     config.model.fused = True  # spiking layers as one conv-BNTT-LIF op with a hand-written backward (False: plain autodiff)
+    config.model.tuned_ops = True  # faster formulations of the ops for the backend (False: XLA's plain ops; same values)
 
     # Several processes (hosts): see README "Multiple devices and hosts". Empty / 0 / -1 fields are
     # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.

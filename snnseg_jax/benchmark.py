@@ -3,7 +3,7 @@
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py [--config.batch_size=2] [--compile_only]
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
-memory, the model's FLOPs (SPEC §7 Eq. 9) and the FLOP/s they imply, and the device. The last line
+memory, the model's FLOPs (paper Eq. 9) and the FLOP/s they imply, and the device. The last line
 of stdout is one JSON object. The steps are `train.compile_train_step` and `train.compile_eval_step`,
 the ones `train.py` runs; no dataset is read.
 """
@@ -22,7 +22,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, layers, sharding, train
+from snnseg_jax import cli, sharding, train
+from snnseg_jax.analysis import energy
 from snnseg_jax.metrics import IGNORE_LABEL
 from snnseg_jax.data import ddd17, synthetic, voc
 
@@ -64,28 +65,16 @@ def synthetic_batch(config: ml_collections.ConfigDict, batch_size: int, seed: in
 
 
 def forward_flops(model: nn.Module, variables: Any, inputs: jax.Array) -> int:
-    """Forward FLOPs of one batch as SPEC §7 Eq. 9 counts them: k^2 * O^2 * C_in * C_out per conv.
+    """Forward FLOPs of one batch as Eq. 9 of the paper counts them: k^2 * O^2 * C_in * C_out per conv.
 
-    (Eq. 9 counts a multiply-add as one FLOP.) Summed over every convolution the model runs, all T
-    steps, from the shapes seen when tracing it; a transposed conv counts its input positions.
+    (Eq. 9 counts a multiply-add as one FLOP; a transposed conv counts its input positions.) Each
+    conv's FLOPs for one input (`energy.layer_flops`) times the rows it runs on: every example at
+    every step, or once per example where the network averages over time first.
     """
-    total = 0
-
-    def count(next_fun, args, kwargs, context):
-        nonlocal total
-        module = context.module
-        if context.method_name == "__call__" and not isinstance(module.parent, layers.Unit):
-            x = args[0]
-            if isinstance(module, (layers.Unit, layers.Conv)):  # 'same' convs: O^2 = H * W of the input
-                total += x.shape[0] * module.kernel_size ** 2 * x.shape[1] * x.shape[2] * x.shape[-1] * module.features
-            elif isinstance(module, layers.ConvTransposeUp):
-                total += x.shape[0] * 9 * x.shape[1] * x.shape[2] * x.shape[-1] * module.features
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(count):
-        jax.eval_shape(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": jax.random.PRNGKey(0)}),
-                       variables, inputs)
-    return total
+    per_input = energy.layer_flops(model, variables, inputs.shape[1:])
+    averaged = model.architecture.averaged(model.settings.spiking)
+    steps = model.settings.timesteps if model.settings.spiking or inputs.ndim == 5 else 1
+    return len(inputs) * sum(flops * (1 if name in averaged else steps) for name, flops in per_input.items())
 
 
 def time_calls(call: Callable[[], Any], repeats: int) -> list[float]:

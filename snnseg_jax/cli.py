@@ -13,7 +13,7 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import flags
 
-from snnseg_jax import cpu
+from snnseg_jax import formulations
 
 EXIT_USER_ERROR = 2
 
@@ -74,7 +74,7 @@ def run(main: Callable[[], None], argv: Sequence[str] | None = None) -> None:
         fail(explain_flag_error(error, argv))
     if extra:
         fail(f"unexpected arguments {' '.join(extra)}; options take the form --name=value")
-    cpu.keep_freed_memory()
+    formulations.keep_freed_memory()
     try:
         main()
     except UserError as error:

@@ -1,4 +1,10 @@
-"""Input coding: static images to spike trains, event sequences to time-major frames (SPEC §3)."""
+"""Input coding: static images to spike trains (rate coding, time-major `[T, B, H, W, C]`).
+
+The rule is the authors' code's, signed: a normalized pixel p fires a spike of sign(p) at a step
+with probability min(|p|, 1), drawn afresh at every step (also at evaluation, from a seeded key).
+The paper prints "spike if random > pixel"; the code's rule is the one that produced the results.
+Event sequences need no coding: frame t is fed as analog values at step t.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +23,3 @@ def poisson_encode(key: Array, images_BHWC: Array, timesteps: int) -> Array:
     draws = jax.random.uniform(key, (timesteps, *images_BHWC.shape), dtype=jnp.float32)
     fired = draws <= jnp.abs(images_BHWC).astype(jnp.float32)
     return (jnp.sign(images_BHWC) * fired).astype(images_BHWC.dtype)
-
-
-def events_time_major(events_BTHWC: Array) -> Array:
-    """Event frames `[B, T, H, W, C]` to `[T, B, H, W, C]`: frame t is fed at step t."""
-    return jnp.swapaxes(events_BTHWC, 0, 1)

@@ -28,34 +28,40 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from snnseg_jax import neurons, ops
+from snnseg_jax import formulations, neurons, ops
+from snnseg_jax.formulations import Tuning
 
 Array = jax.Array
 
-# Below this many input channels a conv is recomputed in the backward pass rather than its
-# output stored: its cost is a few multiply-adds per output value.
-RECOMPUTE_BELOW_CHANNELS = 5
+
+@dataclasses.dataclass(frozen=True)
+class InputValues:
+    """Which values a layer's input takes: any float (`levels` None), or `k / levels` for an integer
+    k in [0, levels] ([-levels, levels] if `signed`). The backward pass stores such an input bit-packed."""
+
+    levels: int | None = None
+    signed: bool = False
+
+    def pooled(self) -> InputValues:
+        """The values after `ops.avg_pool`: sums of 9 of them divided by 9."""
+        return InputValues(None if self.levels is None else 9 * self.levels, self.signed)
+
+
+ANALOG = InputValues()
+SPIKES = InputValues(1)
+SIGNED_SPIKES = InputValues(1, signed=True)  # the Poisson-coded input
 
 
 @dataclasses.dataclass(frozen=True)
 class SpikingConvSpec:
-    """Static settings of one spiking layer.
-
-    `input_levels`: None for an arbitrary float input, or L when every input value is k / L for an
-    integer k in [0, L], or in [-L, L] with `input_signed` (L = 1 for spikes, and signed for
-    Poisson input; 9 for avg-pooled spikes); the backward pass then stores the input bit-packed.
-    """
+    """Static settings of one spiking layer."""
 
     timesteps: int
     dilation: int = 1
-    input_levels: int | None = None
-    input_signed: bool = False
-    leak: float = 0.99
-    threshold: float = 1.0
-    surrogate: str = "linear"
-    surrogate_param: float | None = None
-    epsilon: float = 1e-4
+    input_values: InputValues = ANALOG
+    neuron: neurons.Neuron = neurons.Neuron()
     remat: bool = False
+    tuning: Tuning = formulations.PLAIN
 
 
 TIME = 1  # the time axis of `[B, T, H, W, C]`
@@ -66,35 +72,18 @@ def _step_shape(x_BTHWC: Array) -> tuple[int, ...]:
     return x_BTHWC.shape[:TIME] + x_BTHWC.shape[TIME + 1:]
 
 
-def batch_statistics(c_BTHWC: Array) -> tuple[Array, Array]:
-    """Per-step, per-channel mean and (biased) variance `[T, C]` in float32, as `layers.BNTT` computes them."""
-    c32 = c_BTHWC.astype(jnp.float32)
-    axes = (0, 2, 3)
-    mean = c32.mean(axis=axes)
-    var = jnp.square(c32 - mean[None, :, None, None]).mean(axis=axes)
-    return mean, var
-
-
-def _bntt_affine(gamma: Array, mean: Array, var: Array, epsilon: float) -> tuple[Array, Array]:
-    scale = gamma * jax.lax.rsqrt(var + epsilon)
-    return scale, -mean * scale
-
-
 def _per_step(v_TC: Array, dtype=None) -> Array:
     """`[T, C]` to `[T, 1, 1, 1, C]`: row t broadcasts over one step `[B, H, W, C]`."""
     return v_TC[:, None, None, None, :].astype(dtype or v_TC.dtype)
 
 
 def _lif_update(v: Array, current: Array, spec: SpikingConvSpec) -> tuple[Array, Array, Array]:
-    """One LIF step: `(v_next, x, spikes)` with `x = u / threshold - 1` of the pre-reset membrane u.
+    """`neurons.lif_update` with the layer's neuron, forward only: `(v_next, spikes, x)`.
 
     Membranes are float32 whatever the compute dtype (bfloat16 would blur the threshold crossing
     over 20 steps); the convolutions around them take the compute dtype.
     """
-    u = spec.leak * v + current
-    x = u / spec.threshold - 1.0
-    spikes = (x > 0).astype(current.dtype)
-    return u - spec.threshold * spikes, x, spikes
+    return neurons.lif_update(v, current, leak=spec.neuron.leak, threshold=spec.neuron.threshold)
 
 
 def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
@@ -115,9 +104,11 @@ def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
     return jax.lax.fori_loop(0, steps, body, (carry, out))
 
 
-def _fresh_buffer(like: Array, dtype=None, after: Array | None = None) -> Array:
-    """A zero buffer shaped like `like`, filled only once `after` (default `like`) exists (see `_after`)."""
-    return _after(jnp.zeros(like.shape, dtype or like.dtype), like if after is None else after)
+def _fresh_buffer(like: Array, spec: SpikingConvSpec, dtype=None, after: Array | None = None) -> Array:
+    """A zero buffer shaped like `like`, filled only once `after` (default `like`) exists
+    (`formulations.after`: XLA on CPU would otherwise zero-fill it early, raising the peak memory)."""
+    return formulations.after(jnp.zeros(like.shape, dtype or like.dtype), like if after is None else after,
+                              spec.tuning)
 
 
 def _bntt_step(c_t: Array, scale: Array, shift: Array, t) -> Array:
@@ -130,26 +121,27 @@ def _lif_forward(c_BTHWC: Array, scale: Array, shift: Array, spec: SpikingConvSp
     scale, shift = _per_step(scale), _per_step(shift)
 
     def step(t, v, c_t, _):
-        v, _, spikes = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
+        v, spikes, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
         return v, spikes
 
     zeros = jnp.zeros(_step_shape(c_BTHWC), jnp.float32)
-    return _sweep(step, c_BTHWC, _fresh_buffer(c_BTHWC), zeros)[1]
+    return _sweep(step, c_BTHWC, _fresh_buffer(c_BTHWC, spec), zeros)[1]
 
 
 def spiking_conv_eval(x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array,
                       spec: SpikingConvSpec) -> Array:
     """Spikes `[B * T, H, W, C]` of the layer with given (running) BNTT statistics."""
-    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation), spec.timesteps)
-    scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
+    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
+    scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
     return ops.merge_time(_lif_forward(c, scale, shift, spec))
 
 
 def _code_bits(spec: SpikingConvSpec) -> int:
     """Bits per stored input value (1, 2 or 4), or 0 when the input is stored as is."""
-    if spec.input_levels is None:
+    values = spec.input_values
+    if values.levels is None:
         return 0
-    codes = spec.input_levels * (2 if spec.input_signed else 1) + 1
+    codes = values.levels * (2 if values.signed else 1) + 1
     return next((bits for bits in (1, 2, 4) if codes <= 2 ** bits), 0)
 
 
@@ -167,8 +159,8 @@ def _encode_input(x: Array, spec: SpikingConvSpec) -> Array:
     if not _packs(x, spec):
         return x
     bits = _code_bits(spec)
-    offset = spec.input_levels if spec.input_signed else 0
-    codes = (jnp.round(x * spec.input_levels) + offset).astype(jnp.uint8)
+    levels, signed = spec.input_values.levels, spec.input_values.signed
+    codes = (jnp.round(x * levels) + (levels if signed else 0)).astype(jnp.uint8)
     groups = codes.reshape(*x.shape[:-1], -1, 8 // bits)
     shifts = jnp.arange(0, 8, bits, dtype=jnp.uint8)
     return jnp.sum(groups << shifts, axis=-1, dtype=jnp.uint8)
@@ -182,19 +174,20 @@ def _decode_input(stored: Array, spec: SpikingConvSpec, dtype) -> Array:
     shifts = jnp.arange(0, 8, bits, dtype=jnp.uint8)
     codes = (stored[..., None] >> shifts) & jnp.uint8(2 ** bits - 1)
     k = codes.reshape(*stored.shape[:-1], -1).astype(dtype)
-    if spec.input_signed:
-        k = k - jnp.array(spec.input_levels, dtype)
-    return k if spec.input_levels == 1 else k / jnp.array(spec.input_levels, dtype)
+    levels = spec.input_values.levels
+    if spec.input_values.signed:
+        k = k - jnp.array(levels, dtype)
+    return k if levels == 1 else k / jnp.array(levels, dtype)
 
 
 def _recomputes_conv(x_NHWC: Array, spec: SpikingConvSpec) -> bool:
-    return spec.remat or x_NHWC.shape[-1] < RECOMPUTE_BELOW_CHANNELS
+    return spec.remat or x_NHWC.shape[-1] < spec.tuning.recompute_conv_below_channels
 
 
 def _forward(x_NHWC, kernel, gamma, spec):
-    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation), spec.timesteps)
-    mean, var = batch_statistics(c)
-    scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
+    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
+    mean, var = neurons.bntt_statistics(c, time_axis=TIME)
+    scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
     spikes = ops.merge_time(_lif_forward(c, scale, shift, spec))
     return (spikes, mean, var), c
 
@@ -211,21 +204,12 @@ def _forward_with_residuals(x_NHWC, kernel, gamma, spec):
     return outputs, (_encode_input(x_NHWC, spec), kernel, gamma, mean, var, stored_c)
 
 
-def _after(x: Array, anchor: Array) -> Array:
-    """`x`, made data-dependent on `anchor` (adds `0 * anchor[0]`, exact for finite anchors).
-
-    XLA on CPU neither keeps `optimization_barrier`s nor delays work it can start early: without
-    this it decodes the stored input during the forward pass (holding it in float until the
-    backward pass), and merges a recomputed conv with the forward one (holding its output).
-    """
-    return x + (anchor.reshape(-1)[0] * 0).astype(x.dtype)
-
-
 def _backward(spec, residuals, cotangents):
     g_spikes = ops.split_time(cotangents[0], spec.timesteps)  # mean and var: zero cotangents (stop_gradient)
     stored_x, kernel, gamma, mean, var, c = residuals
-    decode = lambda anchor: _after(_decode_input(stored_x, spec, g_spikes.dtype), anchor)
-    conv = lambda x, k: ops.conv2d(x, k, spec.dilation)
+    after = lambda x, anchor: formulations.after(x, anchor, spec.tuning)
+    decode = lambda anchor: after(_decode_input(stored_x, spec, g_spikes.dtype), anchor)
+    conv = lambda x, k: ops.conv2d(x, k, spec.dilation, spec.tuning)
     if c is None:
         x = decode(g_spikes)
         c = ops.split_time(conv(x, kernel), spec.timesteps)
@@ -236,7 +220,7 @@ def _backward(spec, residuals, cotangents):
     g_c = ops.merge_time(g_c)
     g_kernel = jax.vjp(lambda k: conv(x, k), kernel)[1](g_c)[0]
     # The input gradient after the kernel's, so that the decoded input is freed before it is allocated.
-    g_x = jax.vjp(lambda x: conv(x, _after(kernel, g_kernel)), x)[1](g_c)[0]
+    g_x = jax.vjp(lambda x: conv(x, after(kernel, g_kernel)), x)[1](g_c)[0]
     return g_x, g_kernel, g_gamma
 
 
@@ -251,27 +235,28 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
     + leak * g_u[t + 1]`; a forward sweep recomputes the surrogate terms, a reverse sweep runs the
     recurrence and at each step the batch-norm backward of that step's statistics.
     """
-    scale, shift = _bntt_affine(gamma, mean, var, spec.epsilon)
+    n = spec.neuron
+    scale, shift = neurons.bntt_affine(gamma, mean, var, n.bntt_epsilon)
     scale, shift = _per_step(scale), _per_step(shift)
     zeros = jnp.zeros(_step_shape(c), jnp.float32)
 
     def surrogate_step(t, v, c_t, g_t):
-        v, x, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
-        grad = neurons.surrogate_grad(spec.surrogate, x, spec.surrogate_param)
-        return v, (g_t.astype(jnp.float32) * grad) / spec.threshold
+        v, _, x = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
+        grad = neurons.surrogate_grad(n.surrogate, x, n.surrogate_param)
+        return v, (g_t.astype(jnp.float32) * grad) / n.threshold
 
     # In place over g_spikes when it is float32 (the buffer is dead afterwards).
-    out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, jnp.float32)
+    out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, spec, jnp.float32)
     _, through_spikes = _sweep(surrogate_step, c, out, zeros)
 
     count = c.size // (c.shape[TIME] * c.shape[-1])
     axes = (0, 1, 2)  # one step's B, H, W
-    mean, rstd, gamma_ = _per_step(mean), _per_step(jax.lax.rsqrt(var + spec.epsilon)), _per_step(gamma)
+    mean, rstd, gamma_ = _per_step(mean), _per_step(jax.lax.rsqrt(var + n.bntt_epsilon)), _per_step(gamma)
 
     def bntt_step(t, carry, inputs, _):
         term, c_t = inputs
         g_u_next, g_gamma = carry
-        g_u = term + spec.leak * g_u_next
+        g_u = term + n.leak * g_u_next
         c_hat = (c_t.astype(jnp.float32) - mean[t]) * rstd[t]
         sum_g = g_u.sum(axis=axes, keepdims=True)
         sum_g_c_hat = (g_u * c_hat).sum(axis=axes, keepdims=True)
@@ -279,7 +264,7 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
         g_gamma = jax.lax.dynamic_update_index_in_dim(g_gamma, sum_g_c_hat.reshape(-1), t, 0)
         return (g_u, g_gamma), g_c
 
-    (_, g_gamma), g_c = _sweep(bntt_step, (through_spikes, c), _fresh_buffer(c, after=through_spikes),
+    (_, g_gamma), g_c = _sweep(bntt_step, (through_spikes, c), _fresh_buffer(c, spec, after=through_spikes),
                                (zeros, jnp.zeros_like(gamma)), reverse=True)
     return g_c, g_gamma
 

@@ -1,8 +1,9 @@
-"""Flax Linen building blocks: convolutions, BNTT and the conv-norm-activation unit.
+"""Flax Linen layers: the time-major cells `BNTT` and `LIF`, and the network's blocks.
 
-Activations travel as `[B * T, H, W, C]` with time folded into the batch, batch-major (row
-`b * T + t`), so every stateless op runs once over all steps, and a split of the batch over devices
-splits every activation; only BNTT statistics and the LIF recurrence unfold time.
+`BNTT` and `LIF` take time-major tensors `[T, B, ...]`, as `neurons` and `encoding` do. The blocks
+the networks are built of (`Conv`, `ConvTransposeUp`, `Unit`) work on time-folded tensors
+`[B * T, H, W, C]` (see `ops`), so that every convolution runs once over all steps; a `Unit`
+unfolds time only where it steps through it (BNTT statistics and the LIF recurrence).
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snnseg_jax import fused, neurons, ops
-from snnseg_jax.ops import fold_time, unfold_time
+from snnseg_jax import formulations, fused, neurons, ops
+from snnseg_jax.architecture import Layer
+from snnseg_jax.formulations import Tuning
+from snnseg_jax.fused import InputValues
 
 Array = jax.Array
+
+BATCHNORM_EPSILON = 1e-5  # of the ANNs' BatchNorm (Flax's default)
+BATCHNORM_MOMENTUM = 0.9
 
 
 def xavier_gain2(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
@@ -47,8 +53,11 @@ def bntt_variables(module: nn.Module, timesteps: int, channels: int):
     return gamma, ra_mean, ra_var
 
 
-def update_running_average(variable, batch_value: Array, momentum: float) -> None:
-    variable.value = momentum * variable.value + (1 - momentum) * batch_value
+def update_running_averages(module: nn.Module, ra_mean, ra_var, mean: Array, var: Array, momentum: float) -> None:
+    """Moves the running averages towards a batch's statistics (not while `module` initializes)."""
+    if not module.is_initializing():
+        ra_mean.value = neurons.running_average(ra_mean.value, mean, momentum)
+        ra_var.value = neurons.running_average(ra_var.value, var, momentum)
 
 
 class Conv(nn.Module):
@@ -59,11 +68,12 @@ class Conv(nn.Module):
     dilation: int = 1
     use_bias: bool = False
     dtype: Any = jnp.float32
+    tuning: Tuning = formulations.PLAIN
 
     @nn.compact
     def __call__(self, x_NHWC: Array) -> Array:
         kernel = conv_kernel(self, self.kernel_size, x_NHWC.shape[-1], self.features)
-        y = ops.conv2d(x_NHWC.astype(self.dtype), kernel, self.dilation)
+        y = ops.conv2d(x_NHWC.astype(self.dtype), kernel, self.dilation, self.tuning)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(self.dtype)
         return y
@@ -84,15 +94,14 @@ class ConvTransposeUp(nn.Module):
 
 
 class BNTT(nn.Module):
-    """Batch Normalization Through Time: per-step batch statistics and scales, no shift.
+    """Batch Normalization Through Time on `[T, B, H, W, C]`: per-step statistics and scales, no shift.
 
-    Input `[T, B, H, W, C]`. Step t is normalized with its own batch statistics in training and its
-    own running averages at evaluation, then scaled by its own per-channel gamma_t.
+    Step t is normalized with its own batch statistics in training and its own running averages at
+    evaluation, then scaled by its own per-channel gamma_t (epsilon and momentum from `neuron`).
     """
 
     timesteps: int
-    momentum: float = 0.9
-    epsilon: float = 1e-4
+    neuron: neurons.Neuron = neurons.Neuron()
 
     @nn.compact
     def __call__(self, x_TBHWC: Array, train: bool) -> Array:
@@ -101,51 +110,23 @@ class BNTT(nn.Module):
             raise ValueError(f"BNTT has {self.timesteps} time steps but the input has {t}")
         gamma, ra_mean, ra_var = bntt_variables(self, t, c)
         if train:
-            x32 = x_TBHWC.astype(jnp.float32)
-            mean = x32.mean(axis=(1, 2, 3))
-            var = jnp.square(x32 - mean[:, None, None, None]).mean(axis=(1, 2, 3))
-            if not self.is_initializing():
-                update_running_average(ra_mean, mean, self.momentum)
-                update_running_average(ra_var, var, self.momentum)
+            mean, var = neurons.bntt_statistics(x_TBHWC)
+            update_running_averages(self, ra_mean, ra_var, mean, var, self.neuron.bntt_momentum)
         else:
             mean, var = ra_mean.value, ra_var.value
-        scale = gamma * jax.lax.rsqrt(var + self.epsilon)
-        shift = -mean * scale
-        dtype = x_TBHWC.dtype
-        return x_TBHWC * scale[:, None, None, None].astype(dtype) + shift[:, None, None, None].astype(dtype)
-
-
-@dataclasses.dataclass(frozen=True)
-class NeuronParams:
-    """Fixed (untrained) LIF settings; `surrogate_param` None takes the surrogate's default."""
-
-    leak: float = 0.99
-    threshold: float = 1.0
-    surrogate: str = "linear"
-    surrogate_param: float | None = None
+        scale, shift = neurons.bntt_affine(gamma, mean, var, self.neuron.bntt_epsilon)
+        per_step = lambda v: v[:, None, None, None].astype(x_TBHWC.dtype)
+        return x_TBHWC * per_step(scale) + per_step(shift)
 
 
 class LIF(nn.Module):
-    """LIF neurons over time-folded currents `[B * T, ...]`; returns spikes of the same shape.
+    """LIF neurons over time-major currents `[T, ...]` (`neurons.lif_scan`); returns spikes of that shape."""
 
-    A fused `Unit` computes its neurons' spikes itself and passes them as `fused_spikes` (with no
-    currents): they are returned as given, so that every layer's spikes are this module's output
-    (for `capture_intermediates`, spike rates) whichever way they were computed.
-    """
+    neuron: neurons.Neuron = neurons.Neuron()
 
-    timesteps: int
-    neuron: NeuronParams = NeuronParams()
-
-    @nn.compact
-    def __call__(self, currents_N: Array | None, fused_spikes: Array | None = None) -> Array:
-        if fused_spikes is not None:
-            return fused_spikes
+    def __call__(self, currents_T: Array) -> Array:
         n = self.neuron
-        spikes, _ = neurons.lif_scan(
-            unfold_time(currents_N, self.timesteps), leak=n.leak, threshold=n.threshold,
-            surrogate=neurons.spike_function(n.surrogate, n.surrogate_param),
-        )
-        return fold_time(spikes)
+        return neurons.lif_scan(currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn)[0]
 
 
 class ConvKernel(nn.Module):
@@ -170,53 +151,63 @@ class BNTTVariables(nn.Module):
         return bntt_variables(self, self.timesteps, self.channels)
 
 
-class Unit(nn.Module):
-    """Conv, then BNTT and LIF neurons (spiking) or BatchNorm and ReLU (ANN).
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every layer of a network shares; each layer adds its own row of the architecture's table.
 
-    Spiking units run as one `fused.spiking_conv_train` (same values and gradients as the plain
-    composition with `fused=False`, far less memory); `input_levels` and `input_signed` tell
-    it which values the input takes (see `fused.SpikingConvSpec`), `remat` recomputes its conv in the backward pass.
+    `remat` recomputes each layer's convolution in the backward pass instead of storing its output
+    (ANN layers: the whole layer); `fused` runs each spiking layer as `fused.spiking_conv_train`
+    (False: the plain autodiff composition of `Conv`, `BNTT` and `LIF`, same values and gradients,
+    more time and memory); `tuning` picks the faster formulations of the ops (`formulations`).
     """
 
-    features: int
-    kernel_size: int = 3
-    dilation: int = 1
-    spiking: bool = True
-    timesteps: int = 1
-    neuron: NeuronParams = NeuronParams()
+    spiking: bool
+    timesteps: int
+    width: float = 1.0
+    neuron: neurons.Neuron = neurons.Neuron()
     dtype: Any = jnp.float32
-    input_levels: int | None = None
-    input_signed: bool = False
     remat: bool = False
     fused: bool = True
+    tuning: Tuning = formulations.PLAIN
+
+    def features(self, layer: Layer) -> int:
+        """The output channels of a unit at this width (at least 1)."""
+        return max(1, int(round(layer.channels * self.width)))
+
+
+class Unit(nn.Module):
+    """A unit of the table on time-folded `[B * T, H, W, C]`: conv, then BNTT and LIF neurons
+    (spiking) or BatchNorm and ReLU (ANN). `input_values` says which values its input takes."""
+
+    layer: Layer
+    settings: Settings
+    input_values: InputValues = fused.ANALOG
 
     @nn.compact
     def __call__(self, x_NHWC: Array, train: bool) -> Array:
-        if self.spiking and self.fused:
+        s, layer = self.settings, self.layer
+        if s.spiking and s.fused:
             return self._fused_spiking(x_NHWC, train)
-        y = Conv(self.features, self.kernel_size, self.dilation, dtype=self.dtype, name="conv")(x_NHWC)
-        if not self.spiking:
-            y = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                             dtype=self.dtype, name="bn")(y)
+        y = Conv(s.features(layer), layer.kernel, layer.dilation, dtype=s.dtype, tuning=s.tuning, name="conv")(x_NHWC)
+        if not s.spiking:
+            y = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON,
+                             dtype=s.dtype, name="bn")(y)
             return nn.relu(y)
-        y = BNTT(self.timesteps, name="bntt")(unfold_time(y, self.timesteps), train)
-        return LIF(self.timesteps, self.neuron, name="lif")(fold_time(y))
+        y = BNTT(s.timesteps, s.neuron, name="bntt")(ops.unfold_time(y, s.timesteps), train)
+        return ops.fold_time(LIF(s.neuron, name="lif")(y))
 
     def _fused_spiking(self, x_NHWC: Array, train: bool) -> Array:
-        if x_NHWC.shape[0] % self.timesteps:
-            raise ValueError(f"BNTT has {self.timesteps} time steps but the input's leading axis "
+        s, layer = self.settings, self.layer
+        if x_NHWC.shape[0] % s.timesteps:
+            raise ValueError(f"BNTT has {s.timesteps} time steps but the input's leading axis "
                              f"{x_NHWC.shape[0]} is not a multiple of it")
-        kernel = ConvKernel(self.features, self.kernel_size, name="conv")(x_NHWC.shape[-1])
-        gamma, ra_mean, ra_var = BNTTVariables(self.timesteps, self.features, name="bntt")()
-        n = self.neuron
-        spec = fused.SpikingConvSpec(self.timesteps, self.dilation, self.input_levels, self.input_signed, n.leak,
-                                     n.threshold, n.surrogate, n.surrogate_param, BNTT.epsilon, self.remat)
-        x_NHWC = x_NHWC.astype(self.dtype)
-        if train:
-            spikes, mean, var = fused.spiking_conv_train(x_NHWC, kernel, gamma, spec)
-            if not self.is_initializing():
-                update_running_average(ra_mean, mean, BNTT.momentum)
-                update_running_average(ra_var, var, BNTT.momentum)
-        else:
-            spikes = fused.spiking_conv_eval(x_NHWC, kernel, gamma, ra_mean.value, ra_var.value, spec)
-        return LIF(self.timesteps, self.neuron, name="lif")(None, fused_spikes=spikes)
+        kernel = ConvKernel(s.features(layer), layer.kernel, name="conv")(x_NHWC.shape[-1])
+        gamma, ra_mean, ra_var = BNTTVariables(s.timesteps, s.features(layer), name="bntt")()
+        spec = fused.SpikingConvSpec(timesteps=s.timesteps, dilation=layer.dilation, input_values=self.input_values,
+                                     neuron=s.neuron, remat=s.remat, tuning=s.tuning)
+        x_NHWC = x_NHWC.astype(s.dtype)
+        if not train:
+            return fused.spiking_conv_eval(x_NHWC, kernel, gamma, ra_mean.value, ra_var.value, spec)
+        spikes, mean, var = fused.spiking_conv_train(x_NHWC, kernel, gamma, spec)
+        update_running_averages(self, ra_mean, ra_var, mean, var, s.neuron.bntt_momentum)
+        return spikes

@@ -1,166 +1,129 @@
-"""Spiking-DeepLab, Spiking-FCN and their ANN twins (SPEC §4), built with `build(name, ...)`.
+"""Spiking-DeepLab, Spiking-FCN and their ANN twins, built with `build(name, ...)`.
 
-Inputs are static images `[B, H, W, C]` (rate coded inside the spiking networks with the
-`"spikes"` PRNG stream) or event sequences `[B, T, H, W, C]` (frame t at step t; the ANNs run
-their backbone on every frame and average its features over time). Outputs are logits
-`[B, H, W, num_classes]`: for the spiking networks, the output layer's currents averaged over T.
+One Flax module, `Network`, runs either table of `architecture`. Inputs are static images
+`[B, H, W, C]` (rate coded inside the spiking networks with the `"spikes"` PRNG stream) or event
+sequences `[B, T, H, W, C]` (frame t at step t; the ANNs run their feature extractor on every frame
+and average its features over the frames before the classifier). Outputs are logits
+`[B, H, W, num_classes]`: for the spiking networks, the output layer's currents averaged over T,
+which the authors' code leaves summed for the FCN (the argmax is the same).
+
+Inside, activations are time-folded `[B * T, H, W, C]` (see `ops`). Every layer that ends in
+neurons sows its output (spikes, or ReLU activations in an ANN), time-folded, into Flax's
+collection `"intermediates"`: `activity(model.apply(..., mutable=["intermediates"])[1])` gives
+them by layer name, and nothing is kept otherwise.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snnseg_jax import encoding, neurons, ops
-from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, NeuronParams, Unit
+from snnseg_jax import architecture, encoding, formulations, neurons, ops
+from snnseg_jax.architecture import Architecture, Layer
+from snnseg_jax.fused import ANALOG, SIGNED_SPIKES, SPIKES, InputValues
+from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, Settings, Unit
 
 Array = jax.Array
-
-# (name, channels at width 1, kernel, dilation); "pool" marks an average pool.
-DEEPLAB_BACKBONE = (
-    ("conv1_1", 64, 3, 1), ("conv1_2", 64, 3, 1), "pool",
-    ("conv2_1", 128, 3, 1), ("conv2_2", 128, 3, 1), "pool",
-    ("conv3_1", 256, 3, 1), ("conv3_2", 256, 3, 2), ("conv3_3", 256, 3, 2),
-)
-DEEPLAB_HEADS = {
-    "paper": (("fc6", 1024, 3, 12), ("fc7", 1024, 1, 1)),  # DeepLab-LargeFOV, 3 layers with the output
-    "released": (("fc6", 1024, 3, 12),),  # the authors' code: no middle 1x1 layer
-}
-# FCN: each stage ends in a skip source; the first three are pooled after their skip.
-FCN_STAGES = (
-    (("conv1_1", 64, 3, 1), ("conv1_2", 64, 3, 1)),
-    (("conv2_1", 128, 3, 1), ("conv2_2", 128, 3, 1)),
-    (("conv3_1", 256, 3, 1), ("conv3_2", 256, 3, 1), ("conv3_3", 256, 3, 1)),
-    (("fc6", 1024, 3, 1), ("fc7", 1024, 3, 1)),
-)
 MODEL_NAMES = ("spiking_deeplab", "spiking_fcn", "deeplab", "fcn")
-FCN_SIDE_MULTIPLE = 8  # three pools down, three exact 2x upsamplings back
+# Flax's collection for sown values (`init` leaves it out), and the variable in it that holds
+# {layer name: output} of every layer that ends in neurons.
+ACTIVITY = "intermediates"
+_BY_LAYER = "activity"
 
 
-def scaled_channels(channels: int, width: float) -> int:
-    """Hidden channel count at width multiplier `width` (at least 1)."""
-    return max(1, int(round(channels * width)))
+class Tensor(NamedTuple):
+    """An activation: time-folded `[B * steps, H, W, C]`, and the values it takes (for `fused`)."""
+
+    array: Array
+    steps: int
+    values: InputValues = ANALOG
+
+    def time_mean(self, tuning: formulations.Tuning) -> Tensor:
+        return self if self.steps == 1 else Tensor(ops.time_mean(self.array, self.steps, tuning), 1)
 
 
-# What a layer's input holds, as `(Unit.input_levels, Unit.input_signed)`: spikes are 0 or 1.
-SPIKES = (1, False)
-ANALOG = (None, False)
+class Network(nn.Module):
+    """The network of `architecture`'s table, spiking or ANN as `settings` say."""
 
-
-def pooled_values(values: tuple[int | None, bool]) -> tuple[int | None, bool]:
-    """The input values after `ops.avg_pool`: sums of 9 of them divided by 9."""
-    levels, signed = values
-    return (None if levels is None else 9 * levels), signed
-
-
-def time_mean(x_N: Array, timesteps: int) -> Array:
-    """Mean over time of time-folded `[B * T, ...]`, giving `[B, ...]`."""
-    return x_N if timesteps == 1 else ops.sum_by_halves(ops.split_time(x_N, timesteps), 1) / timesteps
-
-
-class _Network(nn.Module):
-    """Input handling and layer construction shared by both architectures."""
-
+    architecture: Architecture
     num_classes: int
-    timesteps: int
-    width: float = 1.0
-    spiking: bool = True
+    settings: Settings
     in_channels: int = 3
-    neuron: NeuronParams = NeuronParams()
-    dtype: Any = jnp.float32
-    remat: bool = False  # recompute each layer in the backward pass (less memory, more time)
-    fused: bool = True  # spiking layers as `fused.spiking_conv_train`; False: plain autodiff (reference)
 
-    def _input(self, x: Array) -> tuple[Array, int]:
-        """Time-folded network input `[B * T', H, W, C]` and its number of steps T'."""
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        height, width = self._check_input(x)
+        averaged = self.architecture.averaged(self.settings.spiking)
+
+        def apply(layer: Layer, inputs: list[Tensor]) -> Tensor:
+            if layer.name in averaged:
+                inputs = [t.time_mean(self.settings.tuning) for t in inputs]
+            out = self._layer(layer, inputs, train)
+            if layer.op in architecture.ACTIVATED:
+                self.sow(ACTIVITY, _BY_LAYER, out.array, init_fn=dict,
+                         reduce_fn=lambda outputs, output: {**outputs, layer.name: output})
+            return out
+
+        logits = architecture.walk(self.architecture, self._input(x), apply).array
+        return ops.resize_bilinear(logits, height, width).astype(jnp.float32)
+
+    def _check_input(self, x: Array) -> tuple[int, int]:
+        """The input's height and width, once its shape is known to fit the network."""
         if x.ndim not in (4, 5) or x.shape[-1] != self.in_channels:
             raise ValueError(
                 f"expected images [B, H, W, {self.in_channels}] or event sequences "
                 f"[B, T, H, W, {self.in_channels}], got shape {tuple(x.shape)}")
-        x = x.astype(self.dtype)
+        if x.ndim == 5 and self.settings.spiking and x.shape[1] != self.settings.timesteps:
+            raise ValueError(f"event sequence has {x.shape[1]} frames but the model "
+                             f"has timesteps={self.settings.timesteps}")
+        height, width = x.shape[-3:-1]
+        multiple = self.architecture.side_multiple()
+        if height % multiple or width % multiple:
+            raise ValueError(f"{self.architecture.name.upper()} needs an input side divisible by {multiple}, "
+                             f"got {height}x{width}")
+        return height, width
+
+    def _input(self, x: Array) -> Tensor:
+        """The network input, time-folded: event frames, Poisson spikes of an image, or the image (ANN)."""
+        s = self.settings
+        x = x.astype(s.dtype)
         if x.ndim == 5:
-            if self.spiking and x.shape[1] != self.timesteps:
-                raise ValueError(f"event sequence has {x.shape[1]} frames but the model "
-                                 f"has timesteps={self.timesteps}")
-            return ops.merge_time(x), x.shape[1]
-        if not self.spiking:
-            return x, 1
-        return ops.fold_time(encoding.poisson_encode(self.make_rng("spikes"), x, self.timesteps)), self.timesteps
+            return Tensor(ops.merge_time(x), x.shape[1])
+        if not s.spiking:
+            return Tensor(x, 1)
+        spikes = encoding.poisson_encode(self.make_rng("spikes"), x, s.timesteps)
+        return Tensor(ops.fold_time(spikes), s.timesteps, SIGNED_SPIKES)
 
-    def _input_values(self, x: Array) -> tuple[int | None, bool]:
-        """What the first layer's input holds: signed Poisson spikes, or analog event frames."""
-        return (1, True) if self.spiking and x.ndim == 4 else ANALOG
-
-    def _unit(self, spec, steps: int, values: tuple[int | None, bool]) -> Callable[[Array, bool], Array]:
-        name, channels, kernel, dilation = spec
-        # ANN layers are checkpointed whole; spiking layers recompute only their conv (see fused.py).
-        unit = nn.remat(Unit, static_argnums=(2,)) if self.remat and not self.spiking else Unit
-        return unit(scaled_channels(channels, self.width), kernel, dilation, self.spiking, steps, self.neuron,
-                    self.dtype, *values, self.remat, self.fused, name=name)
-
-    def _output_conv(self, name: str, use_bias: bool) -> Conv:
-        return Conv(self.num_classes, 1, use_bias=use_bias, dtype=self.dtype, name=name)
-
-
-class DeepLab(_Network):
-    """VGG9 DeepLab: dilated backbone, LargeFOV classifier, bilinear upsampling to the input size."""
-
-    head: str = "paper"
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
-        height, width = x.shape[-3:-1]
-        values = self._input_values(x)
-        h, steps = self._input(x)
-        for spec in DEEPLAB_BACKBONE:
-            if spec == "pool":
-                h, values = ops.avg_pool(h), pooled_values(values)
-            else:
-                h, values = self._unit(spec, steps, values)(h, train), SPIKES
-        if not self.spiking:  # the ANN averages the backbone features over the frames
-            h, steps = time_mean(h, steps), 1
-        for spec in DEEPLAB_HEADS[self.head]:
-            h = self._unit(spec, steps, SPIKES)(h, train)
-        # The output layer is linear, so averaging its input over time gives the time-averaged
-        # output currents at 1/T of the cost.
-        logits = self._output_conv("output", use_bias=False)(time_mean(h, steps))
-        return ops.resize_bilinear(logits, height, width).astype(jnp.float32)
+    def _layer(self, layer: Layer, inputs: list[Tensor], train: bool) -> Tensor:
+        """The output of `layer` on its inputs."""
+        s, x = self.settings, inputs[0]
+        if layer.op == architecture.POOL:
+            return Tensor(ops.avg_pool(x.array, s.tuning), x.steps, x.values.pooled())
+        if layer.op == architecture.UNIT:
+            # ANN layers are checkpointed whole; spiking layers recompute only their conv (see fused.py).
+            unit = nn.remat(Unit, static_argnums=(2,)) if s.remat and not s.spiking else Unit
+            return Tensor(unit(layer, s, x.values, name=layer.name)(x.array, train), x.steps, SPIKES)
+        if layer.op == architecture.CLASSES:
+            conv = Conv(self.num_classes, layer.kernel, use_bias=layer.bias, dtype=s.dtype, tuning=s.tuning,
+                        name=layer.name)
+            return Tensor(conv(x.array), x.steps)
+        if layer.op == architecture.UP:
+            return Tensor(ConvTransposeUp(self.num_classes, dtype=s.dtype, name=layer.name)(x.array), x.steps)
+        total = architecture.add([t.array for t in inputs])
+        if layer.op == architecture.NEURONS:
+            if not s.spiking:
+                return Tensor(nn.relu(total), x.steps)
+            spikes = LIF(s.neuron, name=layer.name)(ops.unfold_time(total, x.steps))
+            return Tensor(ops.fold_time(spikes), x.steps, SPIKES)
+        return Tensor(total, x.steps)
 
 
-class FCN(_Network):
-    """VGG FCN: three pooled stages and a classifier, decoded by transposed convs plus skip convs."""
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
-        height, width = x.shape[-3:-1]
-        if height % FCN_SIDE_MULTIPLE or width % FCN_SIDE_MULTIPLE:
-            raise ValueError(f"FCN needs an input side divisible by {FCN_SIDE_MULTIPLE}, got {height}x{width}")
-        values = self._input_values(x)
-        h, steps = self._input(x)
-        skips = []
-        for i, stage in enumerate(FCN_STAGES):
-            if i == len(FCN_STAGES) - 1 and not self.spiking:  # ANN: average frames before the classifier
-                h, skips, steps = time_mean(h, steps), [time_mean(s, steps) for s in skips], 1
-            for spec in stage:
-                h, values = self._unit(spec, steps, values)(h, train), SPIKES
-            skips.append(h)
-            if i < len(FCN_STAGES) - 1:
-                h, values = ops.avg_pool(h), pooled_values(values)
-        a, b, c, d = skips
-
-        def activation(name: str) -> Callable[[Array], Array]:
-            return LIF(steps, self.neuron, name=name) if self.spiking else nn.relu
-
-        up = lambda name: ConvTransposeUp(self.num_classes, dtype=self.dtype, name=name)
-        skip = lambda name: self._output_conv(name, use_bias=True)
-        u0 = activation("lif_up0")(up("up0")(skip("skip_d")(d)) + skip("skip_c")(c))
-        u1 = activation("lif_up1")(up("up1")(u0) + skip("skip_b")(b))
-        # Linear from here on: average over time first (see DeepLab).
-        logits = up("up2")(time_mean(u1, steps)) + skip("skip_a")(time_mean(a, steps))
-        return ops.resize_bilinear(logits, height, width).astype(jnp.float32)
+def activity(variables: dict) -> dict[str, Array]:
+    """The outputs sown into `ACTIVITY` by `apply(..., mutable=[ACTIVITY])`: {layer name: `[B * T, ...]`}."""
+    return variables[ACTIVITY][_BY_LAYER]
 
 
 def build(
@@ -178,27 +141,30 @@ def build(
     dtype: Any = "float32",
     remat: bool = False,
     fused: bool = True,
-) -> nn.Module:
+    tuned_ops: bool = True,
+) -> Network:
     """The network `name` (one of `MODEL_NAMES`) with these settings.
 
     `head` ("paper" or "released") applies to the DeepLabs; `surrogate_scale` is the surrogate's
     hyper-parameter (None: its default, 0.3 for `linear`); `dtype` is the compute dtype; `remat`
     recomputes each layer's convolution in the backward pass instead of storing its output; `fused`
     runs each spiking layer as `fused.spiking_conv_train` (False: the plain autodiff composition,
-    same values and gradients, more time and memory).
+    same values and gradients, more time and memory); `tuned_ops` uses the faster formulations of
+    `formulations` that pay on the default backend (False: XLA's plain ops; same values).
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
-    if head not in DEEPLAB_HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(DEEPLAB_HEADS)}")
+    table = architecture_of(name, head)
     if timesteps < 1 or num_classes < 1 or width <= 0:
         raise ValueError(f"need timesteps >= 1, num_classes >= 1 and width > 0, got "
                          f"{timesteps}, {num_classes}, {width}")
-    neurons.spike_function(surrogate, surrogate_scale)
-    common = dict(num_classes=num_classes, timesteps=timesteps, width=width,
-                  spiking=name.startswith("spiking_"), in_channels=in_channels,
-                  neuron=NeuronParams(leak, threshold, surrogate, surrogate_scale),
-                  dtype=jnp.dtype(dtype), remat=remat, fused=fused)
-    if name.endswith("deeplab"):
-        return DeepLab(**common, head=head)
-    return FCN(**common)
+    tuning = formulations.for_backend(jax.default_backend()) if tuned_ops else formulations.PLAIN
+    settings = Settings(spiking=name.startswith("spiking_"), timesteps=timesteps, width=width,
+                        neuron=neurons.Neuron(leak, threshold, surrogate, surrogate_scale),
+                        dtype=jnp.dtype(dtype), remat=remat, fused=fused, tuning=tuning)
+    return Network(table, num_classes, settings, in_channels)
+
+
+def architecture_of(name: str, head: str = "paper") -> Architecture:
+    """The table of network `name` (spiking or ANN: the same layers)."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model name {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    return architecture.get(name.removeprefix("spiking_"), head)

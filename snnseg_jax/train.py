@@ -26,7 +26,7 @@ import numpy as np
 import optax
 import tqdm
 
-from snnseg_jax import checkpoints, cpu, data, metrics, models, sharding
+from snnseg_jax import checkpoints, data, metrics, models, sharding
 from snnseg_jax.cli import UserError
 from snnseg_jax.data import pipeline
 
@@ -56,8 +56,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         problems.append("set num_epochs or num_train_steps to a positive number")
     if not 0.0 <= config.lr_decay_at <= 1.0:
         problems.append(f"lr_decay_at is a fraction of training in [0, 1], got {config.lr_decay_at}")
-    if config.model.name.endswith("fcn") and config.dataset.image_size % models.FCN_SIDE_MULTIPLE:
-        problems.append(f"the FCNs need dataset.image_size divisible by {models.FCN_SIDE_MULTIPLE}, "
+    try:
+        multiple = models.architecture_of(config.model.name, config.model.head).side_multiple()
+    except ValueError:
+        multiple = 1  # an unknown name or head: `build_model` says so
+    if config.dataset.image_size % multiple:
+        problems.append(f"{config.model.name} needs dataset.image_size divisible by {multiple}, "
                         f"got {config.dataset.image_size}")
     if problems:
         raise UserError("bad config: " + "; ".join(problems) + ".")
@@ -176,7 +180,7 @@ def compile_train_step(model: nn.Module, optimizer: optax.GradientTransformation
     return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite),
                    in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
                    out_shardings=(replicated, replicated), donate_argnums=0,
-                   compiler_options=cpu.compiler_options())
+                   compiler_options=model.settings.tuning.compiler_options())
 
 
 @functools.lru_cache(maxsize=None)  # one compilation per (model, mesh, step) and operand shapes
@@ -186,7 +190,7 @@ def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, step: Callable 
     replicated = sharding.replicated(mesh)
     return jax.jit(functools.partial(step, model=model),
                    in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-                   out_shardings=replicated, compiler_options=cpu.compiler_options())
+                   out_shardings=replicated, compiler_options=model.settings.tuning.compiler_options())
 
 
 def map_batches(compiled_step: Callable, operand: Any, dataset: data.Dataset, batch_size: int,

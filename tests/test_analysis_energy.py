@@ -5,9 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnseg_jax import encoding, models, neurons, ops, train
+from snnseg_jax import encoding, formulations, models, neurons, ops, train
 from snnseg_jax.analysis import energy
-from snnseg_jax.layers import fold_time, unfold_time
 
 KEY = jax.random.PRNGKey(0)
 
@@ -42,7 +41,9 @@ def test_flops_of_spiking_fcn_count_transposed_convs_on_their_input_positions():
 def hand_run_unit(spikes_in_TB, unit_params, unit_stats, dilation=1):
     """Conv, BNTT with running statistics, LIF: the spikes of a spiking Unit, computed directly."""
     timesteps = spikes_in_TB.shape[0]
-    currents = unfold_time(ops.conv2d(fold_time(spikes_in_TB), unit_params["conv"]["kernel"], dilation), timesteps)
+    tuning = formulations.for_backend(jax.default_backend())  # as the network computes it
+    conv = ops.conv2d(ops.fold_time(spikes_in_TB), unit_params["conv"]["kernel"], dilation, tuning)
+    currents = ops.unfold_time(conv, timesteps)
     scale = unit_params["bntt"]["scale"] * jax.lax.rsqrt(unit_stats["bntt"]["var"] + 1e-4)
     shift = -unit_stats["bntt"]["mean"] * scale
     normalized = currents * scale[:, None, None, None] + shift[:, None, None, None]
@@ -63,7 +64,7 @@ def test_spike_rates_equal_an_independent_count_of_the_layers_spikes(random_vari
     state = train.TrainState(step=0, params=variables["params"], batch_stats=stats, opt_state=None)
     rates = jax.jit(lambda s, b: energy.spike_rate_step(s, b, KEY, model=model))(state, {"inputs": events})
 
-    frames = encoding.events_time_major(events)
+    frames = jnp.swapaxes(events, 0, 1)  # frame t at step t
     spikes1 = hand_run_unit(frames, state.params["conv1_1"], stats["conv1_1"])
     spikes2 = hand_run_unit(spikes1, state.params["conv1_2"], stats["conv1_2"])
     for name, spikes in (("conv1_1", spikes1), ("conv1_2", spikes2)):

@@ -1,4 +1,4 @@
-"""Rate coding of static images and time-major event frames."""
+"""Rate coding of static images."""
 
 import jax
 import jax.numpy as jnp
@@ -35,11 +35,3 @@ def test_poisson_draws_fresh_numbers_every_step_and_per_key():
 def test_poisson_keeps_bfloat16():
     spikes = encoding.poisson_encode(jax.random.PRNGKey(0), jnp.full((1, 2, 2, 1), -0.3, jnp.bfloat16), 5)
     assert spikes.dtype == jnp.bfloat16
-
-
-def test_events_time_major_feeds_frame_t_at_step_t():
-    events = jnp.arange(2 * 3 * 4 * 4 * 2, dtype=jnp.float32).reshape(2, 3, 4, 4, 2)
-    steps = encoding.events_time_major(events)
-    assert steps.shape == (3, 2, 4, 4, 2)
-    for t in range(3):
-        np.testing.assert_array_equal(steps[t], events[:, t])

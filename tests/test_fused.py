@@ -5,20 +5,29 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnseg_jax import fused, neurons, ops
+from snnseg_jax import formulations, fused, neurons, ops
+from snnseg_jax.fused import InputValues
+from snnseg_jax.neurons import Neuron
 
 T, B, H, W = 3, 2, 6, 5
 rng = np.random.default_rng(0)
 
 
+def layer_spec(levels=None, signed=False, **settings):
+    """A layer's spec with the formulations the networks use on CPU."""
+    return fused.SpikingConvSpec(T, input_values=InputValues(levels, signed),
+                                 tuning=formulations.for_backend("cpu"), **settings)
+
+
 def plain_layer(x, kernel, gamma, spec, stats=None):
     """conv -> BNTT -> LIF as `layers.Unit(fused=False)` composes them, by autodiff."""
-    c = ops.unfold_time(ops.conv2d_xla(x, kernel, spec.dilation), spec.timesteps)
+    n = spec.neuron
+    c = ops.unfold_time(formulations.conv2d_xla(x, kernel, spec.dilation), spec.timesteps)
     mean, var = (c.mean(axis=(1, 2, 3)), c.var(axis=(1, 2, 3))) if stats is None else stats
-    scale = gamma * jax.lax.rsqrt(var + spec.epsilon)
+    scale = gamma * jax.lax.rsqrt(var + n.bntt_epsilon)
     y = c * scale[:, None, None, None] - (mean * scale)[:, None, None, None]
-    spike = neurons.spike_function(spec.surrogate, spec.surrogate_param)
-    spikes, _ = neurons.lif_scan(y, leak=spec.leak, threshold=spec.threshold, surrogate=spike)
+    spike = neurons.spike_function(n.surrogate, n.surrogate_param)
+    spikes, _ = neurons.lif_scan(y, leak=n.leak, threshold=n.threshold, surrogate=spike)
     return ops.fold_time(spikes), mean, var
 
 
@@ -31,7 +40,7 @@ def layer_input(levels, signed, channels):
 
 
 def random_problem(spec, channels=8, features=4):
-    x = jnp.asarray(layer_input(spec.input_levels, spec.input_signed, channels), jnp.float32)
+    x = jnp.asarray(layer_input(spec.input_values.levels, spec.input_values.signed, channels), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, channels, features)) * 0.6, jnp.float32)
     gamma = jnp.asarray(rng.uniform(0.5, 2.0, size=(T, features)), jnp.float32)
     weights = jnp.asarray(rng.normal(size=(T * B, H, W, features)), jnp.float32)
@@ -47,15 +56,17 @@ def loss_and_grads(layer, x, kernel, gamma, weights, spec):
 
 
 SPECS = [
-    fused.SpikingConvSpec(T),
-    fused.SpikingConvSpec(T, dilation=2, input_levels=1),
-    fused.SpikingConvSpec(T, input_levels=9, surrogate="fast_sigmoid"),
-    fused.SpikingConvSpec(T, input_levels=1, input_signed=True, leak=0.5, threshold=0.7, remat=True),
-    fused.SpikingConvSpec(T, dilation=4, input_levels=1, surrogate="exp", surrogate_param=3.0),
+    layer_spec(),
+    layer_spec(1, dilation=2),
+    layer_spec(9, neuron=Neuron(surrogate="fast_sigmoid")),
+    layer_spec(1, True, neuron=Neuron(leak=0.5, threshold=0.7), remat=True),
+    layer_spec(1, dilation=4, neuron=Neuron(surrogate="exp", surrogate_param=3.0)),
+    fused.SpikingConvSpec(T, input_values=InputValues(1), neuron=Neuron(bntt_epsilon=0.5)),  # plain formulations
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"d{s.dilation}-L{s.input_levels}-{s.surrogate}-remat{s.remat}")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"d{s.dilation}-L{s.input_values.levels}-{s.neuron.surrogate}-"
+                                                      f"remat{s.remat}-eps{s.neuron.bntt_epsilon}")
 def test_fused_layer_matches_plain_composition(spec):
     x, kernel, gamma, weights = random_problem(spec)
     (loss, (spikes, mean, var)), grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, spec)
@@ -72,7 +83,7 @@ def test_fused_layer_matches_plain_composition(spec):
 
 
 def test_eval_uses_the_given_statistics():
-    spec = fused.SpikingConvSpec(T, input_levels=1)
+    spec = layer_spec(1)
     x, kernel, gamma, _ = random_problem(spec)
     stats = (jnp.asarray(rng.normal(size=(T, 4)), jnp.float32), jnp.asarray(rng.uniform(1, 9, (T, 4)), jnp.float32))
     got = fused.spiking_conv_eval(x, kernel, gamma, *stats, spec)
@@ -81,10 +92,10 @@ def test_eval_uses_the_given_statistics():
 
 @pytest.mark.parametrize("levels,signed", [(1, False), (1, True), (9, False)])
 def test_stored_input_decodes_bit_exactly(levels, signed):
-    spec = fused.SpikingConvSpec(T, input_levels=levels, input_signed=signed)
+    spec = layer_spec(levels, signed)
     if levels == 9:  # as the network computes it: avg-pooled spikes
         spikes = rng.integers(-1 if signed else 0, 2, size=(T * B, 2 * H, 2 * W, 8))
-        x = ops.avg_pool(jnp.asarray(spikes, jnp.float32))
+        x = ops.avg_pool(jnp.asarray(spikes, jnp.float32), spec.tuning)
     else:
         x = jnp.asarray(layer_input(levels, signed, 8), jnp.float32)
     stored = jax.jit(lambda x: fused._encode_input(x, spec))(x)
@@ -93,17 +104,17 @@ def test_stored_input_decodes_bit_exactly(levels, signed):
 
 
 def test_input_with_too_many_values_is_stored_as_is():
-    spec = fused.SpikingConvSpec(T, input_levels=9, input_signed=True)  # 19 values: more than 4 bits
+    spec = layer_spec(9, True)  # 19 values: more than 4 bits
     x = jnp.asarray(layer_input(9, True, 8), jnp.float32)
     assert fused._encode_input(x, spec) is x
 
 
 @pytest.mark.parametrize("levels", [1, 9])
 def test_packed_input_gives_the_same_gradients_as_a_float_input(levels):
-    packed = fused.SpikingConvSpec(T, input_levels=levels)
+    packed = layer_spec(levels)
     x, kernel, gamma, weights = random_problem(packed)
     grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, packed)[1]
-    float_grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, fused.SpikingConvSpec(T))[1]
+    float_grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, layer_spec())[1]
     for got, want in zip(grads, float_grads):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(jnp.max(jnp.abs(want))))
 
@@ -111,7 +122,7 @@ def test_packed_input_gives_the_same_gradients_as_a_float_input(levels):
 @pytest.mark.parametrize("remat", [False, True])
 def test_backward_pass_keeps_the_input_packed_and_no_float_input(remat):
     """Residuals: the conv input in bits, the conv output unless recomputed, the kernel, statistics."""
-    spec = fused.SpikingConvSpec(T, input_levels=1, remat=remat)
+    spec = layer_spec(1, remat=remat)
     x, kernel, gamma, _ = random_problem(spec, channels=16)
     _, vjp = jax.vjp(lambda x, k, g: fused.spiking_conv_train(x, k, g, spec)[0], x, kernel, gamma)
     residuals = sorted((leaf.dtype.name, leaf.shape) for leaf in jax.tree_util.tree_leaves(vjp)

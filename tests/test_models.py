@@ -1,4 +1,6 @@
-"""The four networks: shapes, gradients to every parameter, layer tables of SPEC §4."""
+"""The four networks: shapes, gradients to every parameter, the layer tables (paper Table 1)."""
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -7,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from snnseg_jax import models
+from snnseg_jax import architecture, models
 
 KEY = jax.random.PRNGKey(0)
 NAMES = models.MODEL_NAMES
@@ -75,8 +77,8 @@ def test_fcn_kernel_shapes_match_spec(name):
 
 def test_dilations_and_xavier_gain2_init():
     model = models.build("spiking_deeplab", num_classes=21, timesteps=1)
-    assert [u[3] for u in models.DEEPLAB_BACKBONE if u != "pool"] == [1, 1, 1, 1, 1, 2, 2]
-    assert models.DEEPLAB_HEADS["paper"][0][3] == 12
+    units = [layer for layer in model.architecture.layers if layer.op == architecture.UNIT]
+    assert [layer.dilation for layer in units] == [1, 1, 1, 1, 1, 2, 2, 12, 1]
     variables = model.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 16, 16, 3)), train=False)
     kernel = np.asarray(variables["params"]["conv2_2"]["conv"]["kernel"])
     bound = 2.0 * np.sqrt(6.0 / (9 * 128 + 9 * 128))  # gain * sqrt(6 / (fan_in + fan_out))
@@ -97,9 +99,8 @@ def test_spiking_output_is_time_average_of_output_currents():
     model = models.build("spiking_deeplab", num_classes=3, timesteps=4, width=0.125, head="released")
     x = jax.random.uniform(KEY, (1, 16, 16, 3), minval=-1, maxval=1)
     variables = model.init({"params": KEY, "spikes": KEY}, x, train=False)
-    logits, inter = model.apply(variables, x, train=False, rngs={"spikes": KEY},
-                                capture_intermediates=lambda mdl, _: mdl.name == "lif")
-    spikes = inter["intermediates"]["fc6"]["lif"]["__call__"][0]  # [T * B, 4, 4, 128]
+    logits, sown = model.apply(variables, x, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
+    spikes = models.activity(sown)["fc6"]  # [B * T, 4, 4, 128]
     kernel = variables["params"]["output"]["kernel"][0, 0]
     per_step = jnp.einsum("nhwc,ck->nhwk", spikes, kernel).reshape(4, 1, 4, 4, 3)
     expected = ops.resize_bilinear(per_step.mean(axis=0), 16, 16)
@@ -135,31 +136,20 @@ def test_contract_library_snippet(name):
     assert logits.shape == (1, 32, 32, 21) and bool(jnp.all(jnp.isfinite(logits)))
 
 
-def plain_formulation(monkeypatch):
-    """Every op as the straightforward port had it: XLA convolutions and autodiff throughout."""
-    from snnseg_jax import ops
-
-    def plain_avg_pool(x):
-        summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
-        return summed / 9.0
-
-    monkeypatch.setattr(ops, "conv2d", ops.conv2d_xla)
-    monkeypatch.setattr(ops, "avg_pool", plain_avg_pool)
-    monkeypatch.setattr(ops, "sum_by_halves", lambda x, axis: x.sum(axis=axis))
-
-
 @pytest.mark.parametrize("name,kind,size,remat", [
     ("spiking_deeplab", "images", 64, False),  # 16x16 at fc6: its dilation-12 taps partly in bounds
     pytest.param("spiking_deeplab", "events", 32, True, marks=pytest.mark.slow),
     pytest.param("spiking_fcn", "images", 32, True, marks=pytest.mark.slow),
 ])
-def test_optimized_network_matches_plain_formulation(name, kind, size, remat, monkeypatch):
-    """Loss, gradients and BNTT statistics of the fused, CPU-tuned network equal the plain port's."""
+def test_optimized_network_matches_plain_formulation(name, kind, size, remat):
+    """Loss, gradients and BNTT statistics of the fused, tuned network equal the plain port's:
+    XLA's ops and autodiff throughout (`fused=False, tuned_ops=False`)."""
     steps, classes = 2, 5
     shape = (2, size, size, 3) if kind == "images" else (2, steps, size, size, 2)
     x = jax.random.uniform(KEY, shape, minval=-0.9, maxval=0.9)
     labels = jax.random.randint(KEY, (2, size, size), 0, classes)
-    model = models.build(name, num_classes=classes, timesteps=steps, width=0.125, in_channels=shape[-1], remat=remat)
+    build = functools.partial(models.build, name, num_classes=classes, timesteps=steps, width=0.125,
+                              in_channels=shape[-1])
 
     def loss_grads_stats(model):
         variables, loss_fn = init_and_loss(model, x, labels)
@@ -172,10 +162,8 @@ def test_optimized_network_matches_plain_formulation(name, kind, size, remat, mo
         (loss, updates), grads = jax.jit(jax.value_and_grad(with_stats, has_aux=True))(variables["params"])
         return loss, grads, updates["batch_stats"]
 
-    loss, grads, stats = loss_grads_stats(model)
-    with monkeypatch.context() as patch:
-        plain_formulation(patch)
-        ref_loss, ref_grads, ref_stats = loss_grads_stats(model.clone(fused=False, remat=False))
+    loss, grads, stats = loss_grads_stats(build(remat=remat))
+    ref_loss, ref_grads, ref_stats = loss_grads_stats(build(fused=False, tuned_ops=False))
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(ref_grads)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))),

@@ -1,6 +1,6 @@
-"""Activation variance of a trained ANN (Fig. 4, paper §3, SPEC §7).
+"""Activation variance of a trained ANN (Fig. 4, paper §3).
 
-Per layer (the output of each conv-BN-ReLU Unit), over the first `activation_images` images of the
+Per layer (the output of each conv-BN-ReLU unit of the architecture's table), over the first `activation_images` images of the
 evaluation split: the maximum activation of each channel (over images and positions) and of each
 spatial position (over images and channels, positions in row-major order), both divided by the
 layer's maximum. A wide spread is what defeats one threshold per layer (or per channel) in
@@ -14,31 +14,27 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import data, ops
+from snnseg_jax import architecture, data, models, ops
 from snnseg_jax.evaluate import Restored
-from snnseg_jax.layers import Unit
-
-
-def _is_unit(mdl: nn.Module, method: str) -> bool:
-    return method == "__call__" and isinstance(mdl, Unit)
 
 
 def max_activation_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, tuple]:
-    """Per Unit: maxima per image of each channel `[B, C]` and of each position `[B, H * W]`."""
-    _, captured = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
-                              train=False, rngs={"spikes": key}, capture_intermediates=_is_unit,
-                              mutable=["intermediates"])
+    """Per unit: maxima per image of each channel `[B, C]` and of each position `[B, H * W]`."""
+    _, sown = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
+                          train=False, rngs={"spikes": key}, mutable=[models.ACTIVITY])
     batch_size = len(batch["inputs"])
     maxima = {}
-    for name, outputs in captured["intermediates"].items():
-        out = outputs["__call__"][0]
+    for layer in model.architecture.layers:
+        if layer.op != architecture.UNIT:
+            continue
+        out = models.activity(sown)[layer.name]
         per_image = ops.split_time(out, len(out) // batch_size).max(axis=1)  # the maximum over frames
-        maxima[name] = (per_image.max(axis=(1, 2)), per_image.max(axis=3).reshape(batch_size, -1))
+        maxima[layer.name] = (per_image.max(axis=(1, 2)), per_image.max(axis=3).reshape(batch_size, -1))
     return maxima
 
 
 def normalized_maxima(run: Restored, dataset: data.Dataset) -> dict[str, dict]:
-    """Per Unit, in forward order: channel and spatial maxima over `dataset` divided by the layer
+    """Per unit, in forward order: channel and spatial maxima over `dataset` divided by the layer
     maximum, and their medians (a median far below 1: one threshold per layer fits few neurons)."""
     per_batch = run.map_batches(max_activation_step, run.state, dataset)
     result = {}

@@ -1,11 +1,11 @@
-"""ANN-to-SNN conversion with threshold balancing, MIoU against T (Fig. 3, paper §3, SPEC §7).
+"""ANN-to-SNN conversion with threshold balancing, MIoU against T (Fig. 3, paper §3).
 
 A trained ANN (static images only: conversion has no counterpart for event streams) becomes an
 SNN of integrate-and-fire neurons:
 - BatchNorm is folded into the preceding conv: kernel * s and bias beta - mean * s per output
-  channel, s = gamma / sqrt(var + eps). `folded_forward` then runs the architecture on these
-  biased convs with `activate(name, currents)` wherever the ANN has a ReLU (the Units and the FCN's
-  two decoder activations); with ReLU it reproduces the ANN.
+  channel, s = gamma / sqrt(var + eps). `folded_forward` then walks the architecture's table on
+  these biased convs with `activate(name, currents)` wherever the ANN has a ReLU (its units and the
+  FCN's decoder activations); with ReLU it reproduces the ANN.
 - Each ReLU becomes IF neurons (leak 1, soft reset, membrane 0 at the start). A spike of a layer
   carries its threshold theta as amplitude: rate * theta then approximates the ReLU output, so the
   next layer's weights and folded biases apply unchanged. This is threshold balancing written with
@@ -18,7 +18,7 @@ SNN of integrate-and-fire neurons:
   Spiking-YOLO). A channel whose current never exceeded 0 takes its layer's maximum. The batch is
   the first `balance_batch_size` images in the run's training order; step t of the balancing draws
   its input spikes from `fold_in(fold_in(train_key, 0), t)`.
-- The input is rate coded as for the spiking networks (signed Poisson, SPEC §3); the output conv's
+- The input is rate coded as for the spiking networks (signed Poisson, `encoding`); the output conv's
   currents are accumulated over time and divided by T. One simulation of max(T grid) steps per
   batch reads the accumulated output at every T of the grid.
 """
@@ -33,15 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import encoding, metrics, models, neurons, ops
+from snnseg_jax import architecture, encoding, metrics, neurons, ops
 from snnseg_jax import train as train_lib
 from snnseg_jax.data import pipeline
 from snnseg_jax.evaluate import Restored
-from snnseg_jax.layers import Conv, ConvTransposeUp
+from snnseg_jax.layers import BATCHNORM_EPSILON, Conv, ConvTransposeUp
 
 Array = jax.Array
 Activate = Callable[[str, Array], Array]  # (layer name, input currents) -> output
-BN_EPSILON = 1e-5  # epsilon of the ANN Units' nn.BatchNorm (layers.Unit)
 SILENT = 1e30  # threshold of layers not balanced yet: they never fire
 
 
@@ -49,48 +48,42 @@ SILENT = 1e30  # threshold of layers not balanced yet: they never fire
 
 
 def fold_batchnorm(params: dict, batch_stats: dict) -> dict[str, dict]:
-    """Per conv layer: the params of a biased `Conv` (Units, with their BN folded in), or the layer's
-    own params (output, skip and transposed convs)."""
+    """Per conv layer: the params of a biased `Conv` (units, with their BatchNorm folded in), or the
+    layer's own params (the other convolutions)."""
     folded = {}
     for name, layer in params.items():
         if "bn" not in layer:
             folded[name] = dict(layer)
             continue
         stats = batch_stats[name]["bn"]
-        scale = layer["bn"]["scale"] * jax.lax.rsqrt(stats["var"] + BN_EPSILON)
+        scale = layer["bn"]["scale"] * jax.lax.rsqrt(stats["var"] + BATCHNORM_EPSILON)
         folded[name] = {"kernel": layer["conv"]["kernel"] * scale,
                         "bias": layer["bn"]["bias"] - stats["mean"] * scale}
     return folded
 
 
-def _conv(layer: dict, x: Array, dilation: int = 1) -> Array:
-    kernel = layer["kernel"]
-    conv = Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias="bias" in layer)
-    return conv.apply({"params": layer}, x)
-
-
-def _up(layer: dict, x: Array) -> Array:
-    return ConvTransposeUp(layer["kernel"].shape[-1]).apply({"params": layer}, x)
+def _conv(params: dict, x: Array, dilation: int, tuning) -> Array:
+    kernel = params["kernel"]
+    conv = Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias="bias" in params, tuning=tuning)
+    return conv.apply({"params": params}, x)
 
 
 def folded_forward(model: nn.Module, layers: dict[str, dict], x: Array, activate: Activate) -> Array:
-    """Logits at feature resolution of `model`'s architecture (static input) on folded `layers`."""
-    if isinstance(model, models.DeepLab):
-        h = x
-        for spec in models.DEEPLAB_BACKBONE + models.DEEPLAB_HEADS[model.head]:
-            h = ops.avg_pool(h) if spec == "pool" else activate(spec[0], _conv(layers[spec[0]], h, spec[3]))
-        return _conv(layers["output"], h)
-    h, skips = x, []
-    for i, stage in enumerate(models.FCN_STAGES):
-        for name, _, _, dilation in stage:
-            h = activate(name, _conv(layers[name], h, dilation))
-        skips.append(h)
-        if i < len(models.FCN_STAGES) - 1:
-            h = ops.avg_pool(h)
-    a, b, c, d = skips
-    u0 = activate("lif_up0", _up(layers["up0"], _conv(layers["skip_d"], d)) + _conv(layers["skip_c"], c))
-    u1 = activate("lif_up1", _up(layers["up1"], u0) + _conv(layers["skip_b"], b))
-    return _up(layers["up2"], u1) + _conv(layers["skip_a"], a)
+    """Logits at feature resolution of `model`'s architecture (static input) on folded `layers`:
+    `activate(name, currents)` wherever the ANN has a ReLU."""
+    tuning = model.settings.tuning
+
+    def apply(layer: architecture.Layer, inputs: list[Array]) -> Array:
+        total = architecture.add(inputs)
+        if layer.op == architecture.POOL:
+            return ops.avg_pool(total, tuning)
+        if layer.op in (architecture.UNIT, architecture.CLASSES):
+            total = _conv(layers[layer.name], total, layer.dilation, tuning)
+        elif layer.op == architecture.UP:
+            total = ConvTransposeUp(layers[layer.name]["kernel"].shape[-1]).apply({"params": layers[layer.name]}, total)
+        return activate(layer.name, total) if layer.op in architecture.ACTIVATED else total
+
+    return architecture.walk(model.architecture, x, apply)
 
 
 def activation_shapes(model: nn.Module, layers: dict[str, dict], input_shape: tuple[int, ...]) -> dict:

@@ -1,34 +1,36 @@
 """Spike rates (Eq. 8), FLOPs (Eqs. 9, 10) and the energy estimate (Table 4) of a spiking run.
 
-Fig. 11 and Table 5 of the paper; definitions in SPEC §7. What is counted, and why:
+Fig. 11 and Table 5 of the paper. What is counted, and why:
 
 - Spike rate R_s(l) (Eq. 8): spikes of layer l summed over all T steps, divided by its number of
-  neurons, per image, averaged over the evaluation split. It is read from the outputs of the spiking
-  `Unit`s and of the FCN's decoder `LIF`s through Flax's `capture_intermediates`, so the networks
-  carry no counting code and nothing is computed unless this analysis asks; it sees the spikes
-  whatever the Unit does inside (e.g. a fused conv-BNTT-LIF op).
+  neurons, per image, averaged over the evaluation split. It is read from the outputs that the
+  network's layers with neurons sow into the `"activity"` collection (see `models`), which is kept
+  only when this analysis asks for it.
 - Every convolution is a layer with ANN FLOPs k^2 * O^2 * C_in * C_out (Eq. 9; O^2 = output
   positions, zero-padding taps counted as Eq. 9 does, dilation irrelevant). A stride-2 transposed
-  conv (the FCN's `up*`) meets k^2 kernel taps per *input* position, so O^2 is its input positions;
-  the output positions would count the zeros the stride inserts. Pooling, the bilinear resizes,
-  biases, BNTT (a per-step affine map that folds into the weights) and the neurons' own updates add
-  no FLOPs, as in the paper. E_ANN is one pass of the ANN twin over one input (Eq. 11; the paper's
-  "same energy regardless of dataset"), also on event data, where our ANN twin actually runs its
-  backbone on each of the T frames.
+  conv (the FCN's decoder) meets k^2 kernel taps per *input* position, so O^2 is its input
+  positions; the output positions would count the zeros the stride inserts. Pooling, the bilinear
+  resizes, biases, BNTT (a per-step affine map that folds into the weights) and the neurons' own
+  updates add no FLOPs, as in the paper. E_ANN is one pass of the ANN twin over one input (Eq. 11;
+  the paper's "same energy regardless of dataset"), also on event data, where our ANN twin actually
+  runs its feature extractor on each of the T frames.
 - SNN FLOPs = ANN FLOPs * the rate of what the layer receives over the T steps (Eq. 10):
   * spikes of a spiking layer: its R_s, as accumulates (AC). An average pool between them is folded
     into the synapses: the mean of the pooled spikes equals the spike rate, so it passes R_s on.
   * the Poisson input (static images, layer 1): +-1 spikes are accumulates too (a -1 spike
     subtracts); its rate is the expected number of input spikes per pixel, T * mean(min(|p|, 1)),
     exact for the drawn spikes up to sampling noise of the order of 1/sqrt(pixels).
-  * analog values (event frames at layer 1; the FCN's `up0`, fed by the analog `skip_d` conv):
-    multiply-accumulates (MAC) on every value at every step, rate T (dense, as Eq. 9 is dense).
-  * the output conv and the FCN's skip convs receive spikes (DeepLab: of fc7; FCN: of the stage
-    ends): AC at their rates. The networks average spikes over time before these linear layers,
-    which is the same output; the count follows the per-step network a neuromorphic chip would run.
-  * `skip_c` and `skip_b` feed the decoder neurons `lif_up0`, `lif_up1` together with `up0`, `up1`;
-    those neurons' rates are reported on `up0` and `up1` (Fig. 11b's "upsampling layers").
+  * analog values (event frames at layer 1; in the FCN, the output of an analog 1x1 skip conv that a
+    transposed conv reads): multiply-accumulates (MAC) on every value at every step, rate T (dense,
+    as Eq. 9 is dense).
+  * the output conv and the FCN's skip convs receive spikes: AC at their rates. The networks average
+    spikes over time before these linear layers, which is the same output; the count follows the
+    per-step network a neuromorphic chip would run.
+  * where a transposed conv and a skip conv feed decoder neurons together, those neurons' rates are
+    reported on the transposed conv, the main path (Fig. 11b's "upsampling layers").
 - E_SNN = sum of SNN FLOPs * E_AC, or * E_MAC for layers marked `mac`; ratio = E_ANN / E_SNN.
+
+Which layer reads what, and which neurons it drives, comes from the architecture's table.
 """
 
 from __future__ import annotations
@@ -41,13 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import models
+from snnseg_jax import architecture, models, ops
 from snnseg_jax.evaluate import Restored
-from snnseg_jax.layers import LIF, Unit, unfold_time
 
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Table 4)
 E_AC_PJ = 0.9  # 32-bit float accumulate
-INPUT = "input"  # source name of the network input
+INPUT = architecture.INPUT  # source name of the network input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,19 +63,10 @@ class ConvLayer:
 
 def conv_layers(model: nn.Module) -> list[ConvLayer]:
     """The convolutions of `model` (either architecture, spiking or ANN) in forward order."""
-    if isinstance(model, models.DeepLab):
-        specs = [s for s in models.DEEPLAB_BACKBONE + models.DEEPLAB_HEADS[model.head] if s != "pool"]
-        names = [s[0] for s in specs]
-        return [ConvLayer(n, src, n) for src, n in zip([INPUT, *names], names)] + [
-            ConvLayer("output", names[-1], None)]
-    stages = [[s[0] for s in stage] for stage in models.FCN_STAGES]
-    names = [n for stage in stages for n in stage]
-    a, b, c, d = (stage[-1] for stage in stages)
-    return [ConvLayer(n, src, n) for src, n in zip([INPUT, *names], names)] + [
-        ConvLayer("skip_d", d, None), ConvLayer("up0", "skip_d", "lif_up0", transposed=True),
-        ConvLayer("skip_c", c, None), ConvLayer("up1", "lif_up0", "lif_up1", transposed=True),
-        ConvLayer("skip_b", b, None), ConvLayer("up2", "lif_up1", None, transposed=True),
-        ConvLayer("skip_a", a, None)]
+    table = model.architecture
+    return [ConvLayer(layer.name, table.source(layer.name), table.driven_neurons(layer.name),
+                      transposed=layer.op == architecture.UP)
+            for layer in table.layers if layer.op in architecture.PARAMETRIC]
 
 
 def conv_flops(kernel_shape: tuple[int, ...], positions: int) -> int:
@@ -109,31 +101,24 @@ def _kernel_shape(layer_params: dict) -> tuple[int, ...]:
     return kernels[0]
 
 
-def _is_spiking_layer(mdl: nn.Module, method: str) -> bool:
-    """Outputs captured for the spike rates: spiking Units, and LIF layers outside a Unit."""
-    return method == "__call__" and (
-        (isinstance(mdl, Unit) and mdl.spiking)
-        or (isinstance(mdl, LIF) and not isinstance(mdl.parent, Unit)))
-
-
 def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
     """Per image `[B]`: spikes per neuron over all T steps (Eq. 8) of every spiking layer, and the
     expected number of Poisson input spikes per input value (`INPUT`, static images only)."""
-    _, captured = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
-                              train=False, rngs={"spikes": key}, capture_intermediates=_is_spiking_layer,
-                              mutable=["intermediates"])
+    _, sown = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
+                          train=False, rngs={"spikes": key}, mutable=[models.ACTIVITY])
+    timesteps = model.settings.timesteps
     rates = {}
-    for name, outputs in captured["intermediates"].items():
-        spikes_TB = unfold_time(outputs["__call__"][0].astype(jnp.float32), model.timesteps)
-        rates[name] = spikes_TB.sum(axis=0).reshape(spikes_TB.shape[1], -1).mean(axis=1)
+    for name, spikes in models.activity(sown).items():
+        counts = ops.split_time(spikes.astype(jnp.float32), timesteps).sum(axis=1)
+        rates[name] = counts.reshape(len(counts), -1).mean(axis=1)
     if batch["inputs"].ndim == 4:
-        rates[INPUT] = expected_input_spikes(batch["inputs"], model.timesteps)
+        rates[INPUT] = expected_input_spikes(batch["inputs"], timesteps)
     return rates
 
 
 def expected_input_spikes(images_BHWC: jax.Array, timesteps: int) -> jax.Array:
     """Per image `[B]`: expected signed-Poisson input spikes per input value over `timesteps` steps
-    (a value p fires with probability min(|p|, 1) at each step, SPEC §3)."""
+    (a value p fires with probability min(|p|, 1) at each step, see `encoding`)."""
     return timesteps * jnp.minimum(jnp.abs(images_BHWC), 1.0).reshape(len(images_BHWC), -1).mean(axis=1)
 
 
@@ -166,16 +151,18 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     layers = conv_layers(run.model)
     variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
     report = energy_report(layers, layer_flops(run.model, variables, run.input_shape),
-                           mean_spike_rates(run), run.model.timesteps)
+                           mean_spike_rates(run), run.model.settings.timesteps)
     report["num_images"] = len(run.dataset)
-    return report, _figure(report, run.config.model.name)
+    return report, _figure(report, layers, run.config.model.name)
 
 
-def _figure(report: dict, model_name: str) -> Figure:
+def _figure(report: dict, layers: list[ConvLayer], model_name: str) -> Figure:
     figure = Figure(figsize=(11, 3.8), layout="constrained")
     rate_ax, energy_ax = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     spiking = [e for e in report["layers"] if e["output_spike_rate"] is not None]
-    labels = [f"{e['name']} (lif_{e['name']})" if e["name"] in ("up0", "up1") else e["name"] for e in spiking]
+    neurons = {layer.name: layer.neurons for layer in layers}
+    labels = [e["name"] if neurons[e["name"]] == e["name"] else f"{e['name']} ({neurons[e['name']]})"
+              for e in spiking]
     rate_ax.bar(range(len(spiking)), [e["output_spike_rate"] for e in spiking], color="tab:blue")
     rate_ax.set_xticks(range(len(spiking)), labels, rotation=60, ha="right", fontsize=8)
     rate_ax.set_ylabel(f"spikes per neuron over T={report['timesteps']}")

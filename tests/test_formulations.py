@@ -1,0 +1,59 @@
+"""Each faster formulation against the plain op it replaces: values and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from snnseg_jax import formulations
+
+rng = np.random.default_rng(1)
+
+
+@pytest.mark.parametrize("size,dilation,channels", [((16, 16), 12, (3, 5)), ((16, 16), 12, (6, 2)),
+                                                    ((9, 7), 4, (3, 4)), ((5, 5), 6, (2, 3))])
+def test_in_bounds_conv_matches_xla_conv_and_its_gradients(size, dilation, channels):
+    assert formulations.in_bounds_fraction(size, (3, 3), dilation) < 0.5
+    x = jnp.asarray(rng.normal(size=(2, *size, channels[0])), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, *channels)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, *size, channels[1])), jnp.float32)
+    got, got_vjp = jax.vjp(lambda x, w: formulations.conv2d_in_bounds(x, w, dilation), x, w)
+    want, want_vjp = jax.vjp(lambda x, w: formulations.conv2d_xla(x, w, dilation), x, w)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_vjp(g), want_vjp(g)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_forward_input_grad_conv_matches_xla_gradients(dilation):
+    x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=(2, 7, 6, 4)), jnp.float32)
+    got = jax.vjp(lambda x, w: formulations.conv2d_forward_input_grad(x, w, dilation), x, w)[1](g)
+    want = jax.vjp(lambda x, w: formulations.conv2d_xla(x, w, dilation), x, w)[1](g)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 6), (1, 3)])
+def test_avg_pool_gradient_matches_reduce_window_autodiff(size):
+    x = jnp.asarray(rng.normal(size=(2, *size, 3)), jnp.float32)
+    g = jnp.asarray(rng.normal(size=formulations.avg_pool_interleaved(x).shape), jnp.float32)
+
+    def plain(x):
+        return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))) / 9.0
+
+    np.testing.assert_allclose(jax.vjp(formulations.avg_pool_interleaved, x)[1](g)[0], jax.vjp(plain, x)[1](g)[0],
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("length", [1, 2, 5, 20])
+def test_sum_by_halves_and_its_gradient(length, axis):
+    shape = [3, 2]
+    shape.insert(axis, length)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    np.testing.assert_allclose(formulations.sum_by_halves(x, axis), x.sum(axis=axis), rtol=1e-5, atol=1e-6)
+    g = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    np.testing.assert_array_equal(jax.vjp(lambda x: formulations.sum_by_halves(x, axis), x)[1](g)[0],
+                                  jnp.broadcast_to(jnp.expand_dims(g, axis), x.shape))
