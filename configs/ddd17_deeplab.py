@@ -1,4 +1,4 @@
-"""Spiking-DeepLab on DDD17 with Ev-SegNet labels (train / test) at the paper's settings (SPEC §5).
+"""Spiking-DeepLab on DDD17 with Ev-SegNet labels (train / test) at the paper's settings (paper §5.1.2).
 
     python train.py --config configs/ddd17_deeplab.py --workdir runs/ddd17_deeplab --config.dataset.root=/path/to/data
     python train.py --config configs/ddd17_deeplab.py --workdir runs/ddd17_deeplab_ann --config.model.name=deeplab --config.dataset.root=...

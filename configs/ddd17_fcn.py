@@ -1,4 +1,4 @@
-"""Spiking-FCN on DDD17 with Ev-SegNet labels (train / test) at the paper's settings (SPEC §5).
+"""Spiking-FCN on DDD17 with Ev-SegNet labels (train / test) at the paper's settings (paper §5.1.2).
 
     python train.py --config configs/ddd17_fcn.py --workdir runs/ddd17_fcn --config.dataset.root=/path/to/data
     python train.py --config configs/ddd17_fcn.py --workdir runs/ddd17_fcn_ann --config.model.name=fcn --config.dataset.root=...

@@ -1,4 +1,5 @@
-"""Shared defaults: the paper's training settings (SPEC §5) on PASCAL VOC2012 with Spiking-DeepLab.
+"""Shared defaults: the paper's training settings (§5.1.2: Adam 3e-3, batch 16,
+60 epochs, learning rate x 0.1 halfway, T = 20, 64x64) on PASCAL VOC2012 with Spiking-DeepLab.
 
 Every other config starts from `get_config()` here and overrides a handful of fields. Not a run of
 its own: use `voc_deeplab.py` and friends.
@@ -61,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loader_threads = 1  # threads reading and augmenting batches (the batches do not depend on it)
     config.prefetch_batches = 2  # batches prepared ahead of the step that is running
     config.skip_nonfinite_steps = False  # non-finite loss, gradient or update: stop (False) or skip the step
-    # evaluate.py --analyses=... (snnseg_jax.analysis, SPEC §7)
+    # evaluate.py --analyses=... (snnseg_jax.analysis)
     config.analysis = ml_collections.ConfigDict()
     # robustness: noise sigma as a fraction of the input range (x 255 on 0-255 images); 0 is added
     config.analysis.noise_sigmas = (0.025, 0.05, 0.1, 0.2, 0.4)

@@ -1,4 +1,4 @@
-"""Spiking-DeepLab on PASCAL VOC2012 (train_aug / val) at the paper's settings (SPEC §5).
+"""Spiking-DeepLab on PASCAL VOC2012 (train_aug / val) at the paper's settings (paper §5.1.2).
 
     python train.py --config configs/voc_deeplab.py --workdir runs/voc_deeplab --config.dataset.root=/path/to/data
     python train.py --config configs/voc_deeplab.py --workdir runs/voc_deeplab_ann --config.model.name=deeplab --config.dataset.root=...

@@ -1,4 +1,4 @@
-"""Spiking-FCN on PASCAL VOC2012 (train_aug / val) at the paper's settings (SPEC §5).
+"""Spiking-FCN on PASCAL VOC2012 (train_aug / val) at the paper's settings (paper §5.1.2).
 
     python train.py --config configs/voc_fcn.py --workdir runs/voc_fcn --config.dataset.root=/path/to/data
     python train.py --config configs/voc_fcn.py --workdir runs/voc_fcn_ann --config.model.name=fcn --config.dataset.root=...

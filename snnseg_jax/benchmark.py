@@ -1,6 +1,7 @@
 """Times the training pipeline's jitted train and eval steps on synthetic inputs of a config's shapes.
 
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py [--config.batch_size=2] [--compile_only]
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
 memory, the model's FLOPs (paper Eq. 9) and the FLOP/s they imply, and the device. The last line
@@ -22,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, sharding, train
+from snnseg_jax import cli, formulations, sharding, train
 from snnseg_jax.analysis import energy
 from snnseg_jax.metrics import IGNORE_LABEL
 from snnseg_jax.data import ddd17, synthetic, voc
@@ -96,10 +97,12 @@ class Steps:
     """The pipeline's compiled train and eval steps for a config, on one synthetic batch, with the
     train state they update (`train_once` advances it)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, tuning: formulations.Tuning | None = None):
         mesh = sharding.data_mesh()
         sharding.check_batch_size(config.batch_size, mesh, "batch_size")
         self.model = train.build_model(config, input_shapes(config))
+        if tuning is not None:  # another choice of formulations than the config's
+            self.model = self.model.clone(settings=dataclasses.replace(self.model.settings, tuning=tuning))
         optimizer = train.make_optimizer(config, steps=1_000_000)
         init_key, self.key, _ = train.run_keys(config.seed)
         self.batch = sharding.put_batch(synthetic_batch(config, config.batch_size, config.seed),
@@ -148,6 +151,40 @@ def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: 
     return result
 
 
+def tuning_variants() -> dict[str, formulations.Tuning]:
+    """The formulations of this backend: all, none, and all but each one in use."""
+    tuned = formulations.for_backend(jax.default_backend())
+    variants = {"all": tuned, "none": formulations.PLAIN}
+    for field in dataclasses.fields(tuned):
+        value = getattr(tuned, field.name)
+        if value:
+            variants[f"without {field.name}"] = dataclasses.replace(tuned, **{field.name: type(value)()})
+    return variants
+
+
+def ablate_tuning(config: ml_collections.ConfigDict, repeats: int) -> list[dict]:
+    """Train step seconds and temporary memory of each of `tuning_variants`, as ratios to "all".
+
+    Every variant is compiled first; then rounds time one step of each in turn, so that load from
+    other processes falls on all of them alike. Best and median over `repeats` rounds.
+    """
+    train.check_config(config)
+    steps = {name: Steps(config, tuning) for name, tuning in tuning_variants().items()}
+    for variant in steps.values():
+        time_calls(variant.train_once, 1)  # warm-up
+    seconds = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, variant in steps.items():
+            seconds[name] += time_calls(variant.train_once, 1)
+    memory = {name: int(variant.train.memory_analysis().temp_size_in_bytes) for name, variant in steps.items()}
+    best = {name: min(values) for name, values in seconds.items()}
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    return [{"variant": name, "train_step_seconds": best[name], "train_step_median_seconds": median[name],
+             "ratio_best": best[name] / best["all"], "ratio_median": median[name] / median["all"],
+             "train_temp_bytes": memory[name], "memory_ratio": memory[name] / memory["all"],
+             "device": device_description(), "jax": jax.__version__} for name in steps]
+
+
 def summary_lines(result: dict) -> list[str]:
     gib = 2.0 ** 30
     lines = [f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
@@ -163,6 +200,14 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def main() -> None:
+    if FLAGS.ablate_tuning:
+        rows = ablate_tuning(FLAGS.config, FLAGS.repeats)
+        for row in rows:
+            print(f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
+                  f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
+                  f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)")
+        print(json.dumps(rows))
+        return
     result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
     print("\n".join(summary_lines(result)))
     print(json.dumps(result))
@@ -176,5 +221,7 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).", lock_config=True)
     flags.DEFINE_bool("compile_only", False, "Compile and report memory and FLOPs without timing.")
     flags.DEFINE_integer("repeats", 5, "Timed calls per step after one warm-up call.")
+    flags.DEFINE_bool("ablate_tuning", False, "Time the train step with each faster formulation switched "
+                      "off in turn (snnseg_jax.formulations), as ratios to all of them.")
     flags.mark_flags_as_required(["config"])
     cli.run(main)

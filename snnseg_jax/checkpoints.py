@@ -166,7 +166,7 @@ def move_aside(workdir: str, step: int) -> str:
 
 
 def leaf_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    """`{"params/conv1_1/conv/kernel": (shape, dtype), ...}` for the arrays (or their metadata) of `tree`."""
+    """`{"params/<layer>/conv/kernel": (shape, dtype), ...}` for the arrays (or their metadata) of `tree`."""
     return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype).name)
             for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 

@@ -1,4 +1,4 @@
-"""Evaluation of the newest checkpoint of a run: `eval_<split>.json` in the workdir (SPEC §7).
+"""Evaluation of the newest checkpoint of a run: `eval_<split>.json` in the workdir.
 
 `restore` gives a trained run ready to evaluate (model, state, evaluation split, keys); the
 analyses (`snnseg_jax.analysis`) start from it too.

@@ -1,4 +1,4 @@
-"""Segmentation metrics from one global confusion matrix (SPEC §7).
+"""Segmentation metrics from one global confusion matrix (the paper's MIoU).
 
 The confusion matrix is computed on device per batch and summed on the host; MIoU, per-class IoU
 and pixel accuracy are computed once from the total, never averaged over batches.

@@ -1,5 +1,6 @@
-"""The benchmark: its JSON, its FLOP count (SPEC §7 Eq. 9), its train step against plain autodiff."""
+"""The benchmark: its JSON, its FLOP count (paper Eq. 9), its train step against plain autodiff."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -69,3 +70,16 @@ def test_command_line_prints_json_last():
                 "train_flops_per_second"):
         assert key in report
     assert report["train_temp_bytes"] > 0 and report["train_step_seconds"] > 0 and report["batch_size"] == 1
+
+
+def test_tuning_ablation_switches_off_one_formulation_at_a_time():
+    from snnseg_jax import formulations
+    variants = benchmark.tuning_variants()
+    tuned = formulations.for_backend(jax.default_backend())
+    assert variants["all"] == tuned and variants["none"] == formulations.PLAIN
+    for name, tuning in variants.items():
+        if name.startswith("without "):
+            field = name.removeprefix("without ")
+            assert getattr(tuning, field) != getattr(tuned, field) and not getattr(tuning, field)
+            assert dataclasses.replace(tuning, **{field: getattr(tuned, field)}) == tuned
+    assert len(variants) == 2 + sum(bool(v) for v in dataclasses.asdict(tuned).values())

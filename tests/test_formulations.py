@@ -57,3 +57,32 @@ def test_sum_by_halves_and_its_gradient(length, axis):
     g = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
     np.testing.assert_array_equal(jax.vjp(lambda x: formulations.sum_by_halves(x, axis), x)[1](g)[0],
                                   jnp.broadcast_to(jnp.expand_dims(g, axis), x.shape))
+
+
+def test_the_switch_turns_them_all_off_and_the_network_computes_the_same():
+    """`tuned_ops=False` (config `model.tuned_ops`) gives XLA's plain ops and the same loss and gradients.
+
+    An ANN DeepLab on 64x64: its dilation-12 layer on the 16x16 map takes the in-bounds formulation
+    on CPU, its 1x1 layers the matrix product, its pools the interleaved backward.
+    """
+    from snnseg_jax import models
+    x = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), minval=-1, maxval=1)
+    labels = jax.random.randint(jax.random.PRNGKey(1), (2, 64, 64), 0, 3)
+
+    def loss_and_grads(tuned_ops):
+        model = models.build("deeplab", num_classes=3, width=0.0625, tuned_ops=tuned_ops)
+        variables = model.init({"params": jax.random.PRNGKey(2)}, x[:1], train=False)
+
+        def loss(params):
+            logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1))
+
+        return model.settings.tuning, jax.jit(jax.value_and_grad(loss))(variables["params"])
+
+    tuning, (loss, grads) = loss_and_grads(True)
+    plain, (ref_loss, ref_grads) = loss_and_grads(False)
+    assert plain == formulations.PLAIN and tuning == formulations.for_backend(jax.default_backend())
+    assert plain.compiler_options() == {}
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))

@@ -1,10 +1,15 @@
-"""BNTT: per-step statistics and scales in training, per-step running averages at evaluation."""
+"""BNTT: per-step statistics and scales in training, per-step running averages at evaluation;
+the spiking unit built on it."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from snnseg_jax.layers import BNTT
+from snnseg_jax import architecture, formulations, neurons, ops
+from snnseg_jax.architecture import Layer
+from snnseg_jax.layers import BNTT, Settings, Unit
+from snnseg_jax.neurons import Neuron
 
 T, B, H, W, C = 4, 3, 5, 5, 2
 
@@ -53,3 +58,23 @@ def test_bntt_rejects_wrong_number_of_steps():
         assert "4 time steps" in str(err) and "has 5" in str(err)
     else:
         raise AssertionError("expected a ValueError")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_spiking_unit_uses_the_neurons_bntt_settings(fused):
+    """BNTT's epsilon and momentum reach both the fused and the plain spiking layer."""
+    neuron = Neuron(leak=0.9, bntt_epsilon=0.3, bntt_momentum=0.5)
+    unit = Unit(Layer("unit", architecture.UNIT, (architecture.INPUT,), 4),
+                Settings(spiking=True, timesteps=T, neuron=neuron, fused=fused))
+    x_TB = jnp.asarray(make_input()[..., :1] > 0, jnp.float32)  # spikes [T, B, H, W, 1]
+    variables = unit.init(jax.random.PRNGKey(0), ops.fold_time(x_TB), train=False)
+    spikes, updates = unit.apply(variables, ops.fold_time(x_TB), train=True, mutable=["batch_stats"])
+    kernel = variables["params"]["conv"]["kernel"]
+    currents = np.asarray(formulations.conv2d_xla(ops.fold_time(x_TB), kernel, 1)).reshape(B, T, H, W, 4)
+    mean, var = currents.mean(axis=(0, 2, 3)), currents.var(axis=(0, 2, 3))
+    stats = updates["batch_stats"]["bntt"]
+    np.testing.assert_allclose(stats["mean"], 0.5 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stats["var"], 0.5 + 0.5 * var, rtol=1e-5)
+    normalized = (np.swapaxes(currents, 0, 1) - mean[:, None, None, None]) / np.sqrt(var[:, None, None, None] + 0.3)
+    expected, _ = neurons.lif_scan(jnp.asarray(normalized, jnp.float32), leak=0.9)
+    np.testing.assert_array_equal(ops.unfold_time(spikes, T), expected)

@@ -122,7 +122,7 @@ def test_bad_inputs_give_clear_errors():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_contract_library_snippet(name):
-    """CONTRACT.md's snippet as written (a 32x32 image keeps it quick)."""
+    """The README's library snippet as written (a 32x32 image keeps it quick)."""
     from snnseg_jax import neurons
     key = jax.random.PRNGKey(0)
     currents = jax.random.normal(key, (5, 2, 3))

@@ -7,7 +7,7 @@ import pytest
 
 from snnseg_jax import neurons
 
-# Independent numpy formulas of SPEC §2, with each surrogate's default hyper-parameter.
+# Independent numpy formulas of the paper's Eqs. 2, 3 and 6, with each surrogate's default hyper-parameter.
 SURROGATE_FORMULAS = {
     "linear": lambda x: 0.3 * np.maximum(0.0, 1.0 - np.abs(x)),
     "fast_sigmoid": lambda x: 1.0 / (100.0 * np.abs(x) + 1.0) ** 2,
@@ -118,3 +118,22 @@ def test_bfloat16_keeps_dtype_and_matches_float32():
     assert np.mean(np.asarray(spikes16, np.float32) == np.asarray(spikes32)) > 0.97
     grads = jax.grad(lambda c: neurons.lif_scan(c)[0].sum())(currents.astype(jnp.bfloat16))
     assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads)))
+
+
+@pytest.mark.parametrize("make", [float, np.float32, lambda v: np.array(v, np.float32), jnp.bfloat16,
+                                  lambda v: jnp.array(v, jnp.float16)],
+                         ids=["python", "numpy_scalar", "numpy_array", "bfloat16", "float16"])
+def test_cells_take_whatever_jnp_takes_and_keep_its_dtype(make):
+    spike = neurons.spike_function()
+    expected = jnp.asarray(make(0.0)).dtype  # a Python float is a weakly typed float32
+    for x, fired in ((0.0, 0.0), (0.25, 1.0)):
+        out = spike(make(x))
+        assert out.dtype == expected and float(out) == fired
+        grad = jax.grad(spike)(make(x))
+        assert grad.dtype == expected
+        np.testing.assert_allclose(float(grad), 0.3 * (1 - abs(x)), rtol=1e-2)
+    u_next, spikes = neurons.lif_step(make(0.0), make(1.5))
+    assert u_next.dtype == spikes.dtype == expected and float(spikes) == 1.0
+    np.testing.assert_allclose(float(u_next), 0.5, rtol=1e-2)  # 1.5 - threshold after the spike
+    spikes, u_final = neurons.lif_scan(np.full((3, 2), 0.6, np.float32))
+    assert spikes.dtype == u_final.dtype == jnp.float32 and spikes[:, 0].tolist() == [0.0, 1.0, 0.0]

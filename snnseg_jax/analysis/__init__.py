@@ -1,4 +1,4 @@
-"""The paper's analyses of a trained run, by name (SPEC §7), each writing
+"""The paper's analyses of a trained run, by name, each writing
 `<workdir>/analysis/<name>.json` and `<name>.png`:
 
 - `energy`: spike rates per layer, FLOPs and the ANN / SNN energy estimate (Fig. 11, Table 5).

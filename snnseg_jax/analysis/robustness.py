@@ -1,8 +1,8 @@
-"""Robustness to Gaussian input noise: MIoU and relative drop over a grid of sigma (Fig. 10, SPEC §7).
+"""Robustness to Gaussian input noise: MIoU and relative drop over a grid of sigma (Fig. 10).
 
 Static images: noise N(0, sigma) on the 0-255 image before normalization, one value per pixel
 shared by the three channels, no clipping. Normalization subtracts a mean and divides by 255
-(SPEC §6), so this adds sigma / 255 * z to the normalized image. Event sequences: noise N(0, sigma)
+(`data.preprocess`), so this adds sigma / 255 * z to the normalized image. Event sequences: noise N(0, sigma)
 on the normalized frames, one value per pixel and frame, shared by the two polarity channels.
 
 `config.analysis.noise_sigmas` gives sigma as a fraction of the input's range, so one grid serves

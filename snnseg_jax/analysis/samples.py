@@ -1,6 +1,6 @@
 """Image / prediction / ground-truth triplets of the first evaluation images (Figs. 8 and 9).
 
-Labels are drawn with the dataset's palette: the PASCAL VOC colour map (SPEC §6), Cityscapes
+Labels are drawn with the dataset's palette: the PASCAL VOC colour map, Cityscapes
 colours for DDD17's six Ev-SegNet classes, a palette of distinct colours for the synthetic
 datasets' five; ignored pixels (255) white. Static images are shown as RGB (normalization undone);
 event sequences as the last frame's positive minus negative events.
@@ -61,7 +61,7 @@ def displayable(inputs: np.ndarray) -> tuple[np.ndarray, dict]:
         frame = inputs[-1, ..., 0] - inputs[-1, ..., 1]
         limit = max(float(np.abs(frame).max()), 1e-6)
         return frame, {"cmap": "gray", "vmin": -limit, "vmax": limit}
-    pixels = inputs * 255.0 + preprocess.RGB_MEAN  # inverse of preprocess.standardize_rgb (SPEC §6)
+    pixels = inputs * 255.0 + preprocess.RGB_MEAN  # inverse of preprocess.standardize_rgb
     return np.clip(pixels / 255.0, 0.0, 1.0), {}
 
 

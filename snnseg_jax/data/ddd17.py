@@ -1,4 +1,4 @@
-"""DDD17 with the Ev-SegNet labels, in either layout in use (SPEC §6).
+"""DDD17 with the Ev-SegNet labels, in either layout in use.
 
 - List form: `<root>/datalists/<split>.txt`, one pair per line,
   `events/<split>/rec<recording>_export_<frame>.npy labels/<split>/rec<recording>_export_<frame>.png`

@@ -71,11 +71,6 @@ def train_batches(dataset: Dataset, batch_size: int, seed: int, start: Position)
     return (read_train_batch(dataset, batch_size, seed, p) for p in train_positions(start, per_epoch))
 
 
-def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[Batch]:
-    """Every example once, in order, in batches of `batch_size` (see `read_eval_batch`)."""
-    return (read_eval_batch(dataset, batch_size, start) for start in range(0, len(dataset), batch_size))
-
-
 def read_eval_batch(dataset: Dataset, batch_size: int, start: int) -> Batch:
     """Examples `start` to `start + batch_size` of `dataset`.
 

@@ -1,4 +1,4 @@
-"""Normalization and resizing of images, event frames and labels (SPEC §6), in numpy and Pillow."""
+"""Normalization and resizing of images, event frames and labels, in numpy and Pillow."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A preprocessed split, and the event sequences cut from its frames (SPEC §3, §6)."""
+"""A preprocessed split, and the event sequences cut from its frames."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PASCAL VOC2012 with the SBD augmented labels, as distributed (SPEC §6).
+"""PASCAL VOC2012 with the SBD augmented labels, as distributed.
 
 `root` is the `VOC2012` folder or a folder holding `VOCdevkit/VOC2012` (or `VOC2012`). A split is
 `ImageSets/Segmentation/<split>.txt`, one item per line: a bare id, or a pair
