@@ -3,11 +3,11 @@
 `train_and_evaluate(config, workdir)` trains with Adam and a step decay (SPEC §5), logs to
 `<workdir>/metrics.jsonl`, validates periodically, and checkpoints to `<workdir>/checkpoints`,
 resuming from the newest checkpoint at the exact step, data position and logging window it was
-saved at, so that a run interrupted at any moment and resumed ends as an uninterrupted one. A step
-with a non-finite loss, gradient or update stops training before anything of it is saved (or is skipped,
-with `skip_nonfinite_steps`).
+saved at, so that a run interrupted at any moment and resumed ends as an uninterrupted one. Each
+step's metrics are fetched one step late. A step with a non-finite loss, gradient or update stops
+training before anything of it is saved (or is skipped, with `skip_nonfinite_steps`): validation
+and checkpoints take only a `Verified` state, which exists once every step up to it was checked.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import tqdm
 
 from snnseg_jax import checkpoints, data, metrics, models, sharding
@@ -98,6 +99,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps: int) -> optax.Gradi
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
+    """`learning_rate`, multiplied by `lr_decay_factor` from step `lr_decay_at * steps` on."""
     return optax.piecewise_constant_schedule(
         config.learning_rate, {int(round(config.lr_decay_at * steps)): config.lr_decay_factor})
 
@@ -225,6 +227,7 @@ def placed_batches(read: Callable[[Any], dict], items: Iterable, mesh: jax.shard
 
 
 def append_metrics(workdir: str, record: dict) -> None:
+    """Appends `record` to `metrics.jsonl` as one line (on the first process only)."""
     if not sharding.is_primary():
         return
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
@@ -269,6 +272,70 @@ def final_validation(workdir: str) -> dict | None:
     return next((r for r in reversed(records) if "miou" in r), None)
 
 
+def nonfinite_message(step: int, loss: float, newest_checkpoint: int | None, learning_rate: float) -> str:
+    """The error stopping training at non-finite step `step`."""
+    kept = (f"checkpoint {newest_checkpoint} is intact" if newest_checkpoint is not None
+            else "no checkpoint had been saved")
+    what = "gradient or update" if np.isfinite(loss) else "loss"
+    return (f"step {step} gave a non-finite {what} (loss {loss}); training "
+            f"stopped before saving it, and {kept}. Lower learning_rate (now {learning_rate}), or set "
+            f"skip_nonfinite_steps=True to skip such steps.")
+
+
+def config_as_json(config: ml_collections.ConfigDict) -> dict:
+    """`config` as plain JSON values, as saved with checkpoints."""
+    return json.loads(config.to_json())
+
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+    """The pieces of a training run, built once from its config."""
+
+    config: ml_collections.ConfigDict
+    config_json: dict
+    workdir: str
+    mesh: jax.sharding.Mesh
+    train_set: data.Dataset
+    eval_set: data.Dataset
+    model: nn.Module
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps: int
+    init: Callable[[], TrainState]  # a fresh state, not yet placed
+    train_key: jax.Array
+    eval_key: jax.Array
+
+    def logs_at(self, step: int) -> bool:
+        """Whether a training line (the end of a logging window) is written for `step`."""
+        return step % self.config.log_every_steps == 0 or step == self.steps
+
+    def validates_at(self, step: int) -> bool:
+        """Whether the state after `step` is validated."""
+        every = self.config.eval_every_steps
+        return step == self.steps or (every > 0 and step % every == 0)
+
+    def saves_at(self, step: int) -> bool:
+        """Whether the state after `step` is checkpointed."""
+        return step == self.steps or step % self.config.checkpoint_every_steps == 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Verified:
+    """The state after `step`, where every step up to `step` was fetched and found finite (or skipped).
+
+    What validation and checkpoints accept; only `StepChecker.verify` makes one, so the parameters
+    of a diverged step are never validated or saved.
+    """
+
+    state: TrainState
+    step: int
+    log_window: dict  # the logging window open after `step`, as saved with a checkpoint
+
+
 @dataclasses.dataclass
 class LogWindow:
     """The steps since the last training line: losses of the steps applied, number skipped."""
@@ -294,33 +361,83 @@ class LogWindow:
                 "skipped_steps": self.skipped}
 
 
-def fetch(unfetched: list[tuple[int, dict]]) -> list[tuple[int, float, bool]]:
-    """(step, loss, finite) of steps whose metrics are still on the device (waits for them)."""
-    values = jax.device_get([metrics_ for _, metrics_ in unfetched])
-    return [(step, float(m["loss"]), bool(m["finite"])) for (step, _), m in zip(unfetched, values)]
+class TrainingLog:
+    """The training lines of `metrics.jsonl` and the progress bar, fed the finished steps in order.
 
-
-def nonfinite_message(step: int, loss: float, newest_checkpoint: int | None, learning_rate: float) -> str:
-    kept = (f"checkpoint {newest_checkpoint} is intact" if newest_checkpoint is not None
-            else "no checkpoint had been saved")
-    what = "gradient or update" if np.isfinite(loss) else "loss"
-    return (f"step {step} gave a non-finite {what} (loss {loss}); training "
-            f"stopped before saving it, and {kept}. Lower learning_rate (now {learning_rate}), or set "
-            f"skip_nonfinite_steps=True to skip such steps.")
-
-
-def config_as_json(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json())
-
-
-# ---------------------------------------------------------------- the loop
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-    """Trains the configured model in `workdir` (resuming if it holds a checkpoint).
-
-    Returns the final validation metrics.
+    Owns the open logging window and the images/s clock (the time and step of the last line).
     """
+
+    def __init__(self, run: Run, start: int, window: LogWindow) -> None:
+        self.run, self.window = run, window
+        self.clock = (time.perf_counter(), start)
+        self.bar = tqdm.tqdm(total=run.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
+                             disable=not sharding.is_primary())
+
+    def add(self, step: int, loss: float, finite: bool) -> tuple[int, float] | None:
+        """Adds a finished step, writing its window's line where it ends; returns it as (step, loss) if
+        it is non-finite and not to be skipped."""
+        nonfinite = self.window.add([(step, loss, finite)], self.run.config.skip_nonfinite_steps)
+        if nonfinite is None:
+            self.bar.update(1)
+            if self.run.logs_at(step):
+                self._write_line(step)
+        return nonfinite
+
+    def _write_line(self, step: int) -> None:
+        """Closes the window with its training line at `step` and opens the next."""
+        now = time.perf_counter()
+        images_per_sec = (step - self.clock[1]) * self.run.config.batch_size / (now - self.clock[0])
+        self.clock = (now, step)
+        record = self.window.record(step, float(self.run.schedule(step - 1)), images_per_sec)
+        append_metrics(self.run.workdir, record)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}" if self.window.losses else "-",
+                             images_per_sec=f"{images_per_sec:.1f}")
+        self.window = LogWindow()
+
+    def close(self) -> None:
+        """Closes the progress bar."""
+        self.bar.close()
+
+
+class StepChecker:
+    """Fetches the metrics of each dispatched step one step late (so the host never waits on the step
+    it just launched), stops at a non-finite one, and hands the others to the training log."""
+
+    def __init__(self, log: TrainingLog, start: int, newest_checkpoint: Callable[[], int | None],
+                 learning_rate: float) -> None:
+        self.log, self.newest_checkpoint, self.learning_rate = log, newest_checkpoint, learning_rate
+        self.checked = start  # every step up to this one fetched and found finite (or skipped)
+        self.pending: tuple[int, dict] | None = None  # the step dispatched last, if not yet checked
+
+    def dispatched(self, step: int, step_metrics: dict) -> None:
+        """Takes the metrics of `step`, just dispatched, and checks those of the step before it."""
+        self._check_pending()
+        self.pending = (step, step_metrics)
+
+    def verify(self, state: TrainState, step: int) -> Verified:
+        """`state`, the state after `step`, once every step up to `step` is checked (waits for them);
+        raises the non-finite `UserError` if one was not finite."""
+        self._check_pending()
+        state_step = int(state.step)  # no wait: the step that made it has been fetched
+        if self.checked != step or state_step != step:
+            raise ValueError(f"asked to verify step {step} with the state of step {state_step}, "
+                             f"steps checked up to {self.checked}")
+        return Verified(state, step, dataclasses.asdict(self.log.window))
+
+    def _check_pending(self) -> None:
+        """Fetches the pending step's metrics (waits for it) and checks them."""
+        if self.pending is None:
+            return
+        (step, step_metrics), self.pending = self.pending, None
+        values = jax.device_get(step_metrics)
+        nonfinite = self.log.add(step, float(values["loss"]), bool(values["finite"]))
+        if nonfinite is not None:
+            raise UserError(nonfinite_message(*nonfinite, self.newest_checkpoint(), self.learning_rate))
+        self.checked = step
+
+
+def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Checks `config`, starts the processes and builds the run's data, model and optimizer."""
     check_config(config)
     sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
@@ -332,100 +449,95 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     steps = total_steps(config, len(train_set))
     optimizer = make_optimizer(config, steps)
     init_key, train_key, eval_key = run_keys(config.seed)
-    replicated = sharding.replicated(mesh)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
-    config_json = config_as_json(config)
-
     os.makedirs(workdir, exist_ok=True)
+    return Run(config=config, config_json=config_as_json(config), workdir=workdir, mesh=mesh, train_set=train_set,
+               eval_set=eval_set, model=model, optimizer=optimizer, schedule=learning_rate_schedule(config, steps),
+               steps=steps, init=init, train_key=train_key, eval_key=eval_key)
+
+
+def restore_or_init(run: Run) -> tuple[TrainState, pipeline.Position, LogWindow]:
+    """The state, data position and open logging window of the newest checkpoint, or a fresh start."""
     # Every process reads the checkpoint; only the first moves damaged ones aside (one rename each).
-    resumed = checkpoints.restore_newest(workdir, abstract_state(init, mesh), config_json,
+    resumed = checkpoints.restore_newest(run.workdir, abstract_state(run.init, run.mesh), run.config_json,
                                          move_invalid=sharding.is_primary())
     if resumed is None:
-        state, position, log_window = jax.jit(init, out_shardings=replicated)(), pipeline.Position(), LogWindow()
-    else:
-        state, position, log_window = resumed.state, resumed.position, LogWindow(**resumed.log_window)
-        if sharding.is_primary():
-            checkpoints.warn_config_differences(resumed, config_json, "resuming")
-            print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
+        state = jax.jit(run.init, out_shardings=sharding.replicated(run.mesh))()
+        return state, pipeline.Position(), LogWindow()
+    if sharding.is_primary():
+        checkpoints.warn_config_differences(resumed, run.config_json, "resuming")
+        position = resumed.position
+        print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
+    return resumed.state, resumed.position, LogWindow(**resumed.log_window)
+
+
+def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iterator[dict]:
+    """The training batches from `position` on, placed on the devices (close it when done)."""
+    share = sharding.process_share(run.train_set, run.config.batch_size, run.mesh)
+    read_batch = functools.partial(pipeline.read_train_batch, share, run.config.batch_size, run.config.seed)
+    return placed_batches(read_batch, pipeline.train_positions(position, per_epoch), run.mesh,
+                          run.config.loader_threads, run.config.prefetch_batches)
+
+
+def validate(run: Run, verified: Verified) -> dict:
+    """Validates the verified state on the evaluation split; writes and prints its line."""
+    confusion = confusion_over(compile_eval_step(run.model, run.mesh), verified.state, run.eval_set,
+                               run.config.eval_batch_size, run.eval_key, run.mesh, run.config.loader_threads)
+    split = run.config.dataset.eval_split
+    result = {"step": verified.step, "split": split, "num_images": len(run.eval_set),
+              **metrics.summary(confusion, run.eval_set.class_names)}
+    append_metrics(run.workdir, result)
+    if sharding.is_primary():
+        tqdm.tqdm.write(f"step {verified.step}: {split} MIoU {result['miou']:.4f}, "
+                        f"pixel accuracy {result['pixel_accuracy']:.4f}")
+    return result
+
+
+def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position) -> None:
+    """Starts saving the verified state with the data position after it and its logging window."""
+    checkpoints.save(mngr, verified.step, verified.state, position, log_window=verified.log_window,
+                     config=run.config_json)
+
+
+def train_loop(run: Run, state: TrainState, position: pipeline.Position, window: LogWindow) -> dict | None:
+    """Trains from `state`, at `position` in the data, to `run.steps`; returns the last validation."""
     start = int(state.step)
-    drop_metrics_after(workdir, start)
-    if start >= steps:
-        if sharding.is_primary():
-            print(f"Already trained for {steps} steps; nothing to do.")
-        return final_validation(workdir)
-    mngr = checkpoints.manager(workdir, config.keep_checkpoints)
-
-    compiled_train_step = compile_train_step(model, optimizer, mesh, config.skip_nonfinite_steps)
-    compiled_eval_step = compile_eval_step(model, mesh)
-    per_epoch = pipeline.batches_per_epoch(len(train_set), config.batch_size)
-    share = sharding.process_share(train_set, config.batch_size, mesh)
-    read_batch = functools.partial(pipeline.read_train_batch, share, config.batch_size, config.seed)
-    batches = placed_batches(read_batch, pipeline.train_positions(position, per_epoch), mesh,
-                             config.loader_threads, config.prefetch_batches)
-    schedule = learning_rate_schedule(config, steps)
-
-    def validate(step: int) -> dict:
-        confusion = confusion_over(compiled_eval_step, state, eval_set, config.eval_batch_size, eval_key, mesh,
-                                   config.loader_threads)
-        result = {"step": step, "split": config.dataset.eval_split, "num_images": len(eval_set),
-                  **metrics.summary(confusion, eval_set.class_names)}
-        append_metrics(workdir, result)
-        if sharding.is_primary():
-            tqdm.tqdm.write(f"step {step}: {config.dataset.eval_split} MIoU {result['miou']:.4f}, "
-                            f"pixel accuracy {result['pixel_accuracy']:.4f}")
-        return result
-
-    def add_results(window: LogWindow, unfetched: list[tuple[int, dict]]) -> None:
-        """Moves the results of `unfetched` steps into `window`; stops at a non-finite step unless skipping."""
-        nonfinite = window.add(fetch(unfetched), config.skip_nonfinite_steps)
-        unfetched.clear()
-        if nonfinite is not None:
-            raise UserError(nonfinite_message(*nonfinite, mngr.latest_step(), config.learning_rate))
-
-    # The training line of a logging window is written after the next step is dispatched, so the
-    # host never waits on the step it just launched. Steps whose metrics are still on the device:
-    unfetched: list[tuple[int, dict]] = []
-    closed: tuple[int, LogWindow, list] | None = None  # a window that ended, to be written
-    clock = [time.perf_counter(), start]
-    bar = tqdm.tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
-                    disable=not sharding.is_primary())
-
-    def write_closed() -> None:
-        nonlocal closed
-        if closed is None:
-            return
-        (step, window, window_unfetched), closed = closed, None
-        add_results(window, window_unfetched)
-        now = time.perf_counter()
-        images_per_sec = (step - clock[1]) * config.batch_size / (now - clock[0])
-        clock[:] = [now, step]
-        record = window.record(step, float(schedule(step - 1)), images_per_sec)
-        append_metrics(workdir, record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}" if window.losses else "-",
-                        images_per_sec=f"{images_per_sec:.1f}")
-
+    per_epoch = pipeline.batches_per_epoch(len(run.train_set), run.config.batch_size)
+    compiled_train_step = compile_train_step(run.model, run.optimizer, run.mesh, run.config.skip_nonfinite_steps)
+    mngr = checkpoints.manager(run.workdir, run.config.keep_checkpoints)
+    batches = train_batches(run, position, per_epoch)
+    log = TrainingLog(run, start, window)
+    checker = StepChecker(log, start, mngr.latest_step, run.config.learning_rate)
     result = None
     try:
-        for step in range(start + 1, steps + 1):
-            state, step_metrics = compiled_train_step(state, next(batches), train_key)
-            unfetched.append((step, step_metrics))
-            write_closed()
-            bar.update(1)
-            if step % config.log_every_steps == 0 or step == steps:
-                closed, log_window, unfetched = (step, log_window, unfetched), LogWindow(), []
-            validate_now = step == steps or (config.eval_every_steps > 0 and step % config.eval_every_steps == 0)
-            save_now = step == steps or step % config.checkpoint_every_steps == 0
-            if validate_now or save_now:  # never validate or save the parameters of a diverged step
-                write_closed()
-                add_results(log_window, unfetched)
-            if validate_now:
-                result = validate(step)
-            if save_now:
-                checkpoints.save(mngr, step, state, pipeline.advance(position, step - start, per_epoch),
-                                 log_window=dataclasses.asdict(log_window), config=config_json)
+        for step in range(start + 1, run.steps + 1):
+            state, step_metrics = compiled_train_step(state, next(batches), run.train_key)
+            checker.dispatched(step, step_metrics)  # checks step - 1 while this one runs
+            if run.validates_at(step) or run.saves_at(step):
+                verified = checker.verify(state, step)
+                if run.validates_at(step):
+                    result = validate(run, verified)
+                if run.saves_at(step):
+                    save(mngr, run, verified, pipeline.advance(position, step - start, per_epoch))
     finally:
-        bar.close()
+        log.close()
         batches.close()
         mngr.wait_until_finished()
         mngr.close()
     return result
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """Trains the configured model in `workdir` (resuming if it holds a checkpoint).
+
+    Returns the final validation metrics.
+    """
+    run = set_up(config, workdir)
+    state, position, window = restore_or_init(run)
+    start = int(state.step)
+    drop_metrics_after(workdir, start)
+    if start >= run.steps:
+        if sharding.is_primary():
+            print(f"Already trained for {run.steps} steps; nothing to do.")
+        return final_validation(workdir)
+    return train_loop(run, state, position, window)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,9 +20,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
 TINY = {"dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 2, "dataset.synthetic_sizes.train": 40,
         "dataset.synthetic_sizes.val": 13, "eval_batch_size": 5}
+ACTIVATION_IMAGES = 7  # over 2 evaluation batches of 5, the second padded
 ANALYSIS = ["--config.analysis.conversion_timesteps=(1,4,32)", "--config.analysis.conversion_images=5",
             "--config.analysis.balance_batch_size=4", "--config.analysis.balance_timesteps=8",
-            "--config.analysis.activation_images=7", "--config.analysis.num_samples=2",
+            f"--config.analysis.activation_images={ACTIVATION_IMAGES}", "--config.analysis.num_samples=2",
             "--config.analysis.noise_sigmas=(0.05,0.2)"]
 
 
@@ -31,6 +33,14 @@ def tiny_config(model_name):
     return config
 
 
+def tiny_network(model_name):
+    """The evaluation split, the network and its random (untrained) variables for `tiny_config(model_name)`."""
+    config = tiny_config(model_name)
+    dataset = train.load_split(config, config.dataset.eval_split)
+    model = train.build_model(config, dataset)
+    return config, dataset, model, random_variables(model, dataset.read(np.arange(1))[0].shape[1:])
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Workdirs holding a random (untrained) checkpoint of each network: the CLI's part needs no
@@ -38,9 +48,7 @@ def runs(tmp_path_factory):
     workdirs = {}
     for name in ("spiking_deeplab", "deeplab"):
         workdirs[name] = str(tmp_path_factory.mktemp(name))
-        config = tiny_config(name)
-        dataset = train.load_split(config, config.dataset.eval_split)
-        variables = random_variables(train.build_model(config, dataset), dataset.read(np.arange(1))[0].shape[1:])
+        config, _, _, variables = tiny_network(name)
         state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                  batch_stats=variables["batch_stats"],
                                  opt_state=train.make_optimizer(config, 1).init(variables["params"]))
@@ -96,7 +104,17 @@ def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
     assert [layer["name"] for layer in activations["layers"]][:2] == ["conv1_1", "conv1_2"]
     first = activations["layers"][0]
     assert len(first["channel_max"]) == 4 and len(first["spatial_max"]) == 16 * 16
-    assert max(first["channel_max"]) == 1.0 and max(first["spatial_max"]) == 1.0
+    # The maxima of conv1_1 (ReLU outputs [B, H, W, C]) over the first images, from one plain forward pass.
+    _, dataset, model, variables = tiny_network("deeplab")
+    _, captured = model.apply(variables, jnp.asarray(dataset.read(np.arange(ACTIVATION_IMAGES))[0]), train=False,
+                              rngs={"spikes": jax.random.PRNGKey(0)}, capture_intermediates=True,
+                              mutable=["intermediates"])
+    conv1_1 = np.asarray(captured["intermediates"]["conv1_1"]["__call__"][0])
+    assert conv1_1.shape == (ACTIVATION_IMAGES, 16, 16, 4)
+    assert first["layer_max"] == pytest.approx(conv1_1.max(), rel=1e-5)
+    for name, expected in (("channel_max", conv1_1.max(axis=(0, 1, 2))), ("spatial_max", conv1_1.max(axis=(0, 3)))):
+        np.testing.assert_allclose(np.multiply(first[name], first["layer_max"]), expected.ravel(), rtol=1e-5,
+                                   atol=1e-6 * conv1_1.max(), err_msg=name)
 
     assert read(runs["deeplab"], "samples")["num_samples"] == 2
 
