@@ -1,6 +1,6 @@
 """Training: the train state, the pure train and eval steps, and the loop of `train.py`.
 
-`train_and_evaluate(config, workdir)` trains with Adam and a step decay (SPEC §5), logs to
+`train_and_evaluate(config, workdir)` trains with Adam and a step decay (paper §5.1.2), logs to
 `<workdir>/metrics.jsonl`, validates periodically, and checkpoints to `<workdir>/checkpoints`,
 resuming from the newest checkpoint at the exact step, data position and logging window it was
 saved at, so that a run interrupted at any moment and resumed ends as an uninterrupted one. Each
@@ -285,7 +285,6 @@ def nonfinite_message(step: int, loss: float, newest_checkpoint: int | None, lea
 def config_as_json(config: ml_collections.ConfigDict) -> dict:
     """`config` as plain JSON values, as saved with checkpoints."""
     return json.loads(config.to_json())
-
 
 
 # ---------------------------------------------------------------- the loop
