@@ -58,11 +58,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= config.lr_decay_at <= 1.0:
         problems.append(f"lr_decay_at is a fraction of training in [0, 1], got {config.lr_decay_at}")
     try:
-        multiple = models.architecture_of(config.model.name, config.model.head).side_multiple()
+        table = models.architecture_of(config.model.name, config.model.head)
     except ValueError:
-        multiple = 1  # an unknown name or head: `build_model` says so
-    if config.dataset.image_size % multiple:
-        problems.append(f"{config.model.name} needs dataset.image_size divisible by {multiple}, "
+        table = None  # an unknown name or head: `build_model` says so
+    if table and config.dataset.image_size % table.side_multiple():
+        problems.append(f"the {table.name.upper()}s need dataset.image_size divisible by {table.side_multiple()}, "
                         f"got {config.dataset.image_size}")
     if problems:
         raise UserError("bad config: " + "; ".join(problems) + ".")
