@@ -86,3 +86,10 @@ def test_the_switch_turns_them_all_off_and_the_network_computes_the_same():
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+def test_every_formulation_has_its_measurement():
+    import dataclasses
+    fields = [field.name for field in dataclasses.fields(formulations.Tuning)]
+    assert list(formulations.MEASURED) == ["none", *fields]
+    assert all(len(ratios) == 2 and min(ratios) > 0 for ratios in formulations.MEASURED.values())
