@@ -94,7 +94,7 @@ class Network(nn.Module):
             return Tensor(ops.merge_time(x), x.shape[1])
         if not s.spiking:
             return Tensor(x, 1)
-        spikes = encoding.poisson_encode(self.make_rng("spikes"), x, s.timesteps)
+        spikes = encoding.poisson_encode(self.make_rng("spikes"), x, s.timesteps)  # see `spike_key`
         return Tensor(ops.fold_time(spikes), s.timesteps, SIGNED_SPIKES)
 
     def _layer(self, layer: Layer, inputs: list[Tensor], train: bool) -> Tensor:
@@ -106,12 +106,9 @@ class Network(nn.Module):
             # ANN layers are checkpointed whole; spiking layers recompute only their conv (see fused.py).
             unit = nn.remat(Unit, static_argnums=(2,)) if s.remat and not s.spiking else Unit
             return Tensor(unit(layer, s, x.values, name=layer.name)(x.array, train), x.steps, SPIKES)
-        if layer.op == architecture.CLASSES:
-            conv = Conv(self.num_classes, layer.kernel, use_bias=layer.bias, dtype=s.dtype, tuning=s.tuning,
-                        name=layer.name)
+        if layer.op in (architecture.CLASSES, architecture.UP):
+            conv = class_conv(layer, self.num_classes, s, name=layer.name)
             return Tensor(conv(x.array), x.steps)
-        if layer.op == architecture.UP:
-            return Tensor(ConvTransposeUp(self.num_classes, dtype=s.dtype, name=layer.name)(x.array), x.steps)
         total = architecture.add([t.array for t in inputs])
         if layer.op == architecture.NEURONS:
             if not s.spiking:
@@ -119,6 +116,26 @@ class Network(nn.Module):
             spikes = LIF(s.neuron, name=layer.name)(ops.unfold_time(total, x.steps))
             return Tensor(ops.fold_time(spikes), x.steps, SPIKES)
         return Tensor(total, x.steps)
+
+
+def class_conv(layer: Layer, num_classes: int, settings: Settings, name: str | None = None) -> nn.Module:
+    """The module of a convolution to the classes (a CLASSES or UP layer of the table)."""
+    if layer.op == architecture.UP:
+        return ConvTransposeUp(num_classes, dtype=settings.dtype, name=name)
+    return Conv(num_classes, layer.kernel, use_bias=layer.bias, dtype=settings.dtype, tuning=settings.tuning,
+                name=name)
+
+
+def spike_key(key: Array) -> Array:
+    """The key `Network` draws the Poisson spikes of its input from when applied with `rngs={"spikes": key}`."""
+    return _SpikeKey().apply({}, rngs={"spikes": key})
+
+
+class _SpikeKey(nn.Module):
+    """`make_rng("spikes")` at the root, as `Network` calls it (once, before anything else)."""
+
+    def __call__(self) -> Array:
+        return self.make_rng("spikes")
 
 
 def activity(variables: dict) -> dict[str, Array]:

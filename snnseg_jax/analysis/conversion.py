@@ -25,6 +25,7 @@ SNN of integrate-and-fire neurons:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import flax.linen as nn
@@ -33,11 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, encoding, metrics, neurons, ops
+from snnseg_jax import architecture, encoding, metrics, models, neurons, ops
 from snnseg_jax import train as train_lib
 from snnseg_jax.data import pipeline
 from snnseg_jax.evaluate import Restored
-from snnseg_jax.layers import BATCHNORM_EPSILON, Conv, ConvTransposeUp
+from snnseg_jax.layers import BATCHNORM_EPSILON, Conv
 
 Array = jax.Array
 Activate = Callable[[str, Array], Array]  # (layer name, input currents) -> output
@@ -62,25 +63,26 @@ def fold_batchnorm(params: dict, batch_stats: dict) -> dict[str, dict]:
     return folded
 
 
-def _conv(params: dict, x: Array, dilation: int, tuning) -> Array:
+def _unit_conv(params: dict, x: Array, dilation: int, tuning) -> Array:
+    """A unit's conv with its BatchNorm folded in (`fold_batchnorm`): a biased conv."""
     kernel = params["kernel"]
-    conv = Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias="bias" in params, tuning=tuning)
-    return conv.apply({"params": params}, x)
+    return Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias=True, tuning=tuning).apply({"params": params}, x)
 
 
 def folded_forward(model: nn.Module, layers: dict[str, dict], x: Array, activate: Activate) -> Array:
     """Logits at feature resolution of `model`'s architecture (static input) on folded `layers`:
     `activate(name, currents)` wherever the ANN has a ReLU."""
-    tuning = model.settings.tuning
+    settings = dataclasses.replace(model.settings, dtype=jnp.float32)  # the simulation runs in float32
 
     def apply(layer: architecture.Layer, inputs: list[Array]) -> Array:
         total = architecture.add(inputs)
         if layer.op == architecture.POOL:
-            return ops.avg_pool(total, tuning)
-        if layer.op in (architecture.UNIT, architecture.CLASSES):
-            total = _conv(layers[layer.name], total, layer.dilation, tuning)
-        elif layer.op == architecture.UP:
-            total = ConvTransposeUp(layers[layer.name]["kernel"].shape[-1]).apply({"params": layers[layer.name]}, total)
+            return ops.avg_pool(total, settings.tuning)
+        if layer.op == architecture.UNIT:
+            total = _unit_conv(layers[layer.name], total, layer.dilation, settings.tuning)
+        elif layer.op in (architecture.CLASSES, architecture.UP):
+            conv = models.class_conv(layer, model.num_classes, settings)
+            total = conv.apply({"params": layers[layer.name]}, total)
         return activate(layer.name, total) if layer.op in architecture.ACTIVATED else total
 
     return architecture.walk(model.architecture, x, apply)
