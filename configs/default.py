@@ -73,4 +73,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.analysis.balance_timesteps = 128  # conversion: Poisson steps over which layer maxima are taken
     config.analysis.activation_images = 200  # activations: first eval images the maxima are taken over
     config.analysis.num_samples = 6  # samples: image / prediction / ground-truth triplets drawn
+    config.analysis.stream_late_statistics = "last"  # streaming: BNTT statistics past step T (snnseg_jax.stream)
     return config

@@ -2,6 +2,7 @@
 
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py [--config.batch_size=2] [--compile_only]
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --stream --repeats=10
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
 memory, the model's FLOPs (paper Eq. 9) and the FLOP/s they imply, and the device. The last line
@@ -20,10 +21,11 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, formulations, sharding, train
+from snnseg_jax import cli, formulations, sharding, stream, train
 from snnseg_jax.analysis import energy
 from snnseg_jax.metrics import IGNORE_LABEL
 from snnseg_jax.data import ddd17, synthetic, voc
@@ -185,6 +187,39 @@ def ablate_tuning(config: ml_collections.ConfigDict, repeats: int) -> list[dict]
              "device": device_description(), "jax": jax.__version__} for name in steps]
 
 
+def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
+    """Milliseconds per `stream.step` at batch 1 against a T-th of the whole-window forward at batch 1.
+
+    Both jitted, on one synthetic example of the config's shapes; each round times one window and
+    then T steps carrying the state, so that load falls on both alike. Medians over the rounds.
+    """
+    train.check_config(config)
+    model = train.build_model(config, input_shapes(config))
+    batch = synthetic_batch(config, 1, config.seed)
+    init_key, key, _ = train.run_keys(config.seed)
+    variables = jax.jit(lambda x: model.init({"params": init_key, "spikes": init_key}, x, train=False))(
+        batch["inputs"])
+    window = jax.jit(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": key}))
+    inputs = jnp.asarray(batch["inputs"])
+    frames = jnp.swapaxes(inputs, 0, 1) if inputs.ndim == 5 else stream.encode(key, inputs, model.settings.timesteps)
+    step = jax.jit(functools.partial(stream.step, model))
+    state = stream.init(model, variables, frames.shape[1:])
+    jax.block_until_ready((window(variables, inputs), step(variables, state, frames[0])))  # compile
+    window_seconds, step_seconds = [], []
+    for _ in range(rounds):
+        window_seconds += time_calls(lambda: window(variables, inputs), 1)
+        for frame in frames:
+            start = time.perf_counter()
+            state, logits = step(variables, state, frame)
+            jax.block_until_ready(logits)
+            step_seconds.append(time.perf_counter() - start)
+    window_ms, step_ms = 1e3 * statistics.median(window_seconds), 1e3 * statistics.median(step_seconds)
+    timesteps = model.settings.timesteps
+    return {"model": config.model.name, "timesteps": timesteps, "image_size": config.dataset.image_size,
+            "width": config.model.width, "step_ms": step_ms, "window_ms": window_ms,
+            "ratio_to_window_share": step_ms / (window_ms / timesteps), "device": device_description()}
+
+
 def summary_lines(result: dict) -> list[str]:
     gib = 2.0 ** 30
     lines = [f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
@@ -200,6 +235,12 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def main() -> None:
+    if FLAGS.stream:
+        result = stream_latency(FLAGS.config, FLAGS.repeats)
+        print(f"stream.step at batch 1: {result['step_ms']:.2f} ms median; whole window of T={result['timesteps']}: "
+              f"{result['window_ms']:.2f} ms, so {result['ratio_to_window_share']:.2f}x a T-th of it")
+        print(json.dumps(result))
+        return
     if FLAGS.ablate_tuning:
         rows = ablate_tuning(FLAGS.config, FLAGS.repeats)
         for row in rows:
@@ -221,6 +262,8 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).", lock_config=True)
     flags.DEFINE_bool("compile_only", False, "Compile and report memory and FLOPs without timing.")
     flags.DEFINE_integer("repeats", 5, "Timed calls per step after one warm-up call.")
+    flags.DEFINE_bool("stream", False, "Time stream.step at batch 1 against a T-th of the whole-window "
+                      "forward (spiking networks; --repeats rounds).")
     flags.DEFINE_bool("ablate_tuning", False, "Time the train step with each faster formulation switched "
                       "off in turn (snnseg_jax.formulations), as ratios to all of them.")
     flags.mark_flags_as_required(["config"])

@@ -140,8 +140,41 @@ def test_energy_json_is_consistent_with_its_own_per_layer_numbers(runs):
     ("spiking_deeplab", "conversion", "the conversion analysis turns a trained ANN into an SNN"),
     ("deeplab", "energy", "the energy analysis counts spikes, so it needs a spiking network"),
     ("deeplab", "energy,pictures", "unknown analysis 'pictures'"),
+    ("deeplab", "latency", "the latency analysis steps the network through time, carrying its membranes"),
+    ("spiking_deeplab", "streaming", "runs over event recordings frame by frame, but config.dataset.name='shapes'"),
 ])
 def test_analyses_that_do_not_apply_stop_with_one_paragraph(runs, model_name, analyses, message):
     result = evaluate(runs[model_name], model_name, f"--analyses={analyses}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split())
+
+
+def test_latency_and_streaming_on_event_recordings(tmp_path):
+    """A random spiking checkpoint on the embedded event recordings: both analyses' JSON."""
+    workdir, overrides = str(tmp_path), {**TINY, "dataset.name": "events", "dataset.synthetic_sizes.val": 12}
+    config = shapes_deeplab.get_config()
+    config.update_from_flattened_dict(overrides)
+    dataset = train.load_split(config, config.dataset.eval_split)
+    model = train.build_model(config, dataset)
+    variables = random_variables(model, dataset.read(np.arange(1))[0].shape[1:])
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                             batch_stats=variables["batch_stats"],
+                             opt_state=train.make_optimizer(config, 1).init(variables["params"]))
+    mngr = checkpoints.manager(workdir, 1)
+    checkpoints.save(mngr, 0, state, pipeline.Position(), log_window=dataclasses.asdict(train.LogWindow()),
+                     config=train.config_as_json(config))
+    mngr.wait_until_finished()
+    mngr.close()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--config={CONFIG}",
+                             f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in overrides.items()],
+                             "--analyses=latency,streaming"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert_written(workdir, ["latency", "streaming"])
+    evaluation = json.load(open(os.path.join(workdir, "eval_val.json")))
+    anytime = read(workdir, "latency")
+    assert anytime["timesteps"] == [1, 2] and len(anytime["miou"]) == len(anytime["spikes_per_step"]) == 2
+    assert anytime["miou"][-1] == pytest.approx(evaluation["miou"], abs=1e-6) and anytime["step_ms"] > 0
+    streamed = read(workdir, "streaming")
+    assert streamed["frames"] == 12 and streamed["windowed_miou"] == pytest.approx(evaluation["miou"])
+    assert 0 <= streamed["continuous_miou"] <= 1 and streamed["frames_per_second"] > 0
+    assert set(streamed["continuous_miou_by_late_statistics"]) == {"last", "mean", "cycle"}

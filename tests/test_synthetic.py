@@ -9,7 +9,7 @@ from snnseg_jax.data import preprocess, synthetic
 
 @pytest.mark.parametrize("make", [
     lambda seed, split: synthetic.shapes(seed, split, 8, 16),
-    lambda seed, split: synthetic.events(seed, split, 8, 16, frames=3),
+    lambda seed, split: synthetic.event_recordings(seed, split, 8, 16, recording_frames=3)[:2],
 ], ids=["shapes", "events"])
 def test_same_seed_same_data_other_seed_or_split_other_data(make):
     a_inputs, a_labels = make(0, "train")
@@ -31,10 +31,26 @@ def test_shapes_are_normalized_rgb_with_every_class():
 
 
 def test_events_are_min_max_normalized_per_frame_and_channel():
-    sequences, labels = synthetic.events(0, "train", 6, 16, frames=4)
-    assert sequences.shape == (6, 4, 16, 16, 2) and labels.shape == (6, 16, 16)
-    np.testing.assert_allclose(sequences.min(axis=(2, 3)), -0.5)
-    np.testing.assert_allclose(sequences.max(axis=(2, 3)), 0.5)
+    frames, labels, _, _ = synthetic.event_recordings(0, "train", 6, 16, recording_frames=4)
+    assert frames.shape == (6, 16, 16, 2) and labels.shape == (6, 16, 16)
+    np.testing.assert_allclose(frames.min(axis=(1, 2)), -0.5)
+    np.testing.assert_allclose(frames.max(axis=(1, 2)), 0.5)
+
+
+def test_events_are_recordings_of_consecutive_frames_of_one_moving_scene():
+    frames, labels, recordings, numbers = synthetic.event_recordings(0, "val", 50, 32, recording_frames=20)
+    np.testing.assert_array_equal(recordings, np.repeat([0, 1, 2], 20)[:50])
+    np.testing.assert_array_equal(numbers, np.tile(np.arange(20), 3)[:50])
+    same = lambda a, b: (labels[a] == labels[b]).mean()
+    # Within a recording the scene moves a little from frame to frame; recordings are other scenes.
+    assert same(5, 6) > 0.9 and same(5, 6) < 1.0 and same(19, 20) < same(5, 6)
+    assert len(np.unique(labels[:20])) > 1 and (labels[:20] > 0).mean(axis=(1, 2)).min() > 0.05
+
+
+def test_bounce_keeps_positions_inside_and_leaves_inside_ones_alone():
+    inside = np.float32([3.0, 7.25, 10.0])
+    np.testing.assert_array_equal(synthetic.bounce(inside, 3.0, 10.0), inside)
+    np.testing.assert_allclose(synthetic.bounce(np.float32([11.0, 19.0, 2.0, -5.0]), 3.0, 10.0), [9, 5, 4, 9])
 
 
 def test_dvs_pixel_emits_one_event_per_threshold_crossed():

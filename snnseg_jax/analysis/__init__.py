@@ -6,6 +6,9 @@
 - `conversion`: ANN-to-SNN conversion with layer- and channel-wise threshold balancing (Fig. 3).
 - `activations`: normalized maximum ReLU activation per channel and position (Fig. 4).
 - `samples`: image / prediction / ground-truth triplets (Figs. 8, 9).
+- `latency`: the MIoU of the prediction after each of the T steps, and the spikes of each step.
+- `streaming`: event recordings segmented frame by frame with the state carried along, against
+  the paper's windows of T frames.
 
 Settings are in `config.analysis`. A second run (`compare_workdir`, the twin of the configured model:
 the ANN of a spiking network or the other way round) joins the robustness figure and marks the
@@ -18,15 +21,18 @@ import time
 
 import ml_collections
 
-from snnseg_jax import evaluate
-from snnseg_jax.analysis import activations, conversion, energy, outputs, robustness, samples
+from snnseg_jax import data, evaluate
+from snnseg_jax.analysis import activations, conversion, energy, latency, outputs, robustness, samples, streaming
 from snnseg_jax.cli import UserError
 
 ANALYSES = {"energy": energy.analyze, "robustness": robustness.analyze, "conversion": conversion.analyze,
-            "activations": activations.analyze, "samples": samples.analyze}
+            "activations": activations.analyze, "samples": samples.analyze, "latency": latency.analyze,
+            "streaming": streaming.analyze}
 # The analyses that apply to one kind of network: name -> (needs a spiking network, why).
 NEEDS = {"energy": (True, "counts spikes"), "conversion": (False, "turns a trained ANN into an SNN"),
-         "activations": (False, "looks at ReLU activations")}
+         "activations": (False, "looks at ReLU activations"),
+         "latency": (True, "steps the network through time, carrying its membranes"),
+         "streaming": (True, "carries the membranes of a spiking network from frame to frame")}
 
 
 def twin_model_name(name: str) -> str:
@@ -50,6 +56,10 @@ def check(config: ml_collections.ConfigDict, names: list[str]) -> None:
             raise UserError(f"the {name} analysis {NEEDS[name][1]}, so it needs {kind(not spiking)}, but "
                             f"config.model.name={model_name!r} is {kind(spiking)}. Pass the workdir of a "
                             f"{twin!r} run with --config.model.name={twin}")
+    if "streaming" in names and config.dataset.name not in data.EVENT_DATASETS:
+        raise UserError(f"the streaming analysis runs over event recordings frame by frame, but "
+                        f"config.dataset.name={config.dataset.name!r} holds static images; it applies to "
+                        f"{' and '.join(data.EVENT_DATASETS)}")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],

@@ -17,7 +17,7 @@ import numpy as np
 
 from snnseg_jax.cli import UserError
 from snnseg_jax.data import loading, synthetic
-from snnseg_jax.data.split import EventSequences
+from snnseg_jax.data.split import EventSequences, Split
 
 
 class Dataset(Protocol):
@@ -70,9 +70,11 @@ def _shapes(split: str, options: Options) -> Dataset:
 
 
 def _events(split: str, options: Options) -> Dataset:
-    sequences, labels = synthetic.events(options.synthetic_seed, split, _synthetic_size(split, options),
-                                         options.image_size, options.timesteps)
-    return ArrayDataset(sequences, labels, synthetic.CLASS_NAMES)
+    frames, labels, recordings, frame_numbers = synthetic.event_recordings(
+        options.synthetic_seed, split, _synthetic_size(split, options), options.image_size)
+    ids = tuple(f"rec{r}_frame{f}" for r, f in zip(recordings, frame_numbers))
+    return EventSequences(Split(frames, labels, ids, synthetic.CLASS_NAMES, recordings, frame_numbers),
+                          options.timesteps, options.augment)
 
 
 def _synthetic_size(split: str, options: Options) -> int:
@@ -94,6 +96,7 @@ def _ddd17(split: str, options: Options) -> Dataset:
 
 BUILDERS: dict[str, Callable[[str, Options], Dataset]] = {
     "shapes": _shapes, "events": _events, "voc2012": _voc2012, "ddd17": _ddd17}
+EVENT_DATASETS = ("events", "ddd17")  # their examples are sequences of event frames cut from recordings
 
 
 def load(name: str, split: str, options: Options) -> Dataset:

@@ -8,10 +8,12 @@ scale, size, rotation and position are random, so no colour identifies a class. 
 later ones occlude earlier ones. Shapes are rendered from signed distances with anti-aliased edges,
 so that sub-pixel motion changes intensities smoothly (which the event camera needs).
 
-`events` moves the objects and the background (ego-motion) over T frame windows and emits events
-as a DVS pixel does: whenever the log intensity has moved by the pixel's contrast threshold since
-its last event, one event of that polarity; counts per window give a positive and a negative
-channel. The label is the segmentation at the end of the last window.
+`events` records scenes as DDD17 does: each scene is a recording of consecutive frames, in which
+the objects, the clutter and the background (ego-motion) move, and a DVS pixel emits an event
+whenever its log intensity has moved by its contrast threshold since its last event; counts per
+frame window give a positive and a negative channel. Each frame is labelled with the segmentation
+at the end of its window. An example is the sequence of T frames ending at a frame, within its
+recording (`data.split.EventSequences`, as for DDD17).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ CLASS_NAMES = ("background", "disk", "square", "triangle", "cross")
 
 MAX_OBJECTS = 3
 RADIUS = (0.22, 0.36)  # object radius as a fraction of the image side
+CENTRE_RANGE = np.array([0.15, 0.85])  # where object centres are, as fractions of the image side
 BRIGHT_LEVELS = (0.75, 1.0)  # per-channel range of a bright object's first colour
 DARK_LEVELS = (0.0, 0.3)  # per-channel range of a dark object's first colour
 PATTERN_PERIOD = (0.25, 0.35)  # period of the surface patterns, as a fraction of the image side
@@ -36,6 +39,7 @@ NOISE_STD = 0.04  # Gaussian pixel noise (static images)
 SUBSTEPS = 3  # renderings per event frame window
 CONTRAST_THRESHOLD = 0.15  # DVS log-intensity step per event, before per-pixel mismatch
 NOISE_EVENT_RATE = 0.01  # spurious events per pixel per window and polarity
+RECORDING_FRAMES = 20  # frames per recording of `events`
 
 
 def _rng(seed: int, split: str) -> np.random.Generator:
@@ -128,7 +132,7 @@ def _scene(rng: np.random.Generator, n: int, size: int, channels: int) -> dict:
         background_velocity=rng.uniform(-1.0, 1.0, (n, 2)),
         objects=dict(
             kind=rng.integers(1, len(CLASS_NAMES), (n, MAX_OBJECTS)),
-            centre=rng.uniform(0.15 * size, 0.85 * size, (n, MAX_OBJECTS, 2)),
+            centre=rng.uniform(CENTRE_RANGE[0] * size, CENTRE_RANGE[1] * size, (n, MAX_OBJECTS, 2)),
             radius=rng.uniform(RADIUS[0] * size, RADIUS[1] * size, (n, MAX_OBJECTS)),
             angle=rng.uniform(0, 2 * np.pi, (n, MAX_OBJECTS)),
             velocity=rng.normal(0, 1, (n, MAX_OBJECTS, 2)),
@@ -161,6 +165,14 @@ def _float32(tree):
     return tree.astype(np.float32) if tree.dtype == np.float64 else tree
 
 
+def bounce(position: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`position` folded back into [low, high] as by reflections off its ends (unchanged inside)."""
+    period = 2 * (high - low)
+    folded = np.mod(position - low, period)
+    reflected = low + np.where(folded > high - low, period - folded, folded)
+    return np.where((position >= low) & (position <= high), position, reflected).astype(position.dtype)
+
+
 def render(scene: dict, size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
     """The scene at time `t` (in frame windows): image `[N, H, W, C]` in [0, 1], labels `[N, H, W]`."""
     y, x = _grid(size)
@@ -174,7 +186,7 @@ def render(scene: dict, size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
     def paint_bars(in_front: bool) -> None:
         nonlocal image
         for b in range(CLUTTER_BARS):
-            centre = bars["centre"][:, b] + bars["velocity"][:, b] * t
+            centre = bounce(bars["centre"][:, b] + bars["velocity"][:, b] * t, 0.0, size)
             u, v = rotate(y - centre[:, 0, None, None], x - centre[:, 1, None, None], bars["angle"][:, b])
             alpha = coverage(segment_distance(u, v, bars["half_length"][:, b], bars["half_width"][:, b]))
             alpha *= (bars["present"][:, b] & (bars["in_front"][:, b] == in_front))[:, None, None]
@@ -185,7 +197,7 @@ def render(scene: dict, size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
     paint_bars(in_front=False)
     obj = scene["objects"]
     for i in range(MAX_OBJECTS):
-        centre = obj["centre"][:, i] + obj["velocity"][:, i] * t
+        centre = bounce(obj["centre"][:, i] + obj["velocity"][:, i] * t, *CENTRE_RANGE * np.float32(size))
         u, v = rotate(y - centre[:, 0, None, None], x - centre[:, 1, None, None], obj["angle"][:, i])
         kind = obj["kind"][:, i]
         alpha = coverage(shape_distance(kind, u, v, obj["radius"][:, i]))
@@ -218,23 +230,35 @@ def dvs_events(log_intensity: np.ndarray, threshold: np.ndarray, reference: np.n
     return np.where(change > 0, count, 0.0), np.where(change < 0, count, 0.0), reference
 
 
-def events(seed: int, split: str, num_sequences: int, size: int, frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Event sequences `[N, T, H, W, 2]` (normalized counts) and last-frame labels `[N, H, W]`."""
-    rng = _rng(seed, split)
-    scene = _scene(rng, num_sequences, size, channels=1)
-    threshold = CONTRAST_THRESHOLD * np.clip(rng.normal(1.0, 0.1, (num_sequences, size, size)), 0.5, 1.5)
+def event_recordings(seed: int, split: str, num_frames: int, size: int,
+                     recording_frames: int = RECORDING_FRAMES) -> tuple[np.ndarray, ...]:
+    """Event recordings, as DDD17 holds them: `num_frames` frames of `recording_frames` each.
 
-    def log_intensity(t: float) -> np.ndarray:
+    Returns frames `[N, H, W, 2]` (counts over one window, normalized per frame and channel), the
+    segmentation at the end of each frame's window `[N, H, W]` (uint8), and each frame's recording
+    and frame number `[N]` (the last recording may be shorter). A scene runs through its whole
+    recording: objects and clutter bounce off the borders, the background drifts.
+    """
+    rng = _rng(seed, split)
+    count = -(-num_frames // recording_frames)
+    scene = _scene(rng, count, size, channels=1)
+    threshold = CONTRAST_THRESHOLD * np.clip(rng.normal(1.0, 0.1, (count, size, size)), 0.5, 1.5)
+
+    def log_intensity(t: float) -> tuple[np.ndarray, np.ndarray]:
         image, labels = render(scene, size, t)
         return np.log(0.05 + image[..., 0]), labels
 
     reference, _ = log_intensity(0.0)
-    counts = np.zeros((num_sequences, frames, size, size, 2), np.float32)
-    for f in range(frames):
+    counts = np.zeros((count, recording_frames, size, size, 2), np.float32)
+    labels = np.zeros((count, recording_frames, size, size), np.uint8)
+    for f in range(recording_frames):
         for s in range(1, SUBSTEPS + 1):
-            current, labels = log_intensity(f + s / SUBSTEPS)
+            current, labels[:, f] = log_intensity(f + s / SUBSTEPS)
             positive, negative, reference = dvs_events(current, threshold, reference)
             counts[:, f, ..., 0] += positive
             counts[:, f, ..., 1] += negative
     counts += rng.random(counts.shape) < NOISE_EVENT_RATE
-    return preprocess.minmax_event_frames(counts), labels
+    flat = lambda a: a.reshape(-1, *a.shape[2:])[:num_frames]
+    recordings = np.repeat(np.arange(count), recording_frames)[:num_frames]
+    frame_numbers = np.tile(np.arange(recording_frames), count)[:num_frames]
+    return preprocess.minmax_event_frames(flat(counts)), flat(labels), recordings, frame_numbers

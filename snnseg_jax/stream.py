@@ -1,0 +1,139 @@
+"""Step-by-step inference of the spiking networks: one input frame at a time, state carried along.
+
+    frames = stream.encode(key, images, timesteps)                 # [T, B, H, W, C] input spike frames
+    state = stream.init(model, variables, frames.shape[1:])        # membranes at zero
+    state, logits = stream.step(model, variables, state, frames[t])  # prediction so far, [B, H, W, K]
+
+A frame is what the network reads at one step: a Poisson spike frame of a static image, or one
+event frame. `step` is a pure function of arrays (jit it with the model static, or `lax.scan` it
+over frames); it walks the same layer table as the network (`architecture`), with each layer's
+neurons keeping their membranes in the state. Its logits are the output currents averaged over the
+steps taken, over the last T of them once more than T have been taken (a ring buffer of T
+readouts), so that after T steps from `init` they equal `model.apply(variables, x, train=False,
+rngs={"spikes": key})` on the same frames, up to float rounding: the network averages the readout's
+input over time where this averages its output (the same linear map), and XLA may sum a
+convolution's products in another order for one step than for T steps at once.
+
+Beyond T steps BNTT has no statistics of its own (step t was normalized with the running averages
+of step t in training). `late_statistics` chooses what later steps use: "last" (default: the
+statistics and scales of step T - 1 for every later step, the state the network was trained to
+reach), "mean" (their average over the T steps) or "cycle" (step t uses step t mod T, as if windows
+followed each other). README "Streaming and latency" compares them on the events demo.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from snnseg_jax import architecture, encoding, models, neurons, ops
+from snnseg_jax.architecture import Layer
+
+Array = jax.Array
+LATE_STATISTICS = ("last", "mean", "cycle")
+
+
+@flax.struct.dataclass
+class State:
+    """What a network carries from one step to the next."""
+
+    steps: Array  # int32 scalar: steps taken since `init`
+    membranes: dict[str, Array]  # per layer with neurons: float32 `[B, h, w, C]` after the last step
+    readouts: Array  # `[T, B, h, w, K]`: the readout of step s in slot s mod T (zeros before)
+
+
+def encode(key: Array, images_BHWC: Array, timesteps: int) -> Array:
+    """The input spike frames `[T, B, H, W, C]` the network draws from `key` for static images.
+
+    `model.apply(..., rngs={"spikes": key})` draws the same spikes, so stepping through these frames
+    reproduces it. A longer stream starts with the same frames as a shorter one.
+    """
+    return encoding.poisson_encode(models.spike_key(key), images_BHWC, timesteps)
+
+
+def init(model: nn.Module, variables: dict, frame_shape: tuple[int, ...]) -> State:
+    """The state before the first step for frames of `frame_shape` `(B, H, W, C)`: membranes at zero."""
+    _check(model)
+    frame = jax.ShapeDtypeStruct(tuple(frame_shape), jnp.float32)
+    membranes, _, readout = jax.eval_shape(lambda f: _walk(model, variables, None, f, 0, "last"), frame)
+    zeros = lambda shape: jnp.zeros(shape.shape, jnp.float32)
+    return State(steps=jnp.zeros((), jnp.int32), membranes=jax.tree.map(zeros, membranes),
+                 readouts=jnp.zeros((model.settings.timesteps, *readout.shape), jnp.float32))
+
+
+def step(model: nn.Module, variables: dict, state: State, frame: Array, *,
+         late_statistics: str = "last") -> tuple[State, Array]:
+    """One step on `frame` `[B, H, W, C]`: the next state and the logits so far `[B, H, W, K]`."""
+    state, logits, _ = advance(model, variables, state, frame, late_statistics=late_statistics)
+    return state, logits
+
+
+def advance(model: nn.Module, variables: dict, state: State, frame: Array, *,
+            late_statistics: str = "last") -> tuple[State, Array, dict[str, Array]]:
+    """`step`, and the spikes of this step of every layer with neurons (`[B, h, w, C]` by name)."""
+    _check(model, late_statistics)
+    timesteps = model.settings.timesteps
+    membranes, spikes, readout = _walk(model, variables, state.membranes, frame, state.steps, late_statistics)
+    readouts = jax.lax.dynamic_update_index_in_dim(state.readouts, readout.astype(jnp.float32),
+                                                   state.steps % timesteps, 0)
+    taken = jnp.minimum(state.steps + 1, timesteps).astype(jnp.float32)
+    height, width = frame.shape[1:3]
+    logits = ops.resize_bilinear(readouts.sum(axis=0) / taken, height, width)
+    return State(state.steps + 1, membranes, readouts), logits, spikes
+
+
+def _check(model: nn.Module, late_statistics: str = "last") -> None:
+    if not model.settings.spiking:
+        raise ValueError("stream steps spiking networks; an ANN has no state to carry from frame to frame")
+    if late_statistics not in LATE_STATISTICS:
+        raise ValueError(f"unknown late_statistics {late_statistics!r}; choose one of {', '.join(LATE_STATISTICS)}")
+
+
+def _walk(model: nn.Module, variables: dict, membranes: dict | None, frame: Array, steps,
+          late_statistics: str) -> tuple[dict[str, Array], dict[str, Array], Array]:
+    """One step through the table: the new membranes, the spikes and the readout at feature resolution.
+
+    `membranes` None starts every neuron at zero (for shapes: see `init`).
+    """
+    s = model.settings
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    new_membranes, spikes = {}, {}
+
+    def neurons_of(layer: Layer, current: Array) -> Array:
+        membrane = jnp.zeros(current.shape, jnp.float32) if membranes is None else membranes[layer.name]
+        new_membranes[layer.name], fired, _ = neurons.lif_update(membrane, current.astype(jnp.float32),
+                                                                 leak=s.neuron.leak, threshold=s.neuron.threshold)
+        spikes[layer.name] = fired.astype(s.dtype)
+        return spikes[layer.name]
+
+    def apply(layer: Layer, inputs: list[Array]) -> Array:
+        x = architecture.add(inputs)
+        if layer.op == architecture.POOL:
+            return ops.avg_pool(x, s.tuning)
+        if layer.op == architecture.UNIT:
+            p, bntt = params[layer.name], _bntt_at(params[layer.name]["bntt"]["scale"], stats[layer.name]["bntt"],
+                                                 steps, s.timesteps, late_statistics)
+            c = ops.conv2d(x, p["conv"]["kernel"], layer.dilation, s.tuning)
+            scale, shift = neurons.bntt_affine(*bntt, s.neuron.bntt_epsilon)
+            return neurons_of(layer, c.astype(jnp.float32) * scale + shift)
+        if layer.op in (architecture.CLASSES, architecture.UP):
+            return models.class_conv(layer, model.num_classes, s).apply({"params": params[layer.name]}, x)
+        return neurons_of(layer, x) if layer.op == architecture.NEURONS else x
+
+    readout = architecture.walk(model.architecture, frame.astype(s.dtype), apply)
+    return new_membranes, spikes, readout
+
+
+def _bntt_at(gamma: Array, stats: dict, steps, timesteps: int, late_statistics: str) -> tuple[Array, Array, Array]:
+    """BNTT's scale, running mean and variance `[C]` for the step after `steps` steps."""
+    pick: Callable[[Array], Array]
+    if late_statistics == "cycle":
+        pick = lambda v: jax.lax.dynamic_index_in_dim(v, steps % timesteps, 0, keepdims=False)
+    else:
+        last = lambda v: jax.lax.dynamic_index_in_dim(v, jnp.minimum(steps, timesteps - 1), 0, keepdims=False)
+        pick = last if late_statistics == "last" else (lambda v: jnp.where(steps < timesteps, last(v), v.mean(0)))
+    return pick(gamma), pick(stats["mean"]), pick(stats["var"])
