@@ -51,10 +51,11 @@ def test_streaming_a_recording_in_chunks_matches_the_window_at_its_t_th_frame(mo
     chunked = streaming.continuous(model, variables, frames, labels)
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])
-    assert int(whole[0].sum()) == labels.size
+    assert whole[0].shape == (7, 4, 4) and whole[0].sum(axis=(1, 2)).tolist() == [16 * 16] * 7
     # From zero state, the prediction at frame T is that of the window of the first T frames.
     window = model.apply(variables, jnp.asarray(frames[None, :T]), train=False)
     np.testing.assert_array_equal(whole[1][T - 1], np.argmax(window[0], -1))
+    np.testing.assert_array_equal(whole[0][T - 1], metrics.confusion_matrix(labels[T - 1], whole[1][T - 1], 4))
 
 
 def test_recordings_are_runs_of_consecutive_frames():

@@ -31,6 +31,7 @@ from snnseg_jax.data.split import run_starts
 from snnseg_jax.evaluate import Restored
 
 CHUNK = 32  # frames per compiled scan
+POSITIONS = 16  # MIoU by position in the recording: frames 1 .. 15, then all later ones
 STRIP_FRAMES = 8  # frames shown in the figure
 
 
@@ -53,14 +54,15 @@ def _chunk(model: nn.Module, variables: dict, state: stream.State, frames: jax.A
         return state, (confusion, prediction)
 
     state, (confusions, predictions) = jax.lax.scan(one_step, state, (frames, labels, valid))
-    return state, confusions.sum(axis=0), predictions
+    return state, confusions, predictions
 
 
 def continuous(model: nn.Module, variables: dict, frames: np.ndarray, labels: np.ndarray,
                late_statistics: str = "last") -> tuple[np.ndarray, np.ndarray]:
-    """The confusion matrix of one recording `[L, H, W, 2]` streamed from zero state, and its predictions."""
+    """The confusion matrices `[L, K, K]` of each frame of one recording `[L, H, W, 2]` streamed from zero
+    state, and its predictions `[L, H, W]`."""
     state = stream.init(model, variables, (1, *frames.shape[1:]))
-    total, predictions = 0, []
+    confusions, predictions = [], []
     for start in range(0, len(frames), CHUNK):
         chunk = slice(start, start + CHUNK)
         count = len(frames[chunk])
@@ -68,13 +70,14 @@ def continuous(model: nn.Module, variables: dict, frames: np.ndarray, labels: np
         valid = np.arange(CHUNK) < count
         state, confusion, predicted = _chunk(model, variables, state, pad(frames[chunk]), pad(labels[chunk]), valid,
                                              late_statistics)
-        total = total + np.asarray(confusion, np.int64)
+        confusions.append(np.asarray(confusion, np.int64)[:count])
         predictions.append(np.asarray(predicted)[:count, 0])
-    return total, np.concatenate(predictions)
+    return np.concatenate(confusions), np.concatenate(predictions)
 
 
 def stream_split(model: nn.Module, variables: dict, split, late_statistics: str) -> tuple[np.ndarray, float, tuple]:
-    """Every recording of `split` streamed: the confusion matrix, the seconds it took, and the longest
+    """Every recording of `split` streamed: the confusion matrices by position in the recording
+    `[POSITIONS, K, K]` (the last one for every later position), the seconds it took, and the longest
     recording's frame indices and predictions."""
     recordings = recordings_of(split)
     first = recordings[0][:1]
@@ -83,7 +86,9 @@ def stream_split(model: nn.Module, variables: dict, split, late_statistics: str)
     for indices in recordings:
         counted, predictions = continuous(model, variables, split.inputs[indices], split.labels[indices],
                                           late_statistics)
-        confusion = confusion + counted
+        by_position = np.zeros((POSITIONS, *counted.shape[1:]), np.int64)
+        np.add.at(by_position, np.minimum(np.arange(len(counted)), POSITIONS - 1), counted)
+        confusion = confusion + by_position
         if longest is None or len(indices) > len(longest[0]):
             longest = (indices, predictions)
     return confusion, time.perf_counter() - start, longest
@@ -94,13 +99,15 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
     rule = run.config.analysis.stream_late_statistics
     by_rule = {other: stream_split(run.model, variables, split, other) for other in stream.LATE_STATISTICS}
-    confusion, seconds, longest = by_rule[rule]
-    windowed = run.confusion()
+    by_position, seconds, longest = by_rule[rule]
+    confusion, windowed = by_position.sum(axis=0), run.confusion()
     report = {"continuous_miou": metrics.mean_iou(confusion), "windowed_miou": metrics.mean_iou(windowed),
               "frames": len(split), "recordings": len(recordings_of(split)), "frames_per_second": len(split) / seconds,
               "continuous_pixel_accuracy": metrics.pixel_accuracy(confusion),
               "windowed_pixel_accuracy": metrics.pixel_accuracy(windowed), "late_statistics": rule,
-              "continuous_miou_by_late_statistics": {other: metrics.mean_iou(c) for other, (c, _, _) in by_rule.items()},
+              "continuous_miou_by_late_statistics": {other: metrics.mean_iou(c.sum(axis=0))
+                                                     for other, (c, _, _) in by_rule.items()},
+              "continuous_miou_by_position": [metrics.mean_iou(c) for c in by_position],
               "model": run.config.model.name, "timesteps": run.model.settings.timesteps}
     return report, _figure(run, split, *longest, report)
 
@@ -111,11 +118,13 @@ def headline(report: dict) -> str:
 
 
 def _figure(run: Restored, split, indices: np.ndarray, predictions: np.ndarray, report: dict) -> Figure:
-    """Input, continuous prediction and label of frames spread over the longest recording."""
+    """Input, continuous prediction and label of frames spread over the longest recording; below,
+    the continuous MIoU by position in the recording against the windowed MIoU."""
     shown = np.linspace(0, len(indices) - 1, min(STRIP_FRAMES, len(indices))).astype(int)
     palette = samples.palette_for(run.config.dataset.name, len(split.class_names))
-    figure = Figure(figsize=(1.4 * len(shown), 4.6), layout="constrained")
-    axes = figure.subplots(3, len(shown), squeeze=False)
+    figure = Figure(figsize=(max(1.4 * len(shown), 7), 6.6), layout="constrained")
+    strip, curve = figure.subfigures(2, 1, height_ratios=[3, 1.6])
+    axes = strip.subplots(3, len(shown), squeeze=False)
     for column, f in enumerate(shown):
         image, style = samples.displayable(split.inputs[indices[f]][None])
         panels = ((image, style), (samples.colour_labels(predictions[f], palette), {}),
@@ -127,6 +136,16 @@ def _figure(run: Restored, split, indices: np.ndarray, predictions: np.ndarray, 
     for row, name in enumerate(("events", "streamed", "label")):
         axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center",
                           fontsize=8)
-    figure.suptitle(f"{report['model']} streaming one recording: MIoU {report['continuous_miou']:.3f} "
-                    f"continuous, {report['windowed_miou']:.3f} in windows of T={report['timesteps']}", fontsize=9)
+    strip.suptitle(f"{report['model']} streaming one recording: MIoU {report['continuous_miou']:.3f} "
+                   f"continuous, {report['windowed_miou']:.3f} in windows of T={report['timesteps']}", fontsize=9)
+    ax = curve.subplots()
+    positions = np.arange(1, POSITIONS + 1)
+    ax.plot(positions, report["continuous_miou_by_position"], "-o", markersize=3, label="streamed from frame 1")
+    ax.axhline(report["windowed_miou"], color="black", linestyle=":", label=f"windows of T={report['timesteps']}")
+    ax.axvline(report["timesteps"], color="grey", linewidth=0.8)
+    ax.set_xticks(positions, [*map(str, positions[:-1]), f"{POSITIONS}+"], fontsize=7)
+    ax.set_xlabel("frame of the recording", fontsize=8)
+    ax.set_ylabel("MIoU", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     return figure
