@@ -68,3 +68,17 @@ def test_a_small_ann_learns_on_real_photographs(tmp_path):
     print(f"MIoU {report['miou']:.3f} vs majority-class baseline {majority_miou:.3f}")
     assert report["num_images"] == 150
     assert report["miou"] > majority_miou + 0.3
+
+
+def test_latency_and_streaming_on_the_ddd17_layout(tmp_path):
+    """The streaming analyses read DDD17's recordings as distributed: every test frame, once."""
+    root = make_dataset(tmp_path / "data", "evsegnet")
+    workdir = tmp_path / "run"
+    run("train.py", "configs/ddd17_deeplab.py", workdir, root)
+    run("evaluate.py", "configs/ddd17_deeplab.py", workdir, root, "--analyses=latency,streaming")
+    streamed = json.loads((workdir / "analysis" / "streaming.json").read_text())
+    evaluation = json.loads((workdir / "eval_test.json").read_text())
+    assert streamed["frames"] == sum(map(len, DDD17_TEST.values())) and streamed["recordings"] == len(DDD17_TEST)
+    assert streamed["windowed_miou"] == evaluation["miou"]
+    anytime = json.loads((workdir / "analysis" / "latency.json").read_text())
+    assert anytime["timesteps"] == [1, 2] and abs(anytime["miou"][-1] - evaluation["miou"]) < 1e-6
