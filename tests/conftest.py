@@ -65,3 +65,14 @@ def random_variables(model, input_shape, seed=0):
 @pytest.fixture(name="random_variables")
 def random_variables_fixture():
     return random_variables
+
+
+def lively_variables(model, input_shape, seed=0):
+    """`random_variables` with BNTT running statistics drawn so that the layers spike, but not always."""
+    variables = random_variables(model, input_shape, seed)
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 256))
+    draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, v: jax.random.uniform(next(keys), v.shape, minval=draws[path[-1].key][0],
+                                           maxval=draws[path[-1].key][1]), variables["batch_stats"])
+    return {"params": variables["params"], "batch_stats": stats}

@@ -3,7 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import random_variables
+from conftest import lively_variables
 
 from snnseg_jax import metrics, models, ops
 from snnseg_jax.analysis import latency, streaming
@@ -13,22 +13,11 @@ T = 3
 KEY = jax.random.PRNGKey(0)
 
 
-def lively(model, input_shape):
-    """Random weights and BNTT statistics under which the layers spike, but not always."""
-    variables = random_variables(model, input_shape)
-    keys = iter(jax.random.split(jax.random.PRNGKey(1), 256))
-    draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, v: jax.random.uniform(next(keys), v.shape, minval=draws[path[-1].key][0],
-                                           maxval=draws[path[-1].key][1]), variables["batch_stats"])
-    return {"params": variables["params"], "batch_stats": stats}
-
-
 def test_anytime_curve_ends_at_the_evaluation_and_counts_each_steps_spikes():
     model = models.build("spiking_deeplab", num_classes=4, timesteps=T, width=0.125)
     images = jax.random.uniform(KEY, (3, 16, 16, 3), minval=-1, maxval=1)
     labels = jax.random.randint(KEY, (3, 16, 16), 0, 4)
-    variables = lively(model, images.shape[1:])
+    variables = lively_variables(model, images.shape[1:])
     confusions, spikes = jax.jit(lambda v, b, k: latency.anytime_step(v, b, k, model=model))(
         variables, {"inputs": images, "labels": labels}, KEY)
     logits, sown = model.apply(variables, images, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
@@ -45,7 +34,7 @@ def test_streaming_a_recording_in_chunks_matches_the_window_at_its_t_th_frame(mo
     rng = np.random.default_rng(0)
     frames = rng.uniform(-0.5, 0.5, (7, 16, 16, 2)).astype(np.float32)
     labels = rng.integers(0, 4, (7, 16, 16)).astype(np.uint8)
-    variables = lively(model, (T, 16, 16, 2))
+    variables = lively_variables(model, (T, 16, 16, 2))
     whole = streaming.continuous(model, variables, frames, labels)
     monkeypatch.setattr(streaming, "CHUNK", 3)  # 3 chunks, the last one padded
     chunked = streaming.continuous(model, variables, frames, labels)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import lively_variables
 
 from snnseg_jax import models, stream
 
@@ -13,18 +14,7 @@ KEY = jax.random.PRNGKey(0)
 T = 4
 
 
-def lively_variables(model, input_shape, random_variables):
-    """Random weights with non-trivial BNTT statistics: layers that spike, but not always."""
-    variables = random_variables(model, input_shape)
-    keys = iter(jax.random.split(jax.random.PRNGKey(1), 256))
-    draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, v: jax.random.uniform(next(keys), v.shape, minval=draws[path[-1].key][0],
-                                           maxval=draws[path[-1].key][1]), variables["batch_stats"])
-    return {"params": variables["params"], "batch_stats": stats}
-
-
-def network_and_frames(name, kind, random_variables, batch=2, size=16):
+def network_and_frames(name, kind, batch=2, size=16):
     """A tiny spiking network, its variables, its input and the frames it reads at each step."""
     if kind == "images":
         model = models.build(name, num_classes=5, timesteps=T, width=0.125)
@@ -34,7 +24,7 @@ def network_and_frames(name, kind, random_variables, batch=2, size=16):
         model = models.build(name, num_classes=5, timesteps=T, width=0.125, in_channels=2)
         x = jax.random.uniform(KEY, (batch, T, size, size, 2), minval=-0.5, maxval=0.5)
         frames = jnp.swapaxes(x, 0, 1)
-    return model, lively_variables(model, x.shape[1:], random_variables), x, frames
+    return model, lively_variables(model, x.shape[1:]), x, frames
 
 
 def run_steps(model, variables, frames, **kwargs):
@@ -50,8 +40,8 @@ def run_steps(model, variables, frames, **kwargs):
 
 @pytest.mark.parametrize("kind", ["images", "events"])
 @pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
-def test_after_t_steps_the_logits_are_the_networks(name, kind, random_variables):
-    model, variables, x, frames = network_and_frames(name, kind, random_variables)
+def test_after_t_steps_the_logits_are_the_networks(name, kind):
+    model, variables, x, frames = network_and_frames(name, kind)
     expected, sown = jax.jit(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": KEY},
                                                       mutable=[models.ACTIVITY]))(variables, x)
     spikes = np.mean([float(a.mean()) for a in models.activity(sown).values()])
@@ -62,8 +52,8 @@ def test_after_t_steps_the_logits_are_the_networks(name, kind, random_variables)
     np.testing.assert_array_equal(jnp.argmax(logits[-1], -1), jnp.argmax(expected, -1))
 
 
-def test_step_under_scan_agrees_with_jitted_steps(random_variables):
-    model, variables, _, frames = network_and_frames("spiking_fcn", "images", random_variables)
+def test_step_under_scan_agrees_with_jitted_steps():
+    model, variables, _, frames = network_and_frames("spiking_fcn", "images")
     frames = jnp.concatenate([frames, frames[:3]])  # past T: the window slides
     _, stepped = run_steps(model, variables, frames)
 
@@ -83,8 +73,8 @@ def test_encode_draws_the_networks_spikes_and_longer_streams_extend_shorter_ones
     assert long.shape == (3 * T, 2, 8, 8, 3) and not np.array_equal(long[:T], long[T:2 * T])
 
 
-def test_late_statistics_rules_agree_within_t_and_differ_after(random_variables):
-    model, variables, _, frames = network_and_frames("spiking_deeplab", "events", random_variables)
+def test_late_statistics_rules_agree_within_t_and_differ_after():
+    model, variables, _, frames = network_and_frames("spiking_deeplab", "events")
     frames = jnp.concatenate([frames, frames])
     logits = {rule: run_steps(model, variables, frames, late_statistics=rule)[1] for rule in stream.LATE_STATISTICS}
     for rule in ("mean", "cycle"):
@@ -96,7 +86,7 @@ def test_ann_and_unknown_rule_are_refused(random_variables):
     ann = models.build("deeplab", num_classes=3, timesteps=T, width=0.125)
     with pytest.raises(ValueError, match="an ANN has no state"):
         stream.init(ann, random_variables(ann, (8, 8, 3)), (1, 8, 8, 3))
-    model, variables, _, frames = network_and_frames("spiking_deeplab", "images", random_variables)
+    model, variables, _, frames = network_and_frames("spiking_deeplab", "images")
     state = stream.init(model, variables, frames.shape[1:])
     with pytest.raises(ValueError, match="unknown late_statistics 'first'"):
         stream.step(model, variables, state, frames[0], late_statistics="first")
