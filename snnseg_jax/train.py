@@ -27,7 +27,7 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from snnseg_jax import checkpoints, data, metrics, models, sharding
+from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, sharding
 from snnseg_jax.cli import UserError
 from snnseg_jax.data import pipeline
 
@@ -44,26 +44,22 @@ class TrainState:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raises a `UserError` listing every out-of-range value of `config`."""
-    problems = []
-    positive = ["batch_size", "eval_batch_size", "learning_rate", "log_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints", "dataset.image_size", "model.timesteps",
-                "loader_threads", "prefetch_batches"]
-    for field in positive:
-        value = functools.reduce(getattr, field.split("."), config)
-        if not value > 0:
-            problems.append(f"{field} must be positive, got {value}")
-    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    """Raises a `UserError` listing every bad value of `config`: each field against its rule
+    (`config_rules`), then the checks that involve several fields."""
+    bad = config_rules.problems(config)
+    problems = list(bad.values())
+    fine = lambda *fields: not any(field in bad for field in fields)
+    if fine("num_train_steps", "num_epochs") and config.num_train_steps <= 0 and config.num_epochs <= 0:
         problems.append("set num_epochs or num_train_steps to a positive number")
-    if not 0.0 <= config.lr_decay_at <= 1.0:
-        problems.append(f"lr_decay_at is a fraction of training in [0, 1], got {config.lr_decay_at}")
-    try:
+    if fine("model.name", "model.head", "dataset.image_size"):
         table = models.architecture_of(config.model.name, config.model.head)
-    except ValueError:
-        table = None  # an unknown name or head: `build_model` says so
-    if table and config.dataset.image_size % table.side_multiple():
-        problems.append(f"the {table.name.upper()}s need dataset.image_size divisible by {table.side_multiple()}, "
-                        f"got {config.dataset.image_size}")
+        if config.dataset.image_size % table.side_multiple():
+            problems.append(f"the {table.name.upper()}s need dataset.image_size divisible by "
+                            f"{table.side_multiple()}, got {config.dataset.image_size}")
+    d = config.distributed
+    if fine("distributed.num_processes", "distributed.process_id") and 0 < d.num_processes <= d.process_id:
+        problems.append(f"distributed.process_id must be below distributed.num_processes ({d.num_processes}), "
+                        f"got {d.process_id}")
     if problems:
         raise UserError("bad config: " + "; ".join(problems) + ".")
 
@@ -230,7 +226,8 @@ def append_metrics(workdir: str, record: dict) -> None:
     """Appends `record` to `metrics.jsonl` as one line (on the first process only)."""
     if not sharding.is_primary():
         return
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    path = os.path.join(workdir, "metrics.jsonl")
+    with cli.naming(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -249,7 +246,7 @@ def drop_metrics_after(workdir: str, step: int) -> None:
     kept = [line for number, line in enumerate(lines, 1) if _logged_step(line, number, path) <= step]
     if len(kept) == len(lines) and not torn:
         return
-    with open(path + ".tmp", "w") as f:
+    with cli.naming(path + ".tmp"), open(path + ".tmp", "w") as f:
         f.writelines(line + "\n" for line in kept)
     os.replace(path + ".tmp", path)
 
@@ -435,9 +432,18 @@ class StepChecker:
         self.checked = step
 
 
+def make_workdir(workdir: str) -> None:
+    """Creates `workdir` and its parents where missing (a path that cannot be a directory raises the
+    `OSError` that names it, which the entry points explain)."""
+    if not workdir:
+        raise UserError("--workdir is empty; name the directory for the run's metrics and checkpoints")
+    os.makedirs(workdir, exist_ok=True)
+
+
 def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """Checks `config`, starts the processes and builds the run's data, model and optimizer."""
     check_config(config)
+    make_workdir(workdir)
     sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh, "batch_size")
@@ -449,7 +455,6 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     optimizer = make_optimizer(config, steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
-    os.makedirs(workdir, exist_ok=True)
     return Run(config=config, config_json=config_as_json(config), workdir=workdir, mesh=mesh, train_set=train_set,
                eval_set=eval_set, model=model, optimizer=optimizer, schedule=learning_rate_schedule(config, steps),
                steps=steps, init=init, train_key=train_key, eval_key=eval_key)
@@ -521,7 +526,7 @@ def train_loop(run: Run, state: TrainState, position: pipeline.Position, window:
     finally:
         log.close()
         batches.close()
-        mngr.wait_until_finished()
+        checkpoints.finish(mngr)
         mngr.close()
     return result
 

@@ -78,6 +78,7 @@ def saved_state(workdir, step):
         ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state")))
 
 
+
 def step_dirs(workdir):
     return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
@@ -110,8 +111,7 @@ def reference(tmp_path_factory, env):
 
 
 def complete_steps(workdir):
-    directory = os.path.join(workdir, "checkpoints")
-    return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+    return checkpoints.complete_steps(os.path.join(workdir, "checkpoints"))
 
 
 def fresh_saves(workdir, since_ns):
@@ -194,6 +194,48 @@ def test_killed_at_seeded_points_then_rerun_ends_exactly_as_the_uninterrupted_ru
     assert_ends_like(reference, workdir)
     with open(os.path.join(reference, "eval_val.json")) as a, open(os.path.join(workdir, "eval_val.json")) as b:
         assert json.load(a) == json.load(b)
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def can_mount_a_small_disk():
+    """Whether this machine lets a user namespace mount a tmpfs (a disk that fills up)."""
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not can_mount_a_small_disk(), reason="needs unshare to mount a small tmpfs")
+def test_a_full_disk_while_saving_stops_with_a_message_and_keeps_the_last_checkpoint(reference, env, tmp_path):
+    """The run of `reference` with checkpoint 12 lost, resumed on a 3 MiB disk filled up to 120 KiB from
+    the end: the save of checkpoint 12 fails; then, with space again, the run ends as the reference."""
+    disk, outside = tmp_path / "disk", tmp_path / "outside"
+    disk.mkdir(), outside.mkdir()
+    workdir = disk / "run"
+    quoted = lambda args: " ".join(f"'{a}'" for a in args)
+    script = f"""
+        mount -t tmpfs -o size=3m tmpfs {disk} && cp -r {reference} {workdir} && rm -r {workdir}/checkpoints/{STEPS}
+        mkdir {outside}/before {outside}/after && cp -r {workdir}/checkpoints {outside}/before
+        head -c $(( ($(df -k --output=avail {disk} | tail -1) - 120) * 1024 )) /dev/zero > {disk}/filler
+        {quoted(command("train.py", workdir))} > {outside}/full.out 2> {outside}/full.err; echo $? > {outside}/full.status
+        cp -r {workdir}/checkpoints {outside}/after && rm {disk}/filler
+        {quoted(command("train.py", workdir))} > {outside}/freed.out 2> {outside}/freed.err; echo $? > {outside}/freed.status
+        cp -r {workdir} {outside}/run
+    """
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script], cwd=REPO, env=env,
+                   check=True, timeout=600)
+    read = lambda name: (outside / name).read_text()
+    assert read("full.status").strip() == "2", read("full.err")[-3000:]
+    message = " ".join(read("full.err").split()).rsplit("error: ", 1)[-1]
+    assert message.startswith(f"could not use '{workdir}/checkpoints': no space left on its device")
+    assert f"Checkpoint {STEPS - EVERY} is the newest complete one and is intact" in message
+    assert complete_steps(outside / "after") == complete_steps(outside / "before") == [STEPS - EVERY]
+    assert_same_arrays(saved_state(outside / "before", STEPS - EVERY), saved_state(outside / "after", STEPS - EVERY))
+    assert read("freed.status").strip() == "0", read("freed.err")[-3000:]
+    assert_ends_like(reference, outside / "run")
 
 
 # ---------------------------------------------------------------- non-finite steps
