@@ -27,8 +27,8 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, sharding
-from snnseg_jax.cli import UserError
+from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, preemption, sharding
+from snnseg_jax.cli import Stopped, UserError
 from snnseg_jax.data import pipeline
 
 
@@ -460,19 +460,30 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
                steps=steps, init=init, train_key=train_key, eval_key=eval_key)
 
 
-def restore_or_init(run: Run) -> tuple[TrainState, pipeline.Position, LogWindow]:
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where training begins: the state, the data position and logging window open after its step, and
+    whether the validation due at that step is still to run (a run stopped by a signal leaves it)."""
+
+    state: TrainState
+    position: pipeline.Position
+    window: LogWindow
+    validation_owed: bool = False
+
+
+def restore_or_init(run: Run) -> Start:
     """The state, data position and open logging window of the newest checkpoint, or a fresh start."""
     # Every process reads the checkpoint; only the first moves damaged ones aside (one rename each).
     resumed = checkpoints.restore_newest(run.workdir, abstract_state(run.init, run.mesh), run.config_json,
                                          move_invalid=sharding.is_primary())
     if resumed is None:
         state = jax.jit(run.init, out_shardings=sharding.replicated(run.mesh))()
-        return state, pipeline.Position(), LogWindow()
+        return Start(state, pipeline.Position(), LogWindow())
     if sharding.is_primary():
         checkpoints.warn_config_differences(resumed, run.config_json, "resuming")
         position = resumed.position
         print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
-    return resumed.state, resumed.position, LogWindow(**resumed.log_window)
+    return Start(resumed.state, resumed.position, LogWindow(**resumed.log_window), resumed.validation_owed)
 
 
 def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iterator[dict]:
@@ -497,32 +508,45 @@ def validate(run: Run, verified: Verified) -> dict:
     return result
 
 
-def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position) -> None:
+def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position,
+         validation_owed: bool = False) -> None:
     """Starts saving the verified state with the data position after it and its logging window."""
     checkpoints.save(mngr, verified.step, verified.state, position, log_window=verified.log_window,
-                     config=run.config_json)
+                     config=run.config_json, validation_owed=validation_owed)
 
 
-def train_loop(run: Run, state: TrainState, position: pipeline.Position, window: LogWindow) -> dict | None:
-    """Trains from `state`, at `position` in the data, to `run.steps`; returns the last validation."""
-    start = int(state.step)
+def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict | None:
+    """Trains from `start` to `run.steps`; returns the last validation.
+
+    Stops after the step in flight when any process has received a signal in `stops` (deferring
+    them, see `preemption`): saves that step, waits until it is written, and raises `Stopped`.
+    """
+    first = int(start.state.step)
     per_epoch = pipeline.batches_per_epoch(len(run.train_set), run.config.batch_size)
     compiled_train_step = compile_train_step(run.model, run.optimizer, run.mesh, run.config.skip_nonfinite_steps)
     mngr = checkpoints.manager(run.workdir, run.config.keep_checkpoints)
-    batches = train_batches(run, position, per_epoch)
-    log = TrainingLog(run, start, window)
-    checker = StepChecker(log, start, mngr.latest_step, run.config.learning_rate)
-    result = None
+    batches = train_batches(run, start.position, per_epoch)
+    log = TrainingLog(run, first, start.window)
+    checker = StepChecker(log, first, mngr.latest_step, run.config.learning_rate)
+    state, result, vote = start.state, None, None
     try:
-        for step in range(start + 1, run.steps + 1):
+        if start.validation_owed:
+            result = validate(run, checker.verify(state, first))
+        for step in range(first + 1, run.steps + 1):
             state, step_metrics = compiled_train_step(state, next(batches), run.train_key)
             checker.dispatched(step, step_metrics)  # checks step - 1 while this one runs
-            if run.validates_at(step) or run.saves_at(step):
+            stopping = step < run.steps and vote is not None and bool(vote)  # asked for after step - 1
+            if stopping or run.validates_at(step) or run.saves_at(step):
                 verified = checker.verify(state, step)
-                if run.validates_at(step):
+                if run.validates_at(step) and not stopping:
                     result = validate(run, verified)
-                if run.saves_at(step):
-                    save(mngr, run, verified, pipeline.advance(position, step - start, per_epoch))
+                if run.saves_at(step) or stopping:
+                    owed = stopping and run.validates_at(step)
+                    save(mngr, run, verified, pipeline.advance(start.position, step - first, per_epoch), owed)
+                if stopping:
+                    checkpoints.finish(mngr)
+                    raise Stopped(preemption.stopped_message(stops, step, owed))
+            vote = sharding.any_process(stops.requested, run.mesh)  # read after the next step
     finally:
         log.close()
         batches.close()
@@ -534,14 +558,23 @@ def train_loop(run: Run, state: TrainState, position: pipeline.Position, window:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     """Trains the configured model in `workdir` (resuming if it holds a checkpoint).
 
-    Returns the final validation metrics.
+    Returns the final validation metrics. On SIGTERM, SIGUSR1 or SIGINT saves the last step computed
+    and raises `Stopped` (see `preemption`).
     """
-    run = set_up(config, workdir)
-    state, position, window = restore_or_init(run)
-    start = int(state.step)
-    drop_metrics_after(workdir, start)
-    if start >= run.steps:
-        if sharding.is_primary():
-            print(f"Already trained for {run.steps} steps; nothing to do.")
-        return final_validation(workdir)
-    return train_loop(run, state, position, window)
+    with preemption.StopRequests() as stops:
+        try:
+            run = set_up(config, workdir)
+            stops.install()  # again: joining several processes installs JAX's own SIGTERM handler
+            if sharding.is_primary():
+                print(f"Training on {sharding.describe(run.mesh)}.")
+            start = restore_or_init(run)
+            stops.deferring = True  # from here on, a signal asks to stop after the steps in flight
+        except KeyboardInterrupt:  # a signal before training: nothing to save
+            newest = max(checkpoints.complete_steps(checkpoints.directory(workdir)), default=None)
+            raise Stopped(preemption.not_started_message(stops, newest)) from None
+        drop_metrics_after(workdir, int(start.state.step))
+        if int(start.state.step) >= run.steps:
+            if sharding.is_primary():
+                print(f"Already trained for {run.steps} steps; nothing to do.")
+            return final_validation(workdir)
+        return train_loop(run, start, stops)

@@ -24,7 +24,7 @@ import pytest
 
 from configs import shapes_deeplab
 from conftest import REPO
-from snnseg_jax import checkpoints, models, sharding, train
+from snnseg_jax import checkpoints, cli, models, sharding, train
 from snnseg_jax.cli import UserError
 
 CONFIG = REPO / "configs" / "shapes_deeplab.py"
@@ -89,10 +89,11 @@ def assert_same_arrays(expected, actual):
         np.testing.assert_array_equal(actual[path], leaf, err_msg=str(path))
 
 
-def assert_ends_like(reference, workdir):
-    """Same kept checkpoints (bitwise) and the same metrics.jsonl but for the timings."""
-    assert step_dirs(workdir) == step_dirs(reference)
-    for step in step_dirs(reference):
+def assert_ends_like(reference, workdir, steps=None):
+    """Same kept checkpoints (or those of `steps`), bitwise, and the same metrics.jsonl but for the timings."""
+    if steps is None:
+        assert step_dirs(workdir) == step_dirs(reference)
+    for step in steps or step_dirs(reference):
         assert_same_arrays(saved_state(reference, step), saved_state(workdir, step))
     assert without_timing(read_metrics(workdir)) == without_timing(read_metrics(reference))
 
@@ -194,6 +195,50 @@ def test_killed_at_seeded_points_then_rerun_ends_exactly_as_the_uninterrupted_ru
     assert_ends_like(reference, workdir)
     with open(os.path.join(reference, "eval_val.json")) as a, open(os.path.join(workdir, "eval_val.json")) as b:
         assert json.load(a) == json.load(b)
+
+
+# ---------------------------------------------------------------- SIGTERM: save, stop, resume
+
+
+def stopped_at(point, step, workdir, env, rng):
+    """Runs train.py until SIGTERM at `point` of `step` (see kill_switch.py) stops it; checks that it
+    saved the last step it had dispatched, and returns that step and the run's output."""
+    args = command("train.py", workdir, loader_changes(rng))
+    args[1:2] = [str(REPO / "tests" / "kill_switch.py"), point, str(step)]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == cli.EXIT_STOPPED, f"{point} {step}: {result.stderr[-3000:]}"
+    last, sent = map(int, re.search(r"kill_switch: last step dispatched (\d+), (\d+) SIGTERM", result.stderr).groups())
+    assert sent == (2 if point == "term_save" else 1)  # term_save: a second one during the stop's save
+    message = " ".join(result.stderr.split())
+    assert f"stopped: SIGTERM received; saved checkpoint {last}, the last step computed" in message
+    assert max(complete_steps(workdir)) == last and last not in fresh_saves(workdir, 0)
+    return last, result
+
+
+def test_sigterm_saves_the_last_step_computed_and_resuming_recomputes_none(reference, env, tmp_path):
+    """SIGTERM during a step, during a periodic save (and once more during the save it causes) and
+    during a validation: each run saves the last step it computed and exits with EXIT_STOPPED; the
+    next run resumes from exactly that step; the end is the uninterrupted run's, bitwise."""
+    rng = random.Random(15)
+    workdir = str(tmp_path / "stopped")
+    # Read one step late, a request during step s stops the run after step s + 1: a checkpoint step
+    # (4), or a step due for validation (5), which the resumed run then validates first.
+    step = rng.choice([3, 4])
+    last, _ = stopped_at("term_step", step, workdir, env, rng)
+    assert last == step + 1
+    # Orbax commits checkpoint `step` in the background while the loop goes on: the stop comes some
+    # steps later, whenever the signal does.
+    step, resumed_from = next(s for s in range(last + 1, STEPS) if s % EVERY == 0), last
+    last, result = stopped_at("term_save", step, workdir, env, rng)
+    assert f"Resuming from step {resumed_from} " in result.stdout and last > step
+    if last < 10:
+        resumed_from = last
+        last, result = stopped_at("term_validation", 10, workdir, env, rng)
+        assert f"Resuming from step {resumed_from} " in result.stdout and last == 11
+    result = run("train.py", workdir, env)
+    assert result.returncode == 0, result.stderr
+    assert f"Resuming from step {last} " in result.stdout
+    assert_ends_like(reference, workdir, steps=[STEPS])  # the stops kept other checkpoints than the reference
 
 
 # ---------------------------------------------------------------- a full disk
