@@ -27,7 +27,7 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, preemption, sharding
+from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, preemption, sharding, summaries
 from snnseg_jax.cli import Stopped, UserError
 from snnseg_jax.data import pipeline
 
@@ -357,14 +357,19 @@ class LogWindow:
                 "skipped_steps": self.skipped}
 
 
+TENSORBOARD_TRAINING = ("loss", "learning_rate", "images_per_sec", "skipped_steps")  # from each training line
+TENSORBOARD_IMAGES = 3  # validation predictions shown, of the first images of the evaluation split
+
+
 class TrainingLog:
     """The training lines of `metrics.jsonl` and the progress bar, fed the finished steps in order.
 
-    Owns the open logging window and the images/s clock (the time and step of the last line).
+    Owns the open logging window and the images/s clock (the time and step of the last line); writes
+    each line's values to TensorBoard as well.
     """
 
-    def __init__(self, run: Run, start: int, window: LogWindow) -> None:
-        self.run, self.window = run, window
+    def __init__(self, run: Run, start: int, window: LogWindow, tensorboard: summaries.Summaries) -> None:
+        self.run, self.window, self.tensorboard = run, window, tensorboard
         self.clock = (time.perf_counter(), start)
         self.bar = tqdm.tqdm(total=run.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
                              disable=not sharding.is_primary())
@@ -386,6 +391,7 @@ class TrainingLog:
         self.clock = (now, step)
         record = self.window.record(step, float(self.run.schedule(step - 1)), images_per_sec)
         append_metrics(self.run.workdir, record)
+        self.tensorboard.scalars(step, {f"train/{name}": record[name] for name in TENSORBOARD_TRAINING})
         self.bar.set_postfix(loss=f"{record['loss']:.4f}" if self.window.losses else "-",
                              images_per_sec=f"{images_per_sec:.1f}")
         self.window = LogWindow()
@@ -494,8 +500,9 @@ def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iter
                           run.config.loader_threads, run.config.prefetch_batches)
 
 
-def validate(run: Run, verified: Verified) -> dict:
-    """Validates the verified state on the evaluation split; writes and prints its line."""
+def validate(run: Run, verified: Verified, tensorboard: summaries.Summaries | None = None) -> dict:
+    """Validates the verified state on the evaluation split; writes and prints its line (and logs its
+    metrics and a few predictions to `tensorboard`)."""
     confusion = confusion_over(compile_eval_step(run.model, run.mesh), verified.state, run.eval_set,
                                run.config.eval_batch_size, run.eval_key, run.mesh, run.config.loader_threads)
     split = run.config.dataset.eval_split
@@ -505,12 +512,43 @@ def validate(run: Run, verified: Verified) -> dict:
     if sharding.is_primary():
         tqdm.tqdm.write(f"step {verified.step}: {split} MIoU {result['miou']:.4f}, "
                         f"pixel accuracy {result['pixel_accuracy']:.4f}")
+    if tensorboard is not None:
+        per_class = zip(result["class_names"], result["iou_per_class"])
+        tensorboard.scalars(verified.step, {f"{split}/miou": result["miou"],
+                                            f"{split}/pixel_accuracy": result["pixel_accuracy"],
+                                            **{f"{split}/iou/{name}": iou for name, iou in per_class}})
+        tensorboard.images(verified.step, prediction_images(run, verified.state))
     return result
 
 
+def prediction_images(run: Run, state: TrainState) -> dict[str, np.ndarray]:
+    """Input, prediction and label side by side (classes in the dataset's palette, the VOC one for
+    VOC), for each of the first `TENSORBOARD_IMAGES` images of the evaluation split."""
+    from snnseg_jax.analysis import samples  # here: analysis imports this module
+
+    count = min(TENSORBOARD_IMAGES, len(run.eval_set))
+    inputs, labels = run.eval_set.read(np.arange(count))
+    first = data.ArrayDataset(inputs, labels, run.eval_set.class_names)
+    batch_size = -(-count // run.mesh.devices.size) * run.mesh.devices.size
+    predictions = np.concatenate(map_batches(compile_eval_step(run.model, run.mesh, samples.predict_step),
+                                             state, first, batch_size, run.eval_key, run.mesh))[:count]
+    if not sharding.is_primary():
+        return {}
+    palette = samples.palette_for(run.config.dataset.name, len(run.eval_set.class_names))
+    images = {}
+    for i in range(count):
+        shown, style = samples.displayable(inputs[i])
+        images[f"{run.config.dataset.eval_split}/prediction_{i}"] = summaries.side_by_side(
+            summaries.as_rgb(shown, style.get("vmin"), style.get("vmax")),
+            samples.colour_labels(predictions[i], palette), samples.colour_labels(labels[i], palette))
+    return images
+
+
 def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position,
-         validation_owed: bool = False) -> None:
-    """Starts saving the verified state with the data position after it and its logging window."""
+         tensorboard: summaries.Summaries, validation_owed: bool = False) -> None:
+    """Starts saving the verified state with the data position after it and its logging window (once
+    the TensorBoard events up to its step are written)."""
+    tensorboard.checkpointed(verified.step)
     checkpoints.save(mngr, verified.step, verified.state, position, log_window=verified.log_window,
                      config=run.config_json, validation_owed=validation_owed)
 
@@ -526,12 +564,13 @@ def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict |
     compiled_train_step = compile_train_step(run.model, run.optimizer, run.mesh, run.config.skip_nonfinite_steps)
     mngr = checkpoints.manager(run.workdir, run.config.keep_checkpoints)
     batches = train_batches(run, start.position, per_epoch)
-    log = TrainingLog(run, first, start.window)
+    tensorboard = summaries.Summaries(run.workdir, first, active=sharding.is_primary())
+    log = TrainingLog(run, first, start.window, tensorboard)
     checker = StepChecker(log, first, mngr.latest_step, run.config.learning_rate)
     state, result, vote = start.state, None, None
     try:
         if start.validation_owed:
-            result = validate(run, checker.verify(state, first))
+            result = validate(run, checker.verify(state, first), tensorboard)
         for step in range(first + 1, run.steps + 1):
             state, step_metrics = compiled_train_step(state, next(batches), run.train_key)
             checker.dispatched(step, step_metrics)  # checks step - 1 while this one runs
@@ -539,16 +578,18 @@ def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict |
             if stopping or run.validates_at(step) or run.saves_at(step):
                 verified = checker.verify(state, step)
                 if run.validates_at(step) and not stopping:
-                    result = validate(run, verified)
+                    result = validate(run, verified, tensorboard)
                 if run.saves_at(step) or stopping:
                     owed = stopping and run.validates_at(step)
-                    save(mngr, run, verified, pipeline.advance(start.position, step - first, per_epoch), owed)
+                    position = pipeline.advance(start.position, step - first, per_epoch)
+                    save(mngr, run, verified, position, tensorboard, owed)
                 if stopping:
                     checkpoints.finish(mngr)
                     raise Stopped(preemption.stopped_message(stops, step, owed))
             vote = sharding.any_process(stops.requested, run.mesh)  # read after the next step
     finally:
         log.close()
+        tensorboard.close()
         batches.close()
         checkpoints.finish(mngr)
         mngr.close()

@@ -14,6 +14,7 @@ environment), make that cheaper without changing what is computed:
 import atexit
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -65,3 +66,26 @@ def random_variables(model, input_shape, seed=0):
 @pytest.fixture(name="random_variables")
 def random_variables_fixture():
     return random_variables
+
+
+def read_events(workdir) -> list[tuple[str, int, object]]:
+    """(tag, step, value) of every summary in the TensorBoard event files of `workdir`, in file order:
+    scalars as floats, images as their PNG bytes. A record cut short at the end of a file is left out.
+
+    Reads the files' TFRecord framing (length, its CRC, the Event, its CRC) without checking CRCs.
+    """
+    from tensorboardX.proto import event_pb2
+    found = []
+    for name in sorted(n for n in os.listdir(workdir) if n.startswith("events.out.tfevents.")):
+        data = Path(workdir, name).read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            if at + 12 + length + 4 > len(data):
+                break
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                found.append((value.tag, event.step, value.image.encoded_image_string if value.HasField("image")
+                              else value.simple_value))
+    return found

@@ -78,10 +78,10 @@ def plant_in_validation(step: int) -> None:
     """Sends SIGTERM as the validation of `step` begins."""
     validate = train.validate
 
-    def validating(run, verified):
+    def validating(run, verified, *args):
         if verified.step == step:
             terminate()
-        return validate(run, verified)
+        return validate(run, verified, *args)
 
     train.validate = validating
 

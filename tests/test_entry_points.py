@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import read_events
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
 # 40 training images in batches of 8: 5 steps per epoch; 8 steps cross an epoch boundary.
@@ -53,6 +54,22 @@ def test_training_writes_metrics_checkpoints_and_validation(uninterrupted):
     assert all(l["num_images"] == 13 and 0 <= l["miou"] <= 1 for l in val_lines)
     assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == ["3", "6", "8"]
     assert int(saved_state(uninterrupted, 8)["step"]) == 8
+
+
+def test_training_writes_tensorboard_events_holding_the_logged_values(uninterrupted):
+    events = {(tag, step): value for tag, step, value in read_events(uninterrupted)}
+    lines = read_metrics(uninterrupted)
+    for line in lines:
+        if "loss" in line:
+            for name in ("loss", "learning_rate", "images_per_sec", "skipped_steps"):
+                assert events[(f"train/{name}", line["step"])] == pytest.approx(line[name], rel=1e-6)
+        else:
+            assert events[("val/miou", line["step"])] == pytest.approx(line["miou"], rel=1e-6)
+            assert events[("val/pixel_accuracy", line["step"])] == pytest.approx(line["pixel_accuracy"], rel=1e-6)
+            for name, iou in zip(line["class_names"], line["iou_per_class"]):
+                assert events.get((f"val/iou/{name}", line["step"])) == (None if iou is None else pytest.approx(iou))
+            for i in range(3):  # input, prediction and label side by side, as PNG
+                assert events[(f"val/prediction_{i}", line["step"])].startswith(b"\x89PNG")
 
 
 def test_resumed_run_continues_from_the_checkpoint_and_ends_with_the_same_parameters(uninterrupted, tmp_path):
