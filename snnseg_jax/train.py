@@ -364,6 +364,9 @@ TENSORBOARD_IMAGES = 3  # validation predictions shown, of the first images of t
 class TrainingLog:
     """The training lines of `metrics.jsonl` and the progress bar, fed the finished steps in order.
 
+    The bar counts finished steps (fetched one step late); its rate and ETA leave out the first
+    step, which holds the compilation.
+
     Owns the open logging window and the images/s clock (the time and step of the last line); writes
     each line's values to TensorBoard as well.
     """
@@ -371,15 +374,23 @@ class TrainingLog:
     def __init__(self, run: Run, start: int, window: LogWindow, tensorboard: summaries.Summaries) -> None:
         self.run, self.window, self.tensorboard = run, window, tensorboard
         self.clock = (time.perf_counter(), start)
-        self.bar = tqdm.tqdm(total=run.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
-                             disable=not sharding.is_primary())
+        self.bar = self._progress_bar(start, "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [compiling]")
+        self.timed = False  # whether the bar measures the rate: from the end of the first step on
+
+    def _progress_bar(self, initial: int, bar_format: str | None = None) -> tqdm.tqdm:
+        return tqdm.tqdm(total=self.run.steps, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0,
+                         bar_format=bar_format, leave=bar_format is None, disable=not sharding.is_primary())
 
     def add(self, step: int, loss: float, finite: bool) -> tuple[int, float] | None:
         """Adds a finished step, writing its window's line where it ends; returns it as (step, loss) if
         it is non-finite and not to be skipped."""
         nonfinite = self.window.add([(step, loss, finite)], self.run.config.skip_nonfinite_steps)
         if nonfinite is None:
-            self.bar.update(1)
+            if not self.timed:  # the first step compiled the train step: the rate and ETA start after it
+                self.bar.close()
+                self.bar, self.timed = self._progress_bar(step), True
+            else:
+                self.bar.update(1)
             if self.run.logs_at(step):
                 self._write_line(step)
         return nonfinite
