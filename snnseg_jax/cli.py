@@ -164,6 +164,7 @@ def run(main: Callable[[], None], argv: Sequence[str] | None = None) -> None:
     if extra:
         fail(f"unexpected arguments {' '.join(extra)}; options take the form --name=value")
     formulations.keep_freed_memory()
+    formulations.deterministic_gpu_ops()
     try:
         main()
     except UserError as error:
