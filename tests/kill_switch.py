@@ -14,6 +14,8 @@ Or it sends itself SIGTERM (what a batch scheduler does before it preempts a job
 - `term_save`: while checkpoint <step> is being committed in Orbax's background thread (the main
   thread is then at a later step), and again while any later checkpoint is committed, which is
   the checkpoint of the stop: a second signal during that save.
+Or SIGINT (Ctrl-C) at `int_before_training`: as the newest checkpoint is about to be restored
+(<step> is ignored).
 The run exits normally if it never reaches the point. At exit it prints to stderr the last step it
 dispatched and the number of SIGTERMs it sent: `kill_switch: last step dispatched <n>, <k> SIGTERM`.
 """
@@ -74,6 +76,17 @@ def plant_in_step(step: int, act=None) -> None:
                                   file=sys.stderr))
 
 
+def plant_before_training() -> None:
+    """Sends SIGINT as training restores its newest checkpoint, before the first step."""
+    restore_or_init = train.restore_or_init
+
+    def restoring(run):
+        os.kill(os.getpid(), signal.SIGINT)
+        return restore_or_init(run)
+
+    train.restore_or_init = restoring
+
+
 def plant_in_validation(step: int) -> None:
     """Sends SIGTERM as the validation of `step` begins."""
     validate = train.validate
@@ -115,6 +128,8 @@ def main() -> None:
         plant_in_validation(step)
     elif point == "term_save":
         plant_in_save(step, terminate, again=True)
+    elif point == "int_before_training":
+        plant_before_training()
     elif point != "term_step":
         raise SystemExit(f"unknown point {point!r}")
     sys.argv, sys.path[0] = [TRAIN_PY, *flags], os.path.dirname(TRAIN_PY)  # as `python train.py` has them

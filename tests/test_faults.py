@@ -251,6 +251,21 @@ def test_sigterm_saves_the_last_step_computed_and_resuming_recomputes_none(refer
     assert_ends_like(reference, workdir, steps=[STEPS])  # the stops kept other checkpoints than the reference
 
 
+@pytest.mark.parametrize("resuming", [False, True], ids=["fresh", "resuming"])
+def test_ctrl_c_before_training_says_where_the_same_command_starts(reference, env, tmp_path, resuming):
+    workdir = str(tmp_path / "run")
+    if resuming:
+        shutil.copytree(reference, workdir)
+    args = command("train.py", workdir)
+    args[1:2] = [str(REPO / "tests" / "kill_switch.py"), "int_before_training", "0"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == cli.EXIT_STOPPED and "Traceback" not in result.stderr, result.stderr[-3000:]
+    message = " ".join(result.stderr.split())
+    assert message.startswith("stopped: SIGINT received before training began; ")
+    assert ("the same command resumes from checkpoint 12" if resuming else
+            "no checkpoint yet, so the same command starts again from step 0") in message
+
+
 # ---------------------------------------------------------------- a full disk
 
 
