@@ -18,7 +18,7 @@ the JAX version (`MEASURED_WITH`); rerun it after upgrading JAX and drop what no
 Off CPU only the backend-independent ones are used, and none has been measured there yet. The two
 convolution formulations measured on CPU only are off there, XLA's (vendor) convolutions on:
 `ops.conv2d` chooses by what a convolution computes (the in-bounds taps only where fewer than half
-of its multiply-adds read the input, as for the dilation-12 fc6 on a 16x16 map, where three
+of its multiply-adds read the input, as for DeepLab's dilation-12 layer on a 16x16 map, where three
 quarters multiply padding), but only where the backend's `Tuning` allows. Whether that pays on a
 GPU or TPU is measured there by switching it on, alone:
 
