@@ -1,12 +1,14 @@
 """Training: the train state, the pure train and eval steps, and the loop of `train.py`.
 
 `train_and_evaluate(config, workdir)` trains with Adam and a step decay (paper §5.1.2), logs to
-`<workdir>/metrics.jsonl`, validates periodically, and checkpoints to `<workdir>/checkpoints`,
-resuming from the newest checkpoint at the exact step, data position and logging window it was
-saved at, so that a run interrupted at any moment and resumed ends as an uninterrupted one. Each
-step's metrics are fetched one step late. A step with a non-finite loss, gradient or update stops
-training before anything of it is saved (or is skipped, with `skip_nonfinite_steps`): validation
-and checkpoints take only a `Verified` state, which exists once every step up to it was checked.
+`<workdir>/metrics.jsonl` and to TensorBoard event files (`summaries`), validates periodically, and
+checkpoints to `<workdir>/checkpoints`, resuming from the newest checkpoint at the exact step, data
+position and logging window it was saved at, so that a run interrupted at any moment and resumed
+ends as an uninterrupted one. Each step's metrics are fetched one step late. A step with a
+non-finite loss, gradient or update stops training before anything of it is saved (or is skipped,
+with `skip_nonfinite_steps`): validation and checkpoints take only a `Verified` state, which exists
+once every step up to it was checked. SIGTERM, SIGUSR1 and SIGINT stop training after the step in
+flight, saving it (`preemption`).
 """
 from __future__ import annotations
 
