@@ -12,9 +12,9 @@ reaches one host first. Further signals are only counted: the save under way com
 stops at once; a save it interrupts is passed over when resuming).
 
 Before the loop starts (data loading, restoring, compiling) nothing has been computed that a
-checkpoint would keep, so a signal stops at once (as `KeyboardInterrupt`). `jax.distributed`
-installs a SIGTERM handler of its own (for its preemption sync points, unused here): training
-installs these handlers again after joining the processes (`install`).
+checkpoint would keep, so a signal stops at once (as `KeyboardInterrupt`). JAX's own preemption
+service, which would take SIGTERM for sync points of its own, is switched off when the processes
+join (`sharding.start_processes`).
 """
 
 from __future__ import annotations
@@ -39,21 +39,13 @@ class StopRequests:
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequests:
-        self.install()
+        if threading.current_thread() is threading.main_thread():  # Python runs handlers there only
+            self._previous = {number: signal.signal(number, self._receive) for number in SIGNALS}
         return self
 
     def __exit__(self, *exc_info) -> None:
-        for number, handler in self._previous.items():
+        for number, handler in self._previous.items():  # None: a handler not set from Python
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
-
-    def install(self) -> None:
-        """Makes these signals call this object (again, where something else took them meanwhile)."""
-        if threading.current_thread() is not threading.main_thread():  # Python runs handlers there only
-            return
-        for number in SIGNALS:
-            previous = signal.signal(number, self._receive)
-            if number not in self._previous:
-                self._previous[number] = previous
 
     def _receive(self, number: int, frame: FrameType | None) -> None:
         # Nothing but recording: the handler interrupts arbitrary code (printing included).

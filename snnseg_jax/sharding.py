@@ -9,6 +9,7 @@ do not depend on how many processes or devices share the work.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,10 @@ def start_processes(initialize: bool, coordinator_address: str = "", num_process
     """
     if not initialize or jax.distributed.is_initialized():
         return
+    # JAX's preemption service would take SIGTERM for sync points of its own; training handles the
+    # signals itself, alike with one process or several (`preemption`). (Older JAX lacks the option.)
+    with contextlib.suppress(AttributeError):
+        jax.config.update("jax_enable_preemption_service", False)
     try:
         jax.distributed.initialize(coordinator_address=coordinator_address or None,
                                    num_processes=num_processes if num_processes > 0 else None,

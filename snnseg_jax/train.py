@@ -618,7 +618,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict 
     with preemption.StopRequests() as stops:
         try:
             run = set_up(config, workdir)
-            stops.install()  # again: joining several processes installs JAX's own SIGTERM handler
             if sharding.is_primary():
                 print(f"Training on {sharding.describe(run.mesh)}.")
             start = restore_or_init(run)
