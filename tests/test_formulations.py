@@ -1,5 +1,7 @@
 """Each faster formulation against the plain op it replaces: values and gradients."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +111,12 @@ def test_the_tests_compute_matrix_products_at_full_float32_precision():
     assert jax.config.jax_default_matmul_precision == "highest"
     a = jnp.asarray(rng.normal(size=(8, 8)), jnp.float32)
     assert "precision=(Precision.HIGHEST, Precision.HIGHEST)" in str(jax.make_jaxpr(jnp.dot)(a, a))
+
+
+def test_entry_points_ask_xla_for_deterministic_gpu_kernels_unless_told_otherwise(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert formulations.deterministic_gpu_ops()
+    assert formulations.deterministic_gpu_ops() is False  # once
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0 --xla_gpu_deterministic_ops=true"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=false")  # the user's choice stands
+    assert not formulations.deterministic_gpu_ops() and os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"
