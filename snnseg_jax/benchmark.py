@@ -1,7 +1,8 @@
 """Times the training pipeline's jitted train and eval steps on synthetic inputs of a config's shapes.
 
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py [--config.batch_size=2] [--compile_only]
-    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning \
+        [--ablate=conv_in_bounds_taps,...] [--tuning_backend=gpu]
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --stream --repeats=10
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
@@ -17,7 +18,7 @@ import functools
 import json
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -153,25 +154,37 @@ def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: 
     return result
 
 
-def tuning_variants() -> dict[str, formulations.Tuning]:
-    """The formulations of this backend: all, none, and all but each one in use."""
-    tuned = formulations.for_backend(jax.default_backend())
-    variants = {"all": tuned, "none": formulations.PLAIN}
-    for field in dataclasses.fields(tuned):
-        value = getattr(tuned, field.name)
+def tuning_variants(backend: str | None = None, fields: Sequence[str] = ()) -> dict[str, formulations.Tuning]:
+    """The formulations of `backend` (default: this one) as "all", and for each of `fields` (default:
+    every field) all but it where it is in use ("without ..."), or all and it where it is not ("with
+    ...": a formulation measured elsewhere, tried here); with no `fields`, also "none"."""
+    tuned = formulations.for_backend(backend or jax.default_backend())
+    everything = formulations.for_backend("cpu")  # every formulation on, as each is where it is used
+    names = [field.name for field in dataclasses.fields(tuned)]
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise cli.UserError(f"unknown formulation {', '.join(unknown)} in --ablate; the fields of "
+                            f"formulations.Tuning are {', '.join(names)}")
+    variants = {"all": tuned} if fields else {"all": tuned, "none": formulations.PLAIN}
+    for name in fields or names:
+        value = getattr(tuned, name)
         if value:
-            variants[f"without {field.name}"] = dataclasses.replace(tuned, **{field.name: type(value)()})
+            variants[f"without {name}"] = dataclasses.replace(tuned, **{name: type(value)()})
+        elif getattr(everything, name) and not name.startswith("xla_cpu_"):  # the XLA CPU options act on CPU only
+            variants[f"with {name}"] = dataclasses.replace(tuned, **{name: getattr(everything, name)})
     return variants
 
 
-def ablate_tuning(config: ml_collections.ConfigDict, repeats: int) -> list[dict]:
-    """Train step seconds and temporary memory of each of `tuning_variants`, as ratios to "all".
+def ablate_tuning(config: ml_collections.ConfigDict, repeats: int, backend: str | None = None,
+                  fields: Sequence[str] = ()) -> list[dict]:
+    """Train step seconds and temporary memory of each of `tuning_variants(backend, fields)`, as
+    ratios to "all".
 
     Every variant is compiled first; then rounds time one step of each in turn, so that load from
     other processes falls on all of them alike. Best and median over `repeats` rounds.
     """
     train.check_config(config)
-    steps = {name: Steps(config, tuning) for name, tuning in tuning_variants().items()}
+    steps = {name: Steps(config, tuning) for name, tuning in tuning_variants(backend, fields).items()}
     for variant in steps.values():
         time_calls(variant.train_once, 1)  # warm-up
     seconds = {name: [] for name in steps}
@@ -184,7 +197,8 @@ def ablate_tuning(config: ml_collections.ConfigDict, repeats: int) -> list[dict]
     return [{"variant": name, "train_step_seconds": best[name], "train_step_median_seconds": median[name],
              "ratio_best": best[name] / best["all"], "ratio_median": median[name] / median["all"],
              "train_temp_bytes": memory[name], "memory_ratio": memory[name] / memory["all"],
-             "device": device_description(), "jax": jax.__version__} for name in steps]
+             "tuning_backend": backend or jax.default_backend(), "device": device_description(),
+             "jax": jax.__version__} for name in steps]
 
 
 def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
@@ -242,7 +256,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     if FLAGS.ablate_tuning:
-        rows = ablate_tuning(FLAGS.config, FLAGS.repeats)
+        rows = ablate_tuning(FLAGS.config, FLAGS.repeats, FLAGS.tuning_backend or None, FLAGS.ablate)
         for row in rows:
             print(f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
                   f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
@@ -266,5 +280,9 @@ if __name__ == "__main__":
                       "forward (spiking networks; --repeats rounds).")
     flags.DEFINE_bool("ablate_tuning", False, "Time the train step with each faster formulation switched "
                       "off in turn (snnseg_jax.formulations), as ratios to all of them.")
+    flags.DEFINE_list("ablate", [], "With --ablate_tuning: only these formulations (fields of "
+                      "formulations.Tuning), each switched off where in use and on where not.")
+    flags.DEFINE_string("tuning_backend", "", "With --ablate_tuning: the formulations of this backend "
+                        "(cpu, gpu, tpu) instead of the one running, e.g. to rehearse a GPU run on CPU.")
     flags.mark_flags_as_required(["config"])
     cli.run(main)

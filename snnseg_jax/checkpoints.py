@@ -10,20 +10,27 @@ Restoring takes the newest checkpoint that reads back whole and matches its chec
 that do not are reported and, when training, moved to `<workdir>/checkpoints_invalid/` (they would
 be in the way of new saves); nothing is ever deleted here. A checkpoint whose arrays do not fit the
 config's model is a `UserError` naming the first parameter that differs.
+
+A save that fails on the file system (a full disk, a lost permission) stops training with a
+`UserError` naming the directory and the newest complete checkpoint, which the failed save leaves
+intact (Orbax deletes old checkpoints only after a new one is complete).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import os
-from typing import Any
+import re
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from snnseg_jax.cli import UserError, warn
+from snnseg_jax.cli import UserError, explain_os_error, warn
 from snnseg_jax.data.pipeline import Position
 
 INVALID_DIR = "checkpoints_invalid"
@@ -37,6 +44,7 @@ class Checkpoint:
     position: Position
     log_window: dict  # as saved by `save`, opaque here
     config: dict  # the config that saved it, as JSON
+    validation_owed: bool = False  # saved by a stop before validating its step, which is due
 
 
 class Unreadable(Exception):
@@ -58,16 +66,76 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
     It removes the temporary directories of saves that an earlier run did not finish.
     """
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=_handlers())
+    absl_logger = logging.getLogger("absl")  # Orbax's; its background threads log a failed save
+    if not any(isinstance(f, _QuietFileSystemFailures) for f in absl_logger.filters):
+        absl_logger.addFilter(_QuietFileSystemFailures())
+    with reporting_file_system_errors(directory(workdir)):
+        return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=_handlers())
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, position: Position, *, log_window: dict,
-         config: dict) -> None:
-    """Starts saving checkpoint `step`: `state`, `position`, and `log_window` and `config` (JSON)."""
-    run = {"config": config, "log_window": log_window, "state_sha256": state_digest(state)}
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                            data=ocp.args.JsonSave(dataclasses.asdict(position)),
-                                            run=ocp.args.JsonSave(run)))
+         config: dict, validation_owed: bool = False) -> None:
+    """Starts saving checkpoint `step`: `state`, `position`, and `log_window` and `config` (JSON).
+
+    Waits for the previous save first; one that failed on the file system raises a `UserError`.
+    """
+    run = {"config": config, "log_window": log_window, "state_sha256": state_digest(state),
+           "validation_owed": validation_owed}
+    with reporting_file_system_errors(str(mngr.directory)):
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                data=ocp.args.JsonSave(dataclasses.asdict(position)),
+                                                run=ocp.args.JsonSave(run)))
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+    """Waits until the saves under way are written; one that failed on the file system raises a `UserError`."""
+    with reporting_file_system_errors(str(mngr.directory)):
+        mngr.wait_until_finished()
+
+
+def os_error_code(error: BaseException | None) -> int | None:
+    """The `errno` of the file-system failure behind `error`, if that is what it is: an `OSError` in
+    its chain, or TensorStore's `[os_error_code='28']` in an Orbax error."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno:
+            return error.errno
+        code = re.search(r"os_error_code='?(\d+)", str(error))
+        if code:
+            return int(code.group(1))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextlib.contextmanager
+def reporting_file_system_errors(checkpoint_dir: str) -> Iterator[None]:
+    """Turns a file-system failure of Orbax into a `UserError` naming `checkpoint_dir` and the newest
+    complete checkpoint in it; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as error:  # Orbax raises ValueError, OSError, ... for what TensorStore reports
+        code = os_error_code(error)
+        if code is None:
+            raise
+        newest = max(complete_steps(checkpoint_dir), default=None)
+        kept = (f"Checkpoint {newest} is the newest complete one and is intact; running the same command "
+                f"again resumes from it" if newest is not None else "No checkpoint is complete yet")
+        raise UserError(f"{explain_os_error(OSError(code, os.strerror(code), checkpoint_dir))}. {kept}.") from None
+
+
+class _QuietFileSystemFailures(logging.Filter):
+    """Drops Orbax's log records (tracebacks of background threads) of a save that failed on the file
+    system: `reporting_file_system_errors` reports the failure once, as one paragraph."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failure = record.exc_info[1] if record.exc_info else None
+        return os_error_code(failure) is None and "os_error_code=" not in record.getMessage()
+
+
+def complete_steps(checkpoint_dir: str) -> list[int]:
+    """The steps of the complete checkpoints in `checkpoint_dir` (directories named by a step), ascending."""
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    return sorted(int(name) for name in os.listdir(checkpoint_dir) if name.isdigit())
 
 
 def state_digest(state: Any) -> str:
@@ -139,7 +207,8 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config
         raise Unreadable(_reason(error)) from None
     if state_digest(restored["state"]) != digest:
         raise Unreadable("its arrays differ from the checksum saved with them")
-    return Checkpoint(step, restored["state"], position, log_window, saved_config)
+    return Checkpoint(step, restored["state"], position, log_window, saved_config,
+                      bool(run.get("validation_owed", False)))
 
 
 def _reason(error: BaseException) -> str:

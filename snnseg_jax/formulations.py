@@ -13,8 +13,18 @@ Whether each still pays is measured by switching it off alone, on the paper's ne
 
 which prints the train step's time and temporary memory with all of them, with none, and without
 each one, as ratios to all of them in the same run. `MEASURED` holds what that printed last, with
-the JAX version (`MEASURED_WITH`); rerun it after upgrading JAX and drop what no longer pays. Off
-CPU only the backend-independent ones are used, and none has been measured there yet.
+the JAX version (`MEASURED_WITH`); rerun it after upgrading JAX and drop what no longer pays.
+
+Off CPU only the backend-independent ones are used, and none has been measured there yet. The two
+convolution formulations measured on CPU only are off there, XLA's (vendor) convolutions on:
+`ops.conv2d` chooses by what a convolution computes (the in-bounds taps only where fewer than half
+of its multiply-adds read the input, as for DeepLab's dilation-12 layer on a 16x16 map, where three
+quarters multiply padding), but only where the backend's `Tuning` allows. Whether that pays on a
+GPU or TPU is measured there by switching it on, alone:
+
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --ablate_tuning --ablate=conv_in_bounds_taps
+
+(`benchmarks/gpu_check.sh` runs it; `--tuning_backend=gpu` rehearses it on CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -100,6 +111,22 @@ def _cpu_options() -> dict[str, str]:
     except Exception:  # an XLA without these options: its defaults
         return {}
     return dict(_CPU_OPTIONS)
+
+
+def deterministic_gpu_ops() -> bool:
+    """Adds `--xla_gpu_deterministic_ops=true` to `XLA_FLAGS`, unless they name that flag already.
+
+    XLA's GPU kernels then give the same bits run after run (no atomics in scatter-adds and
+    reductions, convolution algorithms chosen deterministically), which the exact resume of a run
+    needs; it may cost some speed (`XLA_FLAGS=--xla_gpu_deterministic_ops=false` trades it back).
+    CPUs and TPUs are deterministic anyway and ignore it. Entry points call it (`cli.run`) before
+    the first computation: XLA reads its flags once. Returns whether it added the flag.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" in flags:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
+    return True
 
 
 def keep_freed_memory() -> bool:

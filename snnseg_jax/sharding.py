@@ -9,9 +9,12 @@ do not depend on how many processes or devices share the work.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import TYPE_CHECKING
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -31,6 +34,10 @@ def start_processes(initialize: bool, coordinator_address: str = "", num_process
     """
     if not initialize or jax.distributed.is_initialized():
         return
+    # JAX's preemption service would take SIGTERM for sync points of its own; training handles the
+    # signals itself, alike with one process or several (`preemption`). (Older JAX lacks the option.)
+    with contextlib.suppress(AttributeError):
+        jax.config.update("jax_enable_preemption_service", False)
     try:
         jax.distributed.initialize(coordinator_address=coordinator_address or None,
                                    num_processes=num_processes if num_processes > 0 else None,
@@ -59,6 +66,31 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """A full copy on every device."""
     return NamedSharding(mesh, PartitionSpec())
+
+
+def any_process(flag: bool, mesh: Mesh) -> jax.Array:
+    """Whether `flag` is true in any process: a replicated boolean computed by a collective over `mesh`.
+
+    Every process must call it alike (the same number of times, in the same order among its other
+    computations). It is dispatched, not waited for: read it later with `bool(...)`.
+    """
+    local = np.full(len(mesh.local_devices), flag)
+    votes = jax.make_array_from_process_local_data(batch_sharding(mesh), local, (mesh.devices.size,))
+    return _any_of(mesh)(votes)
+
+
+@functools.lru_cache(maxsize=None)
+def _any_of(mesh: Mesh):
+    return jax.jit(jnp.any, out_shardings=replicated(mesh))
+
+
+def describe(mesh: Mesh) -> str:
+    """The devices and processes of `mesh`, in words: "2 cpu devices (cpu) in 1 process"."""
+    devices, processes = mesh.devices.size, jax.process_count()
+    kinds = sorted({device.device_kind for device in mesh.devices.flat})
+    platform = mesh.devices.flat[0].platform
+    return (f"{devices} {platform} device{'s' if devices > 1 else ''} ({', '.join(kinds)}) in {processes} "
+            f"process{'es' if processes > 1 else ''}")
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, name: str) -> None:

@@ -1,12 +1,14 @@
 """Training: the train state, the pure train and eval steps, and the loop of `train.py`.
 
 `train_and_evaluate(config, workdir)` trains with Adam and a step decay (paper §5.1.2), logs to
-`<workdir>/metrics.jsonl`, validates periodically, and checkpoints to `<workdir>/checkpoints`,
-resuming from the newest checkpoint at the exact step, data position and logging window it was
-saved at, so that a run interrupted at any moment and resumed ends as an uninterrupted one. Each
-step's metrics are fetched one step late. A step with a non-finite loss, gradient or update stops
-training before anything of it is saved (or is skipped, with `skip_nonfinite_steps`): validation
-and checkpoints take only a `Verified` state, which exists once every step up to it was checked.
+`<workdir>/metrics.jsonl` and to TensorBoard event files (`summaries`), validates periodically, and
+checkpoints to `<workdir>/checkpoints`, resuming from the newest checkpoint at the exact step, data
+position and logging window it was saved at, so that a run interrupted at any moment and resumed
+ends as an uninterrupted one. Each step's metrics are fetched one step late. A step with a
+non-finite loss, gradient or update stops training before anything of it is saved (or is skipped,
+with `skip_nonfinite_steps`): validation and checkpoints take only a `Verified` state, which exists
+once every step up to it was checked. SIGTERM, SIGUSR1 and SIGINT stop training after the step in
+flight, saving it (`preemption`).
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from snnseg_jax import checkpoints, data, metrics, models, sharding
-from snnseg_jax.cli import UserError
+from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, preemption, sharding, summaries
+from snnseg_jax.cli import Stopped, UserError
 from snnseg_jax.data import pipeline
 
 
@@ -44,26 +46,22 @@ class TrainState:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raises a `UserError` listing every out-of-range value of `config`."""
-    problems = []
-    positive = ["batch_size", "eval_batch_size", "learning_rate", "log_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints", "dataset.image_size", "model.timesteps",
-                "loader_threads", "prefetch_batches"]
-    for field in positive:
-        value = functools.reduce(getattr, field.split("."), config)
-        if not value > 0:
-            problems.append(f"{field} must be positive, got {value}")
-    if config.num_train_steps <= 0 and config.num_epochs <= 0:
+    """Raises a `UserError` listing every bad value of `config`: each field against its rule
+    (`config_rules`), then the checks that involve several fields."""
+    bad = config_rules.problems(config)
+    problems = list(bad.values())
+    fine = lambda *fields: not any(field in bad for field in fields)
+    if fine("num_train_steps", "num_epochs") and config.num_train_steps <= 0 and config.num_epochs <= 0:
         problems.append("set num_epochs or num_train_steps to a positive number")
-    if not 0.0 <= config.lr_decay_at <= 1.0:
-        problems.append(f"lr_decay_at is a fraction of training in [0, 1], got {config.lr_decay_at}")
-    try:
+    if fine("model.name", "model.head", "dataset.image_size"):
         table = models.architecture_of(config.model.name, config.model.head)
-    except ValueError:
-        table = None  # an unknown name or head: `build_model` says so
-    if table and config.dataset.image_size % table.side_multiple():
-        problems.append(f"the {table.name.upper()}s need dataset.image_size divisible by {table.side_multiple()}, "
-                        f"got {config.dataset.image_size}")
+        if config.dataset.image_size % table.side_multiple():
+            problems.append(f"the {table.name.upper()}s need dataset.image_size divisible by "
+                            f"{table.side_multiple()}, got {config.dataset.image_size}")
+    d = config.distributed
+    if fine("distributed.num_processes", "distributed.process_id") and 0 < d.num_processes <= d.process_id:
+        problems.append(f"distributed.process_id must be below distributed.num_processes ({d.num_processes}), "
+                        f"got {d.process_id}")
     if problems:
         raise UserError("bad config: " + "; ".join(problems) + ".")
 
@@ -230,7 +228,8 @@ def append_metrics(workdir: str, record: dict) -> None:
     """Appends `record` to `metrics.jsonl` as one line (on the first process only)."""
     if not sharding.is_primary():
         return
-    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    path = os.path.join(workdir, "metrics.jsonl")
+    with cli.naming(path), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -249,7 +248,7 @@ def drop_metrics_after(workdir: str, step: int) -> None:
     kept = [line for number, line in enumerate(lines, 1) if _logged_step(line, number, path) <= step]
     if len(kept) == len(lines) and not torn:
         return
-    with open(path + ".tmp", "w") as f:
+    with cli.naming(path + ".tmp"), open(path + ".tmp", "w") as f:
         f.writelines(line + "\n" for line in kept)
     os.replace(path + ".tmp", path)
 
@@ -360,24 +359,40 @@ class LogWindow:
                 "skipped_steps": self.skipped}
 
 
+TENSORBOARD_TRAINING = ("loss", "learning_rate", "images_per_sec", "skipped_steps")  # from each training line
+TENSORBOARD_IMAGES = 3  # validation predictions shown, of the first images of the evaluation split
+
+
 class TrainingLog:
     """The training lines of `metrics.jsonl` and the progress bar, fed the finished steps in order.
 
-    Owns the open logging window and the images/s clock (the time and step of the last line).
+    The bar counts finished steps (fetched one step late); its rate and ETA leave out the first
+    step, which holds the compilation.
+
+    Owns the open logging window and the images/s clock (the time and step of the last line); writes
+    each line's values to TensorBoard as well.
     """
 
-    def __init__(self, run: Run, start: int, window: LogWindow) -> None:
-        self.run, self.window = run, window
+    def __init__(self, run: Run, start: int, window: LogWindow, tensorboard: summaries.Summaries) -> None:
+        self.run, self.window, self.tensorboard = run, window, tensorboard
         self.clock = (time.perf_counter(), start)
-        self.bar = tqdm.tqdm(total=run.steps, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0,
-                             disable=not sharding.is_primary())
+        self.bar = self._progress_bar(start, "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [compiling]")
+        self.timed = False  # whether the bar measures the rate: from the end of the first step on
+
+    def _progress_bar(self, initial: int, bar_format: str | None = None) -> tqdm.tqdm:
+        return tqdm.tqdm(total=self.run.steps, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0,
+                         bar_format=bar_format, leave=bar_format is None, disable=not sharding.is_primary())
 
     def add(self, step: int, loss: float, finite: bool) -> tuple[int, float] | None:
         """Adds a finished step, writing its window's line where it ends; returns it as (step, loss) if
         it is non-finite and not to be skipped."""
         nonfinite = self.window.add([(step, loss, finite)], self.run.config.skip_nonfinite_steps)
         if nonfinite is None:
-            self.bar.update(1)
+            if not self.timed:  # the first step compiled the train step: the rate and ETA start after it
+                self.bar.close()
+                self.bar, self.timed = self._progress_bar(step), True
+            else:
+                self.bar.update(1)
             if self.run.logs_at(step):
                 self._write_line(step)
         return nonfinite
@@ -389,6 +404,7 @@ class TrainingLog:
         self.clock = (now, step)
         record = self.window.record(step, float(self.run.schedule(step - 1)), images_per_sec)
         append_metrics(self.run.workdir, record)
+        self.tensorboard.scalars(step, {f"train/{name}": record[name] for name in TENSORBOARD_TRAINING})
         self.bar.set_postfix(loss=f"{record['loss']:.4f}" if self.window.losses else "-",
                              images_per_sec=f"{images_per_sec:.1f}")
         self.window = LogWindow()
@@ -435,9 +451,18 @@ class StepChecker:
         self.checked = step
 
 
+def make_workdir(workdir: str) -> None:
+    """Creates `workdir` and its parents where missing (a path that cannot be a directory raises the
+    `OSError` that names it, which the entry points explain)."""
+    if not workdir:
+        raise UserError("--workdir is empty; name the directory for the run's metrics and checkpoints")
+    os.makedirs(workdir, exist_ok=True)
+
+
 def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """Checks `config`, starts the processes and builds the run's data, model and optimizer."""
     check_config(config)
+    make_workdir(workdir)
     sharding.start_processes(**config.distributed)
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.batch_size, mesh, "batch_size")
@@ -449,25 +474,35 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     optimizer = make_optimizer(config, steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
-    os.makedirs(workdir, exist_ok=True)
     return Run(config=config, config_json=config_as_json(config), workdir=workdir, mesh=mesh, train_set=train_set,
                eval_set=eval_set, model=model, optimizer=optimizer, schedule=learning_rate_schedule(config, steps),
                steps=steps, init=init, train_key=train_key, eval_key=eval_key)
 
 
-def restore_or_init(run: Run) -> tuple[TrainState, pipeline.Position, LogWindow]:
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where training begins: the state, the data position and logging window open after its step, and
+    whether the validation due at that step is still to run (a run stopped by a signal leaves it)."""
+
+    state: TrainState
+    position: pipeline.Position
+    window: LogWindow
+    validation_owed: bool = False
+
+
+def restore_or_init(run: Run) -> Start:
     """The state, data position and open logging window of the newest checkpoint, or a fresh start."""
     # Every process reads the checkpoint; only the first moves damaged ones aside (one rename each).
     resumed = checkpoints.restore_newest(run.workdir, abstract_state(run.init, run.mesh), run.config_json,
                                          move_invalid=sharding.is_primary())
     if resumed is None:
         state = jax.jit(run.init, out_shardings=sharding.replicated(run.mesh))()
-        return state, pipeline.Position(), LogWindow()
+        return Start(state, pipeline.Position(), LogWindow())
     if sharding.is_primary():
         checkpoints.warn_config_differences(resumed, run.config_json, "resuming")
         position = resumed.position
         print(f"Resuming from step {resumed.step} (epoch {position.epoch}, batch {position.batch}).")
-    return resumed.state, resumed.position, LogWindow(**resumed.log_window)
+    return Start(resumed.state, resumed.position, LogWindow(**resumed.log_window), resumed.validation_owed)
 
 
 def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iterator[dict]:
@@ -478,8 +513,9 @@ def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iter
                           run.config.loader_threads, run.config.prefetch_batches)
 
 
-def validate(run: Run, verified: Verified) -> dict:
-    """Validates the verified state on the evaluation split; writes and prints its line."""
+def validate(run: Run, verified: Verified, tensorboard: summaries.Summaries | None = None) -> dict:
+    """Validates the verified state on the evaluation split; writes and prints its line (and logs its
+    metrics and a few predictions to `tensorboard`)."""
     confusion = confusion_over(compile_eval_step(run.model, run.mesh), verified.state, run.eval_set,
                                run.config.eval_batch_size, run.eval_key, run.mesh, run.config.loader_threads)
     split = run.config.dataset.eval_split
@@ -489,39 +525,86 @@ def validate(run: Run, verified: Verified) -> dict:
     if sharding.is_primary():
         tqdm.tqdm.write(f"step {verified.step}: {split} MIoU {result['miou']:.4f}, "
                         f"pixel accuracy {result['pixel_accuracy']:.4f}")
+    if tensorboard is not None:
+        per_class = zip(result["class_names"], result["iou_per_class"])
+        tensorboard.scalars(verified.step, {f"{split}/miou": result["miou"],
+                                            f"{split}/pixel_accuracy": result["pixel_accuracy"],
+                                            **{f"{split}/iou/{name}": iou for name, iou in per_class}})
+        tensorboard.images(verified.step, prediction_images(run, verified.state))
     return result
 
 
-def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position) -> None:
-    """Starts saving the verified state with the data position after it and its logging window."""
+def prediction_images(run: Run, state: TrainState) -> dict[str, np.ndarray]:
+    """Input, prediction and label side by side (classes in the dataset's palette, the VOC one for
+    VOC), for each of the first `TENSORBOARD_IMAGES` images of the evaluation split."""
+    from snnseg_jax.analysis import samples  # here: analysis imports this module
+
+    count = min(TENSORBOARD_IMAGES, len(run.eval_set))
+    inputs, labels = run.eval_set.read(np.arange(count))
+    first = data.ArrayDataset(inputs, labels, run.eval_set.class_names)
+    batch_size = -(-count // run.mesh.devices.size) * run.mesh.devices.size
+    predictions = np.concatenate(map_batches(compile_eval_step(run.model, run.mesh, samples.predict_step),
+                                             state, first, batch_size, run.eval_key, run.mesh))[:count]
+    if not sharding.is_primary():
+        return {}
+    palette = samples.palette_for(run.config.dataset.name, len(run.eval_set.class_names))
+    images = {}
+    for i in range(count):
+        shown, style = samples.displayable(inputs[i])
+        images[f"{run.config.dataset.eval_split}/prediction_{i}"] = summaries.side_by_side(
+            summaries.as_rgb(shown, style.get("vmin"), style.get("vmax")),
+            samples.colour_labels(predictions[i], palette), samples.colour_labels(labels[i], palette))
+    return images
+
+
+def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position,
+         tensorboard: summaries.Summaries, validation_owed: bool = False) -> None:
+    """Starts saving the verified state with the data position after it and its logging window (once
+    the TensorBoard events up to its step are written)."""
+    tensorboard.checkpointed(verified.step)
     checkpoints.save(mngr, verified.step, verified.state, position, log_window=verified.log_window,
-                     config=run.config_json)
+                     config=run.config_json, validation_owed=validation_owed)
 
 
-def train_loop(run: Run, state: TrainState, position: pipeline.Position, window: LogWindow) -> dict | None:
-    """Trains from `state`, at `position` in the data, to `run.steps`; returns the last validation."""
-    start = int(state.step)
+def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict | None:
+    """Trains from `start` to `run.steps`; returns the last validation.
+
+    Stops after the step in flight when any process has received a signal in `stops` (deferring
+    them, see `preemption`): saves that step, waits until it is written, and raises `Stopped`.
+    """
+    first = int(start.state.step)
     per_epoch = pipeline.batches_per_epoch(len(run.train_set), run.config.batch_size)
     compiled_train_step = compile_train_step(run.model, run.optimizer, run.mesh, run.config.skip_nonfinite_steps)
     mngr = checkpoints.manager(run.workdir, run.config.keep_checkpoints)
-    batches = train_batches(run, position, per_epoch)
-    log = TrainingLog(run, start, window)
-    checker = StepChecker(log, start, mngr.latest_step, run.config.learning_rate)
-    result = None
+    batches = train_batches(run, start.position, per_epoch)
+    tensorboard = summaries.Summaries(run.workdir, first, active=sharding.is_primary())
+    log = TrainingLog(run, first, start.window, tensorboard)
+    checker = StepChecker(log, first, mngr.latest_step, run.config.learning_rate)
+    state, result, vote = start.state, None, None
     try:
-        for step in range(start + 1, run.steps + 1):
+        if start.validation_owed:
+            result = validate(run, checker.verify(state, first), tensorboard)
+        for step in range(first + 1, run.steps + 1):
             state, step_metrics = compiled_train_step(state, next(batches), run.train_key)
             checker.dispatched(step, step_metrics)  # checks step - 1 while this one runs
-            if run.validates_at(step) or run.saves_at(step):
+            stopping = step < run.steps and vote is not None and bool(vote)  # asked for after step - 1
+            if stopping or run.validates_at(step) or run.saves_at(step):
                 verified = checker.verify(state, step)
-                if run.validates_at(step):
-                    result = validate(run, verified)
-                if run.saves_at(step):
-                    save(mngr, run, verified, pipeline.advance(position, step - start, per_epoch))
+                if run.validates_at(step) and not stopping:
+                    result = validate(run, verified, tensorboard)
+                if run.saves_at(step) or stopping:
+                    owed = stopping and run.validates_at(step)
+                    position = pipeline.advance(start.position, step - first, per_epoch)
+                    save(mngr, run, verified, position, tensorboard, owed)
+                if stopping:
+                    checkpoints.finish(mngr)
+                    raise Stopped(preemption.stopped_message(stops, step, owed))
+            vote = sharding.any_process(stops.requested, run.mesh)  # read after the next step
     finally:
         log.close()
+        tensorboard.close()
         batches.close()
-        mngr.wait_until_finished()
+        checkpoints.finish(mngr)
         mngr.close()
     return result
 
@@ -529,14 +612,22 @@ def train_loop(run: Run, state: TrainState, position: pipeline.Position, window:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
     """Trains the configured model in `workdir` (resuming if it holds a checkpoint).
 
-    Returns the final validation metrics.
+    Returns the final validation metrics. On SIGTERM, SIGUSR1 or SIGINT saves the last step computed
+    and raises `Stopped` (see `preemption`).
     """
-    run = set_up(config, workdir)
-    state, position, window = restore_or_init(run)
-    start = int(state.step)
-    drop_metrics_after(workdir, start)
-    if start >= run.steps:
-        if sharding.is_primary():
-            print(f"Already trained for {run.steps} steps; nothing to do.")
-        return final_validation(workdir)
-    return train_loop(run, state, position, window)
+    with preemption.StopRequests() as stops:
+        try:
+            run = set_up(config, workdir)
+            if sharding.is_primary():
+                print(f"Training on {sharding.describe(run.mesh)}.")
+            start = restore_or_init(run)
+            stops.deferring = True  # from here on, a signal asks to stop after the steps in flight
+        except KeyboardInterrupt:  # a signal before training: nothing to save
+            newest = max(checkpoints.complete_steps(checkpoints.directory(workdir)), default=None)
+            raise Stopped(preemption.not_started_message(stops, newest)) from None
+        drop_metrics_after(workdir, int(start.state.step))
+        if int(start.state.step) >= run.steps:
+            if sharding.is_primary():
+                print(f"Already trained for {run.steps} steps; nothing to do.")
+            return final_validation(workdir)
+        return train_loop(run, start, stops)

@@ -9,11 +9,16 @@ environment), make that cheaper without changing what is computed:
 - one persistent XLA compilation cache for the whole run (a temporary directory, unless
   JAX_COMPILATION_CACHE_DIR is set): many of the processes compile the same networks. An entry is
   looked up by the program, the compile options and the XLA flags, so a hit runs the same executable.
+One more keeps the tests' tolerances (down to rtol 1e-6) meaningful on a GPU or TPU: float32 matrix
+products and convolutions at full float32 precision (`jax_default_matmul_precision=highest`),
+where JAX's default would take TF32 on recent GPUs and bfloat16 passes on TPUs. CPUs compute in
+float32 either way.
 """
 
 import atexit
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -21,11 +26,12 @@ from pathlib import Path
 
 # Before jax is imported, which reads both.
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="snnseg-tests-xla-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
-import jax  # noqa: E402  (after XLA_FLAGS and the cache directory are set)
+import jax  # noqa: E402  (after XLA_FLAGS, the precision and the cache directory are set)
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -76,3 +82,26 @@ def lively_variables(model, input_shape, seed=0):
         lambda path, v: jax.random.uniform(next(keys), v.shape, minval=draws[path[-1].key][0],
                                            maxval=draws[path[-1].key][1]), variables["batch_stats"])
     return {"params": variables["params"], "batch_stats": stats}
+
+
+def read_events(workdir) -> list[tuple[str, int, object]]:
+    """(tag, step, value) of every summary in the TensorBoard event files of `workdir`, in file order:
+    scalars as floats, images as their PNG bytes. A record cut short at the end of a file is left out.
+
+    Reads the files' TFRecord framing (length, its CRC, the Event, its CRC) without checking CRCs.
+    """
+    from tensorboardX.proto import event_pb2
+    found = []
+    for name in sorted(n for n in os.listdir(workdir) if n.startswith("events.out.tfevents.")):
+        data = Path(workdir, name).read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            if at + 12 + length + 4 > len(data):
+                break
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                found.append((value.tag, event.step, value.image.encoded_image_string if value.HasField("image")
+                              else value.simple_value))
+    return found

@@ -1,4 +1,4 @@
-"""`train.py` with a SIGKILL planted at one point of the run, for tests/test_faults.py.
+"""`train.py` with a SIGKILL or a SIGTERM planted at one point of the run, for the tests.
 
     python tests/kill_switch.py <point> <step> --config=... --workdir=... [--config.<field>=<value> ...]
 
@@ -8,9 +8,19 @@ Orbax's and the loader's threads die where they are) at <point>:
   which is about to be renamed into place;
 - `line`: in the middle of writing the first metrics.jsonl line of <step> (half of it is written);
 - `after_line`: just after that line is written.
-The run exits normally if it never reaches the point.
+Or it sends itself SIGTERM (what a batch scheduler does before it preempts a job) at <point>:
+- `term_step`: just after step <step> is dispatched, while it runs;
+- `term_validation`: as the validation of step <step> begins;
+- `term_save`: while checkpoint <step> is being committed in Orbax's background thread (the main
+  thread is then at a later step), and again while any later checkpoint is committed, which is
+  the checkpoint of the stop: a second signal during that save.
+Or SIGINT (Ctrl-C) at `int_before_training`: as the newest checkpoint is about to be restored
+(<step> is ignored).
+The run exits normally if it never reaches the point. At exit it prints to stderr the last step it
+dispatched and the number of SIGTERMs it sent: `kill_switch: last step dispatched <n>, <k> SIGTERM`.
 """
 
+import atexit
 import json
 import os
 import runpy
@@ -27,16 +37,66 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def plant_in_save(step: int) -> None:
-    """Dies instead of renaming the temporary directory of checkpoint `step` (Orbax's commit)."""
+SENT = []
+
+
+def terminate() -> None:
+    SENT.append(signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def plant_in_save(step: int, act=die, again: bool = False) -> None:
+    """Calls `act` as the temporary directory of checkpoint `step` (and with `again`, of any later
+    one) is about to be renamed into place (Orbax's commit); `die` keeps it from being renamed."""
     rename = os.rename
 
     def committing(src, dst, *args, **kwargs):
-        if TMP_SUFFIX in os.fspath(src) and os.path.basename(os.fspath(dst)) == str(step):
-            die()
+        if TMP_SUFFIX in os.fspath(src) and os.path.basename(os.fspath(dst)).isdigit():
+            committed = int(os.path.basename(os.fspath(dst)))
+            if committed == step or (again and committed > step):
+                act()
         return rename(src, dst, *args, **kwargs)
 
     os.rename = committing
+
+
+def plant_in_step(step: int, act=None) -> None:
+    """Records the steps dispatched (printed at exit), calling `act` once `step` is dispatched."""
+    dispatched = train.StepChecker.dispatched
+    last = [0]
+
+    def recording(checker, number, step_metrics):
+        dispatched(checker, number, step_metrics)
+        last[0] = max(last[0], number)
+        if number == step and act is not None:
+            act()
+
+    train.StepChecker.dispatched = recording
+    atexit.register(lambda: print(f"kill_switch: last step dispatched {last[0]}, {len(SENT)} SIGTERM",
+                                  file=sys.stderr))
+
+
+def plant_before_training() -> None:
+    """Sends SIGINT as training restores its newest checkpoint, before the first step."""
+    restore_or_init = train.restore_or_init
+
+    def restoring(run):
+        os.kill(os.getpid(), signal.SIGINT)
+        return restore_or_init(run)
+
+    train.restore_or_init = restoring
+
+
+def plant_in_validation(step: int) -> None:
+    """Sends SIGTERM as the validation of `step` begins."""
+    validate = train.validate
+
+    def validating(run, verified, *args):
+        if verified.step == step:
+            terminate()
+        return validate(run, verified, *args)
+
+    train.validate = validating
 
 
 def plant_in_line(step: int, whole: bool) -> None:
@@ -59,11 +119,18 @@ def plant_in_line(step: int, whole: bool) -> None:
 
 def main() -> None:
     point, step, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    plant_in_step(step, terminate if point == "term_step" else None)
     if point == "save":
         plant_in_save(step)
     elif point in ("line", "after_line"):
         plant_in_line(step, whole=point == "after_line")
-    else:
+    elif point == "term_validation":
+        plant_in_validation(step)
+    elif point == "term_save":
+        plant_in_save(step, terminate, again=True)
+    elif point == "int_before_training":
+        plant_before_training()
+    elif point != "term_step":
         raise SystemExit(f"unknown point {point!r}")
     sys.argv, sys.path[0] = [TRAIN_PY, *flags], os.path.dirname(TRAIN_PY)  # as `python train.py` has them
     runpy.run_path(TRAIN_PY, run_name="__main__")

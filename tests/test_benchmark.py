@@ -83,3 +83,68 @@ def test_tuning_ablation_switches_off_one_formulation_at_a_time():
             assert getattr(tuning, field) != getattr(tuned, field) and not getattr(tuning, field)
             assert dataclasses.replace(tuning, **{field: getattr(tuned, field)}) == tuned
     assert len(variants) == 2 + sum(bool(v) for v in dataclasses.asdict(tuned).values())
+
+
+def test_another_backends_formulations_are_tried_by_switching_on_what_it_leaves_off():
+    from snnseg_jax import formulations
+    from snnseg_jax.cli import UserError
+    variants = benchmark.tuning_variants("gpu")
+    gpu = formulations.for_backend("gpu")
+    assert variants["all"] == gpu and not gpu.conv_in_bounds_taps
+    assert variants["with conv_in_bounds_taps"] == dataclasses.replace(gpu, conv_in_bounds_taps=True)
+    assert "with conv_input_grad_as_forward" in variants and "with xla_cpu_library_fusions" not in variants
+    assert list(benchmark.tuning_variants("gpu", ["conv_in_bounds_taps"])) == ["all", "with conv_in_bounds_taps"]
+    with pytest.raises(UserError, match="unknown formulation conv_in_bounds in --ablate"):
+        benchmark.tuning_variants("gpu", ["conv_in_bounds"])
+
+
+def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_or_callbacks():
+    """What a GPU or TPU compiles, exported from here (StableHLO for both platforms): no custom call
+    (a host callback is one) that would tie the steps to this machine."""
+    import functools
+    from jax import export
+    from snnseg_jax import formulations, sharding, train
+    config = tiny_config()
+    tuning = formulations.for_backend("gpu")
+    assert formulations.for_backend("tpu") == tuning
+    model = train.build_model(config, benchmark.input_shapes(config))
+    model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
+    optimizer, mesh = train.make_optimizer(config, 100), sharding.data_mesh()
+    batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), benchmark.synthetic_batch(config, 2))
+    state = jax.eval_shape(functools.partial(train.init_state, model, optimizer, batch["inputs"].shape[1:],
+                                             jax.random.PRNGKey(0)))
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)
+    for step in (train.compile_train_step(model, optimizer, mesh), train.compile_eval_step(model, mesh)):
+        exported = export.export(step, platforms=("cuda", "tpu"))(state, batch, key)
+        assert exported.platforms == ("cuda", "tpu")
+        module = exported.mlir_module()
+        assert "stablehlo.convolution" in module and "stablehlo.custom_call" not in module
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the refusal on a machine without accelerator")
+def test_the_gpu_check_refuses_to_measure_without_a_gpu_unless_rehearsing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_CHECK_", "JAX_PLATFORMS"))}
+    command = ["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), str(tmp_path / "no_reference.py")]
+    refused = subprocess.run(command, cwd=REPO, env={**env, "OUT": str(tmp_path / "gpu")}, capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 3, refused.stderr
+    assert "JAX found no cuda device" in refused.stderr and "stopping before measuring anything" in refused.stderr
+    rehearsal = subprocess.run(command, cwd=REPO, env={**env, "OUT": str(tmp_path / "cpu"), "GPU_CHECK_DEVICE": "cpu"},
+                               capture_output=True, text=True, timeout=300)
+    assert rehearsal.returncode == 2 and "backend cpu: [CpuDevice(id=0)]" in rehearsal.stderr  # then: no reference
+
+
+def test_the_hlo_report_finds_time_loops_with_their_trip_counts_and_the_convolutions():
+    from benchmarks import hlo_report
+
+    def steps(x, kernel):
+        def step(carry, _):
+            y = jax.lax.conv_general_dilated(carry, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return jnp.tanh(y), y.sum()
+        return jax.lax.scan(step, x, None, length=7)
+
+    x, kernel = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    report = hlo_report.report(jax.jit(steps).lower(x, kernel).compile().as_text())
+    assert report["loops"] == 1 and report["loops_with_unknown_trip_count"] == 0
+    assert report["loop_details"][0]["trip_count"] == 7 and report["loop_details"][0]["op_name"] == "jit(steps)/while"
+    assert report["convolutions"] == {"convolution f32 b01f_01io->b01f out{3,2,1,0}": 1}

@@ -1,5 +1,6 @@
 """`train.py` and `evaluate.py` end to end, as a user runs them, on a tiny config."""
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import read_events
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
 # 40 training images in batches of 8: 5 steps per epoch; 8 steps cross an epoch boundary.
@@ -54,6 +56,22 @@ def test_training_writes_metrics_checkpoints_and_validation(uninterrupted):
     assert int(saved_state(uninterrupted, 8)["step"]) == 8
 
 
+def test_training_writes_tensorboard_events_holding_the_logged_values(uninterrupted):
+    events = {(tag, step): value for tag, step, value in read_events(uninterrupted)}
+    lines = read_metrics(uninterrupted)
+    for line in lines:
+        if "loss" in line:
+            for name in ("loss", "learning_rate", "images_per_sec", "skipped_steps"):
+                assert events[(f"train/{name}", line["step"])] == pytest.approx(line[name], rel=1e-6)
+        else:
+            assert events[("val/miou", line["step"])] == pytest.approx(line["miou"], rel=1e-6)
+            assert events[("val/pixel_accuracy", line["step"])] == pytest.approx(line["pixel_accuracy"], rel=1e-6)
+            for name, iou in zip(line["class_names"], line["iou_per_class"]):
+                assert events.get((f"val/iou/{name}", line["step"])) == (None if iou is None else pytest.approx(iou))
+            for i in range(3):  # input, prediction and label side by side, as PNG
+                assert events[(f"val/prediction_{i}", line["step"])].startswith(b"\x89PNG")
+
+
 def test_resumed_run_continues_from_the_checkpoint_and_ends_with_the_same_parameters(uninterrupted, tmp_path):
     workdir = str(tmp_path / "resumed")
     shutil.copytree(uninterrupted, workdir)
@@ -88,20 +106,83 @@ def test_evaluate_writes_eval_json_over_every_image_matching_the_final_validatio
     assert report["miou"] == final["miou"] and report["pixel_accuracy"] == final["pixel_accuracy"]
 
 
-@pytest.mark.parametrize("script, overrides, config, message", [
-    ("train.py", ["--config.model.nme=x"], CONFIG, "unknown config field 'nme' in --config.model.nme=x"),
-    ("train.py", [], "configs/no_such.py", "could not load the config file 'configs/no_such.py'"),
-    ("train.py", ["--config.dataset.name=imagenet"], CONFIG, "unknown dataset 'imagenet'"),
-    ("train.py", ["--config.model.name=spiking_vgg"], CONFIG, "unknown model name 'spiking_vgg'"),
-    ("train.py", ["--config.batch_size=-4"], CONFIG, "batch_size must be positive"),
-    ("train.py", ["--config.batch_size=many"], CONFIG, "--config.batch_size=many"),
-    ("evaluate.py", [], CONFIG, "no checkpoints in"),
-    ("train.py", ["--config.model.name=spiking_fcn", "--config.dataset.image_size=20"], CONFIG,
-     "the FCNs need dataset.image_size divisible by 8, got 20"),
-], ids=["misspelt-override", "missing-config", "unknown-dataset", "unknown-model", "bad-value",
-        "unparsable-value", "nothing-to-evaluate", "image-size-the-fcn-cannot-take"])
-def test_user_errors_give_one_paragraph_and_no_traceback(tmp_path, script, overrides, config, message):
-    result = run(script, str(tmp_path / "run"), *overrides, config=config)
-    assert result.returncode == 2
+# Bad command lines: (script, arguments after the script, what the message must say). In the
+# arguments, {tmp} is a directory holding the files below, {config} the demo config; --workdir is
+# {tmp}/run unless given. Each must end with exit status 2, one paragraph and no traceback.
+BAD_FILES = {"syntax.py": "def get_config(:\n", "no_get_config.py": "x = 1\n",
+             "raises.py": "def get_config():\n    return 1 / 0\n", "a_file": "",
+             "raises_value_error.py": "def get_config():\n    raise ValueError('no such setting')\n",
+             "metrics_is_a_directory/metrics.jsonl/": None, "config_is_a_directory.py/": None}
+BAD_COMMAND_LINES = {
+    "misspelt-field": ("train.py", ["--config.model.nme=x"], "unknown config field 'nme' in --config.model.nme=x"),
+    "misspelt-parent-field": ("train.py", ["--config.modle.width=1"],
+                              "unknown config field 'modle' in --config.modle.width=1. Did you mean \"model\""),
+    "missing-config": ("train.py", ["--config", "configs/nope.py"], "could not load the config file 'configs/nope.py'"),
+    "config-is-a-directory": ("train.py", ["--config={tmp}/config_is_a_directory.py"], "Is a directory"),
+    "config-syntax-error": ("train.py", ["--config={tmp}/syntax.py"], "syntax.py' has a syntax error at line 1"),
+    "config-without-get_config": ("train.py", ["--config={tmp}/no_get_config.py"], "has no get_config() function"),
+    "config-raising": ("train.py", ["--config={tmp}/raises.py"], "raises.py' raised ZeroDivisionError at line 2"),
+    "config-raising-value-error": ("train.py", ["--config={tmp}/raises_value_error.py"],
+                                   "raised at line 2: ValueError: no such setting"),
+    "unknown-dtype": ("train.py", ["--config.model.dtype=float8"],
+                      "model.dtype must be one of float32, bfloat16, got 'float8'"),
+    "workdir-is-a-file": ("train.py", ["--workdir={tmp}/a_file"], "a_file': it exists and is not a directory"),
+    "workdir-under-a-file": ("train.py", ["--workdir={tmp}/a_file/run"], "a_file/run': part of the path is a file"),
+    "workdir-cannot-be-created": ("train.py", ["--workdir=/proc/no_such_process/run"],
+                                  "could not use '/proc/no_such_process'"),
+    "empty-workdir": ("train.py", ["--workdir="], "--workdir is empty"),
+    "metrics-file-is-a-directory": ("train.py", ["--workdir={tmp}/metrics_is_a_directory"],
+                                    "metrics.jsonl': it is a directory where a file was expected"),
+    "unknown-dataset": ("train.py", ["--config.dataset.name=imagenet"], "dataset.name must be one of shapes, events"),
+    "unknown-model": ("train.py", ["--config.model.name=spiking_vgg"], "model.name must be one of spiking_deeplab"),
+    "negative-batch": ("train.py", ["--config.batch_size=-4"], "batch_size must be a positive integer, got -4"),
+    "unparsable-value": ("train.py", ["--config.batch_size=many"], "--config.batch_size=many"),
+    "leak-above-1": ("train.py", ["--config.model.leak=1.5"], "model.leak must be a number in (0, 1], got 1.5"),
+    "nan-learning-rate": ("train.py", ["--config.learning_rate=nan"], "learning_rate must be a positive number, got nan"),
+    "negative-seed": ("train.py", ["--config.seed=-1"], "seed must be a non-negative integer, got -1"),
+    "process-id-out-of-range": ("train.py", ["--config.distributed.num_processes=2",
+                                             "--config.distributed.process_id=2"],
+                                "distributed.process_id must be below distributed.num_processes (2), got 2"),
+    "unknown-nested-field": ("train.py", ["--config.dataset.synthetic_sizes.test=4"], "unknown config field 'test'"),
+    "field-of-a-number": ("train.py", ["--config.model.width.x=1"], "model.width.x"),
+    "stray-argument": ("train.py", ["stray"], "unexpected arguments stray"),
+    "image-size-the-fcn-cannot-take": ("train.py", ["--config.model.name=spiking_fcn",
+                                                    "--config.dataset.image_size=20"],
+                                       "the FCNs need dataset.image_size divisible by 8, got 20"),
+    "every-problem-at-once": ("train.py", ["--config.model.leak=0", "--config.eval_batch_size=0"],
+                              "eval_batch_size must be a positive integer, got 0; model.leak must be"),
+    "bad-noise-levels": ("evaluate.py", ["--config.analysis.noise_sigmas=abc", "--analyses=robustness"],
+                         "analysis.noise_sigmas must be a non-empty list, each item a non-negative number"),
+    "nothing-to-evaluate": ("evaluate.py", [], "no checkpoints in"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_command_lines(tmp_path_factory):
+    """The result of every command of `BAD_COMMAND_LINES`, run 3 at a time."""
+    tmp = tmp_path_factory.mktemp("bad_inputs")
+    for name, text in BAD_FILES.items():
+        if text is None:
+            os.makedirs(tmp / name)
+        else:
+            (tmp / name).write_text(text)
+
+    def run_one(case):
+        script, arguments, _ = case
+        arguments = [a.format(tmp=tmp) for a in arguments]
+        config = [] if any(a.startswith("--config") and "." not in a.split("=")[0] for a in arguments) \
+            else [f"--config={CONFIG}"]
+        workdir = [] if any(a.startswith("--workdir") for a in arguments) else [f"--workdir={tmp}/run"]
+        return subprocess.run([sys.executable, os.path.join(ROOT, script), *config, *workdir, *arguments],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        return dict(zip(BAD_COMMAND_LINES, pool.map(run_one, BAD_COMMAND_LINES.values())))
+
+
+@pytest.mark.parametrize("case", BAD_COMMAND_LINES)
+def test_a_bad_command_line_gives_one_paragraph_naming_it_and_exit_status_2(bad_command_lines, case):
+    result, message = bad_command_lines[case], BAD_COMMAND_LINES[case][2]
+    assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split())
+    assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split()), result.stderr

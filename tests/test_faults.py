@@ -23,8 +23,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import shapes_deeplab
-from conftest import REPO
-from snnseg_jax import checkpoints, models, sharding, train
+from conftest import REPO, read_events
+from snnseg_jax import checkpoints, cli, models, sharding, train
 from snnseg_jax.cli import UserError
 
 CONFIG = REPO / "configs" / "shapes_deeplab.py"
@@ -78,6 +78,7 @@ def saved_state(workdir, step):
         ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state")))
 
 
+
 def step_dirs(workdir):
     return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
@@ -88,12 +89,23 @@ def assert_same_arrays(expected, actual):
         np.testing.assert_array_equal(actual[path], leaf, err_msg=str(path))
 
 
-def assert_ends_like(reference, workdir):
-    """Same kept checkpoints (bitwise) and the same metrics.jsonl but for the timings."""
-    assert step_dirs(workdir) == step_dirs(reference)
-    for step in step_dirs(reference):
+def assert_ends_like(reference, workdir, steps=None):
+    """Same kept checkpoints (or those of `steps`), bitwise, and the same metrics.jsonl but for the timings."""
+    if steps is None:
+        assert step_dirs(workdir) == step_dirs(reference)
+    for step in steps or step_dirs(reference):
         assert_same_arrays(saved_state(reference, step), saved_state(workdir, step))
     assert without_timing(read_metrics(workdir)) == without_timing(read_metrics(reference))
+    assert_same_tensorboard(reference, workdir)
+
+
+def assert_same_tensorboard(reference, workdir):
+    """Each (tag, step) once in the event files, with the reference's values (images/s aside)."""
+    expected, got = read_events(reference), read_events(workdir)
+    assert len({(tag, step) for tag, step, _ in got}) == len(got)  # no step logged twice
+    timeless = lambda events: {(tag, step): value for tag, step, value in events if tag != "train/images_per_sec"}
+    assert {(tag, step) for tag, step, _ in got} == {(tag, step) for tag, step, _ in expected}
+    assert timeless(got) == timeless(expected)
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +122,7 @@ def reference(tmp_path_factory, env):
 
 
 def complete_steps(workdir):
-    directory = os.path.join(workdir, "checkpoints")
-    return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+    return checkpoints.complete_steps(os.path.join(workdir, "checkpoints"))
 
 
 def fresh_saves(workdir, since_ns):
@@ -194,6 +205,107 @@ def test_killed_at_seeded_points_then_rerun_ends_exactly_as_the_uninterrupted_ru
     assert_ends_like(reference, workdir)
     with open(os.path.join(reference, "eval_val.json")) as a, open(os.path.join(workdir, "eval_val.json")) as b:
         assert json.load(a) == json.load(b)
+
+
+# ---------------------------------------------------------------- SIGTERM: save, stop, resume
+
+
+def stopped_at(point, step, workdir, env, rng):
+    """Runs train.py until SIGTERM at `point` of `step` (see kill_switch.py) stops it; checks that it
+    saved the last step it had dispatched, and returns that step and the run's output."""
+    args = command("train.py", workdir, loader_changes(rng))
+    args[1:2] = [str(REPO / "tests" / "kill_switch.py"), point, str(step)]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == cli.EXIT_STOPPED, f"{point} {step}: {result.stderr[-3000:]}"
+    last, sent = map(int, re.search(r"kill_switch: last step dispatched (\d+), (\d+) SIGTERM", result.stderr).groups())
+    assert sent >= 2 if point == "term_save" else sent == 1  # term_save: more, one during the stop's save
+    message = " ".join(result.stderr.split())
+    assert f"stopped: SIGTERM received; saved checkpoint {last}, the last step computed" in message
+    assert max(complete_steps(workdir)) == last and last not in fresh_saves(workdir, 0)
+    return last, result
+
+
+def test_sigterm_saves_the_last_step_computed_and_resuming_recomputes_none(reference, env, tmp_path):
+    """SIGTERM during a step, during a periodic save (and once more during the save it causes) and
+    during a validation: each run saves the last step it computed and exits with EXIT_STOPPED; the
+    next run resumes from exactly that step; the end is the uninterrupted run's, bitwise."""
+    rng = random.Random(15)
+    workdir = str(tmp_path / "stopped")
+    # Read one step late, a request during step s stops the run after step s + 1: a checkpoint step
+    # (4), or a step due for validation (5), which the resumed run then validates first.
+    step = rng.choice([3, 4])
+    last, _ = stopped_at("term_step", step, workdir, env, rng)
+    assert last == step + 1
+    # Orbax commits checkpoint `step` in the background while the loop goes on: the stop comes some
+    # steps later, whenever the signal does.
+    step, resumed_from = next(s for s in range(last + 1, STEPS) if s % EVERY == 0), last
+    last, result = stopped_at("term_save", step, workdir, env, rng)
+    assert f"Resuming from step {resumed_from} " in result.stdout and last > step
+    if last < 10:
+        resumed_from = last
+        last, result = stopped_at("term_validation", 10, workdir, env, rng)
+        assert f"Resuming from step {resumed_from} " in result.stdout and last == 11
+    result = run("train.py", workdir, env)
+    assert result.returncode == 0, result.stderr
+    assert f"Resuming from step {last} " in result.stdout
+    assert_ends_like(reference, workdir, steps=[STEPS])  # the stops kept other checkpoints than the reference
+
+
+@pytest.mark.parametrize("resuming", [False, True], ids=["fresh", "resuming"])
+def test_ctrl_c_before_training_says_where_the_same_command_starts(reference, env, tmp_path, resuming):
+    workdir = str(tmp_path / "run")
+    if resuming:
+        shutil.copytree(reference, workdir)
+    args = command("train.py", workdir)
+    args[1:2] = [str(REPO / "tests" / "kill_switch.py"), "int_before_training", "0"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert result.returncode == cli.EXIT_STOPPED and "Traceback" not in result.stderr, result.stderr[-3000:]
+    message = " ".join(result.stderr.split())
+    assert message.startswith("stopped: SIGINT received before training began; ")
+    assert ("the same command resumes from checkpoint 12" if resuming else
+            "no checkpoint yet, so the same command starts again from step 0") in message
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def can_mount_a_small_disk():
+    """Whether this machine lets a user namespace mount a tmpfs (a disk that fills up)."""
+    try:
+        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
+                              capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not can_mount_a_small_disk(), reason="needs unshare to mount a small tmpfs")
+def test_a_full_disk_while_saving_stops_with_a_message_and_keeps_the_last_checkpoint(reference, env, tmp_path):
+    """The run of `reference` with checkpoint 12 lost, resumed on a 3 MiB disk filled up to 120 KiB from
+    the end: the save of checkpoint 12 fails; then, with space again, the run ends as the reference."""
+    disk, outside = tmp_path / "disk", tmp_path / "outside"
+    disk.mkdir(), outside.mkdir()
+    workdir = disk / "run"
+    quoted = lambda args: " ".join(f"'{a}'" for a in args)
+    script = f"""
+        mount -t tmpfs -o size=3m tmpfs {disk} && cp -r {reference} {workdir} && rm -r {workdir}/checkpoints/{STEPS}
+        mkdir {outside}/before {outside}/after && cp -r {workdir}/checkpoints {outside}/before
+        head -c $(( ($(df -k --output=avail {disk} | tail -1) - 120) * 1024 )) /dev/zero > {disk}/filler
+        {quoted(command("train.py", workdir))} > {outside}/full.out 2> {outside}/full.err; echo $? > {outside}/full.status
+        cp -r {workdir}/checkpoints {outside}/after && rm {disk}/filler
+        {quoted(command("train.py", workdir))} > {outside}/freed.out 2> {outside}/freed.err; echo $? > {outside}/freed.status
+        cp -r {workdir} {outside}/run
+    """
+    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script], cwd=REPO, env=env,
+                   check=True, timeout=600)
+    read = lambda name: (outside / name).read_text()
+    assert read("full.status").strip() == "2", read("full.err")[-3000:]
+    message = " ".join(read("full.err").split()).rsplit("error: ", 1)[-1]
+    assert message.startswith(f"could not use '{workdir}/checkpoints': no space left on its device")
+    assert f"Checkpoint {STEPS - EVERY} is the newest complete one and is intact" in message
+    assert complete_steps(outside / "after") == complete_steps(outside / "before") == [STEPS - EVERY]
+    assert_same_arrays(saved_state(outside / "before", STEPS - EVERY), saved_state(outside / "after", STEPS - EVERY))
+    assert read("freed.status").strip() == "0", read("freed.err")[-3000:]
+    assert_ends_like(reference, outside / "run")
 
 
 # ---------------------------------------------------------------- non-finite steps

@@ -1,5 +1,7 @@
 """Each faster formulation against the plain op it replaces: values and gradients."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,33 +61,42 @@ def test_sum_by_halves_and_its_gradient(length, axis):
                                   jnp.broadcast_to(jnp.expand_dims(g, axis), x.shape))
 
 
-def test_the_switch_turns_them_all_off_and_the_network_computes_the_same():
-    """`tuned_ops=False` (config `model.tuned_ops`) gives XLA's plain ops and the same loss and gradients.
+def test_each_backends_formulations_compute_the_plain_values():
+    """`tuned_ops=False` (config `model.tuned_ops`) gives XLA's plain ops; the formulations of CPU and
+    of GPU / TPU (forced here, on CPU) give the same loss and gradients.
 
     An ANN DeepLab on 64x64: its dilation-12 layer on the 16x16 map takes the in-bounds formulation
-    on CPU, its 1x1 layers the matrix product, its pools the interleaved backward.
+    with the CPU's, XLA's dilated convolution with the GPU's; its 1x1 layers the matrix product, its
+    pools the interleaved backward.
     """
+    import dataclasses
     from snnseg_jax import models
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), minval=-1, maxval=1)
     labels = jax.random.randint(jax.random.PRNGKey(1), (2, 64, 64), 0, 3)
 
-    def loss_and_grads(tuned_ops):
-        model = models.build("deeplab", num_classes=3, width=0.0625, tuned_ops=tuned_ops)
+    def loss_and_grads(tuning):
+        model = models.build("deeplab", num_classes=3, width=0.0625, tuned_ops=tuning is not None)
+        if tuning is not None:
+            model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
         variables = model.init({"params": jax.random.PRNGKey(2)}, x[:1], train=False)
+        fc6_as_dilated_conv = "rhs_dilation=(12, 12)" in str(jax.make_jaxpr(
+            lambda x: model.apply(variables, x, train=False))(x))
 
         def loss(params):
             logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
             return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], axis=-1))
 
-        return model.settings.tuning, jax.jit(jax.value_and_grad(loss))(variables["params"])
+        return model.settings.tuning, fc6_as_dilated_conv, jax.jit(jax.value_and_grad(loss))(variables["params"])
 
-    tuning, (loss, grads) = loss_and_grads(True)
-    plain, (ref_loss, ref_grads) = loss_and_grads(False)
-    assert plain == formulations.PLAIN and tuning == formulations.for_backend(jax.default_backend())
-    assert plain.compiler_options() == {}
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-    for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+    assert models.build("deeplab", 3).settings.tuning == formulations.for_backend(jax.default_backend())
+    plain, dilated, (ref_loss, ref_grads) = loss_and_grads(None)
+    assert plain == formulations.PLAIN and plain.compiler_options() == {} and dilated
+    for backend, fc6_dilated in (("cpu", False), ("gpu", True)):
+        tuning, dilated, (loss, grads) = loss_and_grads(formulations.for_backend(backend))
+        assert dilated == fc6_dilated, backend
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-6, err_msg=backend)
+        for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))), err_msg=backend)
 
 
 def test_every_formulation_has_its_measurement():
@@ -93,3 +104,19 @@ def test_every_formulation_has_its_measurement():
     fields = [field.name for field in dataclasses.fields(formulations.Tuning)]
     assert list(formulations.MEASURED) == ["none", *fields]
     assert all(len(ratios) == 2 and min(ratios) > 0 for ratios in formulations.MEASURED.values())
+
+
+def test_the_tests_compute_matrix_products_at_full_float32_precision():
+    """conftest.py pins it, so that tolerances of 1e-6 hold on GPUs (TF32) and TPUs (bfloat16 passes) too."""
+    assert jax.config.jax_default_matmul_precision == "highest"
+    a = jnp.asarray(rng.normal(size=(8, 8)), jnp.float32)
+    assert "precision=(Precision.HIGHEST, Precision.HIGHEST)" in str(jax.make_jaxpr(jnp.dot)(a, a))
+
+
+def test_entry_points_ask_xla_for_deterministic_gpu_kernels_unless_told_otherwise(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    assert formulations.deterministic_gpu_ops()
+    assert formulations.deterministic_gpu_ops() is False  # once
+    assert os.environ["XLA_FLAGS"] == "--xla_backend_optimization_level=0 --xla_gpu_deterministic_ops=true"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=false")  # the user's choice stands
+    assert not formulations.deterministic_gpu_ops() and os.environ["XLA_FLAGS"] == "--xla_gpu_deterministic_ops=false"

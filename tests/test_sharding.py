@@ -126,12 +126,29 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_training(workdir, *overrides, devices=1):
+def start_training(workdir, *overrides, devices=1, script=("train.py",)):
+    """`python train.py` (or `script`: another file of the repository and its arguments) on TINY."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), f"--config={CONFIG}",
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, script[0]), *script[1:], f"--config={CONFIG}",
                              f"--workdir={workdir}", *TINY, *overrides], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def distributed_flags(process_id, port):
+    return ["--config.distributed.initialize=True", "--config.distributed.num_processes=2",
+            f"--config.distributed.coordinator_address=localhost:{port}",
+            f"--config.distributed.process_id={process_id}"]
+
+
+def finished(processes):
+    """The exit status and output of each of `processes`, once all have ended."""
+    try:
+        outputs = [process.communicate(timeout=400)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    return [(process.returncode, output) for process, output in zip(processes, outputs)]
 
 
 @pytest.fixture(scope="module")
@@ -139,18 +156,11 @@ def runs(tmp_path_factory):
     """Workdirs of the same training on 1 device, on 2 devices, and as 2 processes."""
     names = ("one_device", "two_devices", "two_processes")
     workdirs = {name: str(tmp_path_factory.mktemp(name)) for name in names}
-    distributed = ["--config.distributed.initialize=True", "--config.distributed.num_processes=2",
-                   f"--config.distributed.coordinator_address=localhost:{free_port()}"]
+    port = free_port()
     started = [start_training(workdirs["one_device"]), start_training(workdirs["two_devices"], devices=2)]
-    started += [start_training(workdirs["two_processes"], *distributed,
-                               f"--config.distributed.process_id={i}") for i in range(2)]
-    try:
-        outputs = [process.communicate(timeout=400)[0] for process in started]
-    finally:
-        for process in started:
-            process.kill()
-    for process, output in zip(started, outputs):
-        assert process.returncode == 0, output[-3000:]
+    started += [start_training(workdirs["two_processes"], *distributed_flags(i, port)) for i in range(2)]
+    for status, output in finished(started):
+        assert status == 0, output[-3000:]
     return workdirs
 
 
@@ -159,9 +169,9 @@ def read_metrics(workdir):
         return [json.loads(line) for line in f]
 
 
-def final_state(workdir):
-    """The state saved at step 3, read onto this process's first device whatever devices saved it."""
-    path, checkpointer = os.path.join(workdir, "checkpoints", "3", "state"), ocp.StandardCheckpointer()
+def final_state(workdir, step=3):
+    """The state saved at `step`, read onto this process's first device whatever devices saved it."""
+    path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
                           checkpointer.metadata(path).item_metadata)
@@ -209,3 +219,37 @@ def test_a_distributed_run_without_a_coordinator_is_a_user_error(tmp_path):
                             timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "config.distributed.coordinator_address" in " ".join(result.stderr.split())
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_on_a_signal_to_one_and_resume_exactly(tmp_path):
+    """SIGTERM to the second process only, while step 2 runs: both stop after step 3 (the request is
+    shared by a collective read one step late), save it, and exit with EXIT_STOPPED; resumed, the
+    two processes end bitwise as two that were never stopped."""
+    from snnseg_jax import cli
+    longer = ["--config.num_train_steps=6", "--config.checkpoint_every_steps=2", "--config.keep_checkpoints=5"]
+
+    def two_processes(workdir, second=("train.py",)):
+        port = free_port()
+        return finished([start_training(workdir, *longer, *distributed_flags(i, port), script=script)
+                         for i, script in enumerate([("train.py",), second])])
+
+    reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
+    uninterrupted = two_processes(reference)
+    assert [status for status, _ in uninterrupted] == [0, 0], [output[-2000:] for _, output in uninterrupted]
+    (status_0, output_0), (status_1, output_1) = two_processes(
+        stopped, second=(os.path.join("tests", "kill_switch.py"), "term_step", "2"))
+    assert status_0 == status_1 == cli.EXIT_STOPPED, output_0[-2000:] + output_1[-2000:]
+    assert "kill_switch: last step dispatched 3, 1 SIGTERM" in output_1
+    assert "SIGTERM received; saved checkpoint 3" in " ".join(output_1.split())
+    assert "another process received a signal; saved checkpoint 3" in " ".join(output_0.split())
+    assert sorted(os.listdir(os.path.join(stopped, "checkpoints"))) == ["2", "3"]
+    resumed = two_processes(stopped)
+    assert [status for status, _ in resumed] == [0, 0], [output[-2000:] for _, output in resumed]
+    assert "Resuming from step 3 " in resumed[0][1]
+    expected, got = final_state(reference, 6), final_state(stopped, 6)
+    assert got.keys() == expected.keys()
+    for path, leaf in expected.items():
+        np.testing.assert_array_equal(got[path], leaf, err_msg=str(path))
+    timeless = lambda lines: [{k: v for k, v in line.items() if k != "images_per_sec"} for line in lines]
+    assert timeless(read_metrics(stopped)) == timeless(read_metrics(reference))

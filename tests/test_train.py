@@ -39,7 +39,8 @@ def test_check_config_lists_every_bad_value():
     with pytest.raises(UserError) as error:
         train.check_config(config)
     message = str(error.value)
-    for part in ("batch_size must be positive", "lr_decay_at", "divisible by 8, got 36"):
+    for part in ("batch_size must be a positive integer, got 0", "lr_decay_at must be a number in [0, 1], got 1.5",
+                 "divisible by 8, got 36"):
         assert part in message
 
 
@@ -124,3 +125,16 @@ def test_drop_metrics_after_refuses_a_damaged_line_before_the_end(tmp_path):
     with pytest.raises(UserError, match="line 2 of .*metrics.jsonl is not a metrics record"):
         train.drop_metrics_after(workdir, 2)
     assert (tmp_path / "metrics.jsonl").read_text() == text
+
+
+def test_every_field_of_the_shipped_configs_has_a_rule_and_keeps_it():
+    import importlib
+    import pathlib
+
+    from snnseg_jax import config_rules
+    names = [p.stem for p in pathlib.Path(shapes_deeplab.__file__).parent.glob("*.py") if p.stem != "__init__"]
+    assert len(names) >= 9
+    for name in names:
+        config = importlib.import_module(f"configs.{name}").get_config()
+        assert [f for f in config_rules.flatten(config) if config_rules.rule_for(f) is None] == [], name
+        assert config_rules.problems(config) == {}, name
