@@ -14,10 +14,12 @@ config's model is a `UserError` naming the first parameter that differs.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -130,9 +132,10 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config
                         f"it was trained with (saved in checkpoints/{step}/run/metadata), or use another "
                         f"--workdir.")
     try:
-        restored = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-            run=ocp.args.JsonRestore()))
+        with _loops_that_finish_their_tasks():
+            restored = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+                run=ocp.args.JsonRestore()))
         position, run = Position(**restored["data"]), restored["run"]
         log_window, saved_config, digest = run["log_window"], run["config"], run["state_sha256"]
     except Exception as error:  # as above
@@ -140,6 +143,41 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config
     if state_digest(restored["state"]) != digest:
         raise Unreadable("its arrays differ from the checksum saved with them")
     return Checkpoint(step, restored["state"], position, log_window, saved_config)
+
+
+class _FinishingLoop(asyncio.SelectorEventLoop):
+    """An event loop that, closed with tasks still pending, cancels them and waits for them first."""
+
+    def close(self) -> None:
+        pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+        if pending and not self.is_running() and not self.is_closed():
+            for task in pending:
+                task.cancel()
+            self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        super().close()
+
+
+class _FinishingLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _FinishingLoop()
+
+
+@contextlib.contextmanager
+def _loops_that_finish_their_tasks() -> Iterator[None]:
+    """Event loops created meanwhile finish their pending tasks when closed.
+
+    Orbax restores in a fresh event loop, one task per array, and closes the loop as soon as one
+    read fails (a damaged file), with the reads of the other arrays still pending. Left so, each is
+    destroyed later by the garbage collector, wherever the program then is, and its error handler
+    raises while being destroyed: an "exception ignored" report with a traceback, once per array.
+    Cancelled and awaited before the loop closes, they end here, their errors collected.
+    """
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_FinishingLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
 
 
 def _reason(error: BaseException) -> str:
