@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 from typing import Any, Iterator
 
@@ -186,6 +187,27 @@ def _reason(error: BaseException) -> str:
         error = error.__cause__ or error.__context__
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def steps_on_disk(workdir: str) -> list[int]:
+    """The steps of the checkpoint directories in `workdir`, newest first, whether or not they read back."""
+    names = os.listdir(directory(workdir)) if os.path.isdir(directory(workdir)) else []
+    return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+
+def saved_config(workdir: str) -> tuple[int, dict] | None:
+    """(step, config as JSON) of the newest checkpoint in `workdir` whose `run/metadata` reads as JSON.
+
+    Cheap (one small file; no arrays are read), for checking a run before restoring it. None if no
+    checkpoint has one.
+    """
+    for step in steps_on_disk(workdir):
+        try:
+            with open(os.path.join(directory(workdir), str(step), "run", "metadata")) as f:
+                return step, json.load(f)["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # damaged or half written: the older ones may do
+    return None
 
 
 def move_aside(workdir: str, step: int) -> str:

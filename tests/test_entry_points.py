@@ -95,7 +95,7 @@ def test_evaluate_writes_eval_json_over_every_image_matching_the_final_validatio
     ("train.py", ["--config.model.name=spiking_vgg"], CONFIG, "unknown model name 'spiking_vgg'"),
     ("train.py", ["--config.batch_size=-4"], CONFIG, "batch_size must be positive"),
     ("train.py", ["--config.batch_size=many"], CONFIG, "--config.batch_size=many"),
-    ("evaluate.py", [], CONFIG, "no checkpoints in"),
+    ("evaluate.py", [], CONFIG, "holds no checkpoint to evaluate. Train it first with: python train.py"),
     ("train.py", ["--config.model.name=spiking_fcn", "--config.dataset.image_size=20"], CONFIG,
      "the FCNs need dataset.image_size divisible by 8, got 20"),
 ], ids=["misspelt-override", "missing-config", "unknown-dataset", "unknown-model", "bad-value",
