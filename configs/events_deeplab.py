@@ -4,21 +4,23 @@
     python train.py --config configs/events_deeplab.py --workdir runs/events_ann --config.model.name=deeplab
 
 32x32, sequences of T=4 event frames (2 channels), 2000 training / 500 validation sequences, width
-0.125, batch 16, 20 epochs (2500 steps), Adam 3e-3 decayed x0.1 at half. Measured on the 2-core CPU
-machine of the project (shared, so timings are noisy):
-- Spiking-DeepLab: training loop 5 min 29 s (shared with a test run), validation MIoU 0.435
-  (pixel accuracy 0.758).
-- ANN DeepLab (`--config.model.name=deeplab`, backbone features averaged over the frames):
-  training loop 4 min 02 s (shared), validation MIoU 0.595 (pixel accuracy 0.857); the spiking
-  network reaches 0.73 of it.
+0.125, batch 16, 20 epochs (2500 steps), Adam 3e-3 decayed x0.1 at half. The ANN DeepLab averages
+its backbone features over the frames.
 
-The paper's analyses of the two runs (README "Results on the embedded data"; each under 5
-minutes; each command goes on over its indented second line):
+Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
+- spiking_deeplab: validation MIoU 0.460 (pixel accuracy 0.797) after 2,500 steps; 3 min 12 s.
+- deeplab (--config.model.name=deeplab): validation MIoU 0.597 (pixel accuracy 0.857); 2 min 46 s.
+  The SNN reaches 0.77 of it.
+Times: the whole command, on 2 CPU cores shared with other jobs (load average 6.5–8.1); README says
+  more.
 
-    python evaluate.py --config configs/events_deeplab.py --workdir runs/events --analyses=energy,robustness,samples
-        --compare_workdir=runs/events_ann
-    python evaluate.py --config configs/events_deeplab.py --workdir runs/events_ann --config.model.name=deeplab
-        --analyses=activations,samples
+The paper's analyses of the two runs (README "Results on the embedded data"; conversion does not
+apply to event data):
+
+    python evaluate.py --config configs/events_deeplab.py --workdir runs/events \
+        --analyses=energy,robustness,samples --compare_workdir=runs/events_ann
+    python evaluate.py --config configs/events_deeplab.py --workdir runs/events_ann --config.model.name=deeplab \
+        --analyses=activations,samples --compare_workdir=runs/events
 """
 
 from configs import shapes_deeplab

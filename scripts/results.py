@@ -25,6 +25,7 @@ import platform
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -83,9 +84,13 @@ def timings(path: Path) -> dict[str, dict]:
     return found
 
 
-def trimmed(report: dict) -> dict:
-    """`report` without its long per-channel, per-position and per-class lists."""
-    return {k: trimmed(v) if isinstance(v, dict) else v for k, v in report.items() if k not in DROPPED}
+def trimmed(report):
+    """`report` without its long per-channel, per-position and per-class lists, however deep."""
+    if isinstance(report, list):
+        return [trimmed(v) for v in report]
+    if isinstance(report, dict):
+        return {k: trimmed(v) for k, v in report.items() if k not in DROPPED}
+    return report
 
 
 def collect_embedded(runs: Path) -> dict:
@@ -270,17 +275,18 @@ def conversion_findings(report: dict) -> list[str]:
     catch_up = next((t for i, t in enumerate(grid)
                      if max(report["layer"]["miou"][i], report["channel"]["miou"][i]) >= direct["miou"]), None)
     reach = {m: headlines.first_reaching(report, m) for m in ("layer", "channel")}
-    reach_text = {m: f"T = {t}" if t else f"no T up to {grid[-1]}" for m, t in reach.items()}
+    reach_text = {m: f"at T = {t}" if t else f"not by T = {grid[-1]}" for m, t in reach.items()}
     faster = reach["channel"] is not None and (reach["layer"] is None or reach["channel"] <= reach["layer"])
     return [f"*Direct training beats conversion at equal T*: **{verdict(direct['miou'] > max(at_t.values()), 1)}**. "
             f"At T = {direct['timesteps']} the directly trained SNN scores {direct['miou']:.3f} on the same "
             f"{report['num_images']} images; the converted ANN scores {at_t['layer']:.3f} (layer-wise) and "
             f"{at_t['channel']:.3f} (channel-wise). Conversion reaches the direct SNN "
             f"{f'at T = {catch_up}' if catch_up else 'at no T of the grid'}, and {headlines.REACHED:.0%} of its "
-            f"ANN's {report['ann_miou']:.3f} at {reach_text['layer']} layer-wise, {reach_text['channel']} "
+            f"ANN's {report['ann_miou']:.3f} {reach_text['layer']} layer-wise and {reach_text['channel']} "
             f"channel-wise.",
             f"*Channel-wise balancing converges faster than layer-wise*: **{verdict(faster, 1)}** "
-            f"({reach_text['channel']} against {reach_text['layer']} to {headlines.REACHED:.0%} of the ANN)."]
+            f"(to {headlines.REACHED:.0%} of the ANN: {reach_text['channel']} channel-wise, {reach_text['layer']} "
+            f"layer-wise)."]
 
 
 def robustness_finding(data: str, report: dict) -> str:
@@ -419,7 +425,7 @@ def expected(arch: str, data: str) -> Callable[[dict], str]:
         e = results[f"embedded_{arch}"]
         snn, ann, t = run_of(e, data, "snn"), run_of(e, data, "ann"), e["timings"]
         loads = loads_of([t[f"train {data}_{kind}"] for kind in ("snn", "ann")])
-        return "\n".join([
+        return "\n".join(textwrap.fill(line, 100, subsequent_indent="  ", break_on_hyphens=False) for line in [
             f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}) after "
             f"{snn['steps']:,} steps; {duration(t[f'train {data}_snn']['seconds'])}.",
             f"- {ann['model']} (--config.model.name={ann['model']}): validation MIoU {ann['miou']:.3f} (pixel "
@@ -436,10 +442,14 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "energy": energy, "activations": activations, "findings": findings, "analysis-runtimes": analysis_runtimes,
     "photo-check": photo_check, "benchmark": benchmark, "memory": memory, "ablation": ablation,
     "torch-comparison": torch_comparison}
+# The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
+PRODUCERS = {"embedded_deeplab": ("embedded", ()),  # every block not named below
+             "photo_check": ("photo", ("photo-check",)),
+             "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison"))}
 DOCSTRINGS = {"configs/shapes_deeplab.py": ("deeplab", "shapes"), "configs/events_deeplab.py": ("deeplab", "events"),
               "configs/shapes_fcn.py": ("fcn", "shapes"), "configs/events_fcn.py": ("fcn", "events")}
 DOCSTRING_HEADER = "Expected, from docs/results/embedded_{arch}.json (scripts/regenerate_results.sh):"
-README_BLOCK = re.compile(r"(<!-- results: (\S+) -->\n)(.*?)(\n<!-- /results -->)", re.DOTALL)
+README_BLOCK = re.compile(r"(<!-- results: ([^\s>]+) -->\n)((?:(?!<!-- results: ).)*?)(<!-- /results -->)", re.DOTALL)
 
 
 def load_results() -> dict[str, dict]:
@@ -449,9 +459,14 @@ def load_results() -> dict[str, dict]:
 def render_readme(text: str, results: dict) -> str:
     """`text` (README.md) with every results block rendered from `results`."""
     def render(match: re.Match) -> str:
-        if match.group(2) not in BLOCKS:
-            raise SystemExit(f"README.md: unknown results block {match.group(2)!r}; known: {', '.join(BLOCKS)}")
-        return match.group(1) + BLOCKS[match.group(2)](results) + match.group(4)
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"README.md: unknown results block {name!r}; known: {', '.join(BLOCKS)}")
+        source = next((stem for stem, names in PRODUCERS.items() if name in names[1]), "embedded_deeplab")
+        text = (BLOCKS[name](results) if source in results else
+                f"*Not measured yet: `scripts/regenerate_results.sh {PRODUCERS[source][0]}` writes "
+                f"`docs/results/{source}.json`.*")
+        return match.group(1) + text + "\n" + match.group(4)
     return README_BLOCK.sub(render, text)
 
 

@@ -87,7 +87,7 @@ def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
     headlines = {line.split(": ")[0]: line for line in result.stdout.splitlines()}
     assert "relative MIoU drop at sigma 12.75 / 51 (0-255 pixel units): deeplab" in headlines["robustness"]
     assert "; spiking_deeplab " in headlines["robustness"]
-    assert "converted, reaches 99% of it at" in headlines["conversion"]
+    assert "converted, reaches 99% of it: " in headlines["conversion"]
     assert "directly trained spiking_deeplab" in headlines["conversion"]
     assert "median over channels of the normalized channel maximum" in headlines["activations"]
     with open(os.path.join(runs["deeplab"], "eval_val.json")) as f:

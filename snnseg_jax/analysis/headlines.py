@@ -42,9 +42,9 @@ def conversion(report: dict) -> str:
     reached = {}
     for method in ("layer", "channel"):
         t = first_reaching(report, method)
-        reached[method] = f"T={t}" if t else f"no T up to {report[method]['timesteps'][-1]}"
+        reached[method] = f"at T={t}" if t else f"not by T={report[method]['timesteps'][-1]}"
     line = (f"ANN MIoU {report['ann_miou']:.3f} ({report['num_images']} images); converted, reaches "
-            f"{REACHED:.0%} of it at {reached['layer']} layer-wise, {reached['channel']} channel-wise")
+            f"{REACHED:.0%} of it: {reached['layer']} layer-wise, {reached['channel']} channel-wise")
     direct = report.get("direct")
     if direct is None:
         return line
