@@ -8,11 +8,9 @@
 its backbone features over the frames.
 
 Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
-- spiking_deeplab: validation MIoU 0.460 (pixel accuracy 0.797) after 2,500 steps; 3 min 12 s.
-- deeplab (--config.model.name=deeplab): validation MIoU 0.597 (pixel accuracy 0.857); 2 min 46 s.
-  The SNN reaches 0.77 of it.
-Times: the whole command, on 2 CPU cores shared with other jobs (load average 6.5–8.1); README says
-  more.
+- spiking_deeplab: validation MIoU 0.460 (pixel accuracy 0.797), 2,500 steps, 3 min 12 s
+- deeplab (--config.model.name=deeplab): MIoU 0.597 (pixel accuracy 0.857), 2 min 46 s
+(whole commands, 2 shared CPU cores, load average 6.5–8.1; the SNN reaches 0.77 of the ANN)
 
 The paper's analyses of the two runs (README "Results on the embedded data"; conversion does not
 apply to event data):

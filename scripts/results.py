@@ -25,7 +25,6 @@ import platform
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Callable
 
@@ -425,14 +424,13 @@ def expected(arch: str, data: str) -> Callable[[dict], str]:
         e = results[f"embedded_{arch}"]
         snn, ann, t = run_of(e, data, "snn"), run_of(e, data, "ann"), e["timings"]
         loads = loads_of([t[f"train {data}_{kind}"] for kind in ("snn", "ann")])
-        return "\n".join(textwrap.fill(line, 100, subsequent_indent="  ", break_on_hyphens=False) for line in [
-            f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}) after "
-            f"{snn['steps']:,} steps; {duration(t[f'train {data}_snn']['seconds'])}.",
-            f"- {ann['model']} (--config.model.name={ann['model']}): validation MIoU {ann['miou']:.3f} (pixel "
-            f"accuracy {ann['pixel_accuracy']:.3f}); {duration(t[f'train {data}_ann']['seconds'])}. The SNN reaches "
-            f"{snn['miou'] / ann['miou']:.2f} of it.",
-            f"Times: the whole command, on {e['machine']['cpus']} CPU cores shared with other jobs (load average "
-            f"{min(loads):.1f}–{max(loads):.1f}); README says more."])
+        return "\n".join([
+            f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}), "
+            f"{snn['steps']:,} steps, {duration(t[f'train {data}_snn']['seconds'])}",
+            f"- {ann['model']} (--config.model.name={ann['model']}): MIoU {ann['miou']:.3f} (pixel accuracy "
+            f"{ann['pixel_accuracy']:.3f}), {duration(t[f'train {data}_ann']['seconds'])}",
+            f"(whole commands, {e['machine']['cpus']} shared CPU cores, load average {min(loads):.1f}–{max(loads):.1f}; "
+            f"the SNN reaches {snn['miou'] / ann['miou']:.2f} of the ANN)"])
     return render
 
 
