@@ -14,8 +14,8 @@
 #          change to the code, data or configs, start from an empty RUNS (or delete the parts' runs).
 #
 # Then `python scripts/results.py readme` renders README.md from docs/results/*.json, and
-# tests/test_readme_results.py checks that they agree. On a 2-core CPU the whole of it takes about an
-# hour; the times it records are those of this machine under its load at that moment.
+# tests/test_readme_results.py checks that they agree. The times it records are those of this
+# machine under its load at that moment (README shows how long the last regeneration took).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -434,12 +434,21 @@ def expected(arch: str, data: str) -> Callable[[dict], str]:
     return render
 
 
+def regeneration(results: dict) -> str:
+    """How long the commands behind the result files took, all together, and where."""
+    entries = [t for r in results.values() for t in r.get("timings", {}).values()]
+    machines = sorted({f"{r['machine']['cpus']} CPU cores ({r['machine']['cpu']})" for r in results.values()})
+    return (f"The commands behind the current result files took {duration(sum(e['seconds'] for e in entries))} "
+            f"in all, on {' and '.join(machines)}, with a load average of {min(loads_of(entries)):.1f}–"
+            f"{max(loads_of(entries)):.1f} (training runs that resumed not counted).")
+
+
 BLOCKS: dict[str, Callable[[dict], str]] = {
     "quickstart": quickstart, "quickstart-output": quickstart_output, "embedded-training": embedded_training,
     "conversion": conversion, "robustness-shapes": robustness("shapes"), "robustness-events": robustness("events"),
     "energy": energy, "activations": activations, "findings": findings, "analysis-runtimes": analysis_runtimes,
     "photo-check": photo_check, "benchmark": benchmark, "memory": memory, "ablation": ablation,
-    "torch-comparison": torch_comparison}
+    "torch-comparison": torch_comparison, "regeneration": regeneration}
 # The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
 PRODUCERS = {"embedded_deeplab": ("embedded", ()),  # every block not named below
              "photo_check": ("photo", ("photo-check",)),
