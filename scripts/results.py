@@ -346,8 +346,12 @@ def analysis_runtimes(results: dict) -> str:
         rest.append(" / ".join(duration(s) for s in spent) or "—")
     rows.append(["the rest of each command (start-up, plain evaluation; SNN / ANN)", *rest])
     header = ["analysis", *(f"{'DeepLab' if arch == 'deeplab' else 'FCN'}, {data}" for arch, data in columns)]
-    entries = [t for arch, _ in columns for k, t in results[f"embedded_{arch}"]["timings"].items() if "analyses" in k]
-    return table(header, rows) + "\n\n" + machine_line(results["embedded_deeplab"], loads_of(entries))
+    lines = [table(header, rows)]
+    for arch in dict.fromkeys(arch for arch, _ in columns):
+        entries = [t for k, t in results[f"embedded_{arch}"]["timings"].items() if "analyses" in k]
+        lines.append(f"{'DeepLab' if arch == 'deeplab' else 'FCN'} columns: "
+                     + machine_line(results[f"embedded_{arch}"], loads_of(entries)))
+    return "\n\n".join(lines)
 
 
 def photo_check(results: dict) -> str:
