@@ -4,12 +4,17 @@
     python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo \
         --analyses=energy,robustness,samples [--compare_workdir=runs/demo_ann]
 
-Writes `eval_<split>.json` in the workdir: MIoU, per-class IoU with class names, pixel accuracy,
-the number of images and the step of the checkpoint; and for each of --analyses (energy,
-robustness, conversion, activations, samples; settings in config.analysis)
-`analysis/<name>.json` and `analysis/<name>.png`. --compare_workdir holds the twin of the
-configured model (the ANN of a spiking network, or the other way round), trained with the same config.
+Writes `eval_<split>.json` in the workdir (named after what differs, e.g.
+`eval_val_dataset.image_size=48.json`, when the config differs from the training's in what is
+measured): MIoU, per-class IoU with class names, pixel accuracy, the number of images and the step
+of the checkpoint; and for each of --analyses (energy, robustness, conversion, activations,
+samples; settings in config.analysis) `analysis/<name>.json` and `analysis/<name>.png`, printing
+each one's headline. --compare_workdir holds the twin of the configured model (the ANN of a spiking
+network, or the other way round), trained with the same config. Both workdirs are checked before
+any work: a missing or wrong run stops with the command that trains the right one.
 """
+
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -25,11 +30,17 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main() -> None:
-    analysis.check(flags.FLAGS.config, flags.FLAGS.analyses)  # a misspelt or misplaced name fails at once
-    evaluate.evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    config, workdir, compare_workdir = flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.compare_workdir
+    config_file = config_flags.get_config_filename(flags.FLAGS["config"])
+    analysis.check(config, flags.FLAGS.analyses)  # a misspelt or misplaced name fails at once
+    evaluate.check_run(config, workdir, evaluate.train_command(config_file, sys.argv, workdir))
+    if flags.FLAGS.analyses and compare_workdir:
+        twin = analysis.twin_model_name(config.model.name)
+        analysis.check_twin(config, compare_workdir, evaluate.train_command(config_file, sys.argv, compare_workdir,
+                                                                            twin))
+    evaluate.evaluate(config, workdir)
     if flags.FLAGS.analyses:
-        analysis.run(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.analyses,
-                     flags.FLAGS.compare_workdir)
+        analysis.run(config, workdir, flags.FLAGS.analyses, compare_workdir)
 
 
 if __name__ == "__main__":

@@ -6,18 +6,21 @@
 32x32 event frames (2 channels) in recordings of 20 frames, like DDD17: 800 training recordings
 (16,000 frames) and 50 validation recordings (1,000 frames); an example is the sequence of T=4
 frames ending at a frame, labelled with that frame's segmentation. Width 0.125, batch 16, 5 epochs
-(5000 steps), Adam 3e-3 decayed x0.1 at half. Measured on the project's 2-core CPU while other jobs
-shared it (whole command, data generation and compilation included):
-- Spiking-DeepLab: validation MIoU 0.526, 4 min 32 s.
-- ANN DeepLab (`--config.model.name=deeplab`, features averaged over the frames before the
-  classifier): validation MIoU 0.640; the spiking network reaches 0.82 of it.
+(5000 steps), Adam 3e-3 decayed x0.1 at half. The ANN DeepLab averages its backbone features over
+the frames.
 
-The analyses of the two runs (README "Results on the embedded data" and "Streaming and latency"):
+Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
+- spiking_deeplab: validation MIoU 0.460 (pixel accuracy 0.797), 2,500 steps, 3 min 12 s
+- deeplab (--config.model.name=deeplab): MIoU 0.597 (pixel accuracy 0.857), 2 min 46 s
+(whole commands, 2 shared CPU cores, load average 6.5–8.1; the SNN reaches 0.77 of the ANN)
+
+The paper's analyses of the two runs, and the streaming ones (README "Results on the embedded
+data", "Streaming and latency"; conversion does not apply to event data):
 
     python evaluate.py --config configs/events_deeplab.py --workdir runs/events \
         --analyses=energy,robustness,samples,latency,streaming --compare_workdir=runs/events_ann
-    python evaluate.py --config configs/events_deeplab.py --workdir runs/events_ann \
-        --config.model.name=deeplab --analyses=activations,samples
+    python evaluate.py --config configs/events_deeplab.py --workdir runs/events_ann --config.model.name=deeplab \
+        --analyses=activations,samples --compare_workdir=runs/events
 """
 
 from configs import shapes_deeplab

@@ -3,12 +3,12 @@
     python train.py --config configs/events_fcn.py --workdir runs/events_fcn
     python train.py --config configs/events_fcn.py --workdir runs/events_fcn_ann --config.model.name=fcn
 
-Measured on the project's 2-core CPU while other jobs shared it (whole command, 5000 steps, data
-generation and compilation included):
-- Spiking-FCN: validation MIoU 0.410 (pixel accuracy 0.810), 6 min 34 s.
-- ANN FCN (`--config.model.name=fcn`, features averaged over the frames before the classifier):
-  validation MIoU 0.625 (pixel accuracy 0.870), 4 min 38 s. The spiking network reaches 0.66 of it
-  (events_deeplab.py: 0.526 vs 0.640, 0.82).
+Expected, from docs/results/embedded_fcn.json (scripts/regenerate_results.sh):
+- spiking_fcn: validation MIoU 0.374 (pixel accuracy 0.787), 2,500 steps, 4 min 34 s
+- fcn (--config.model.name=fcn): MIoU 0.556 (pixel accuracy 0.832), 2 min 00 s
+(whole commands, 2 shared CPU cores, load average 5.7–6.8; the SNN reaches 0.67 of the ANN)
+
+The ANN FCN averages its features over the frames before the classifier.
 """
 
 from configs import events_deeplab

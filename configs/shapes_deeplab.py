@@ -4,26 +4,24 @@
     python train.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab
 
 32x32 RGB, 4000 training / 500 validation scenes, width 0.125, T=4, batch 16, 20 epochs (5000
-steps), Adam 3e-3 decayed x0.1 at half. Measured on the 2-core CPU machine of the project, the whole
-command including data generation and compilation:
-- Spiking-DeepLab: validation MIoU 0.749 (pixel accuracy 0.920); 0.592 / 0.656 / 0.726 / 0.734 /
-  0.745 at steps 500 / 1000 / 2000 / 2500 / 3500. 5 min 45 s on the machine otherwise quiet (about
-  15 steps per second); 11 min 25 s while two other jobs shared the two cores. (Before time was
-  folded batch-major, which changes only float rounding: 0.747 in 6 min 01 s.)
-- ANN DeepLab (`--config.model.name=deeplab`): validation MIoU 0.817 (pixel accuracy 0.945),
-  2 min 51 s (shared). The spiking network reaches 0.917 of it.
-- A per-pixel colour lookup fitted on the training split is no shortcut (tests/test_synthetic.py).
+steps), Adam 3e-3 decayed x0.1 at half.
+
+Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
+- spiking_deeplab: validation MIoU 0.749 (pixel accuracy 0.920), 5,000 steps, 5 min 16 s
+- deeplab (--config.model.name=deeplab): MIoU 0.817 (pixel accuracy 0.945), 1 min 33 s
+(whole commands, 2 shared CPU cores, load average 3.7–8.1; the SNN reaches 0.92 of the ANN)
+
+A per-pixel colour lookup fitted on the training split is no shortcut (tests/test_synthetic.py).
 Rate coding over T=4 steps keeps only strong, coarse contrasts, so the dataset's classes differ in
 outline and in coarse high-contrast surface patterns (the first version, with fine low-contrast
 patterns, gave the ANN 0.61 and the spiking network 0.19).
 
-The paper's analyses of the two runs (README "Results on the embedded data"; each under 5
-minutes; each command goes on over its indented second line):
+The paper's analyses of the two runs (README "Quickstart" and "Results on the embedded data"):
 
-    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo --analyses=energy,robustness,samples
-        --compare_workdir=runs/demo_ann
-    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab
-        --analyses=conversion,activations,samples
+    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo \
+        --analyses=energy,robustness,samples --compare_workdir=runs/demo_ann
+    python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab \
+        --analyses=conversion,activations,samples --compare_workdir=runs/demo
 """
 
 from configs import default

@@ -3,15 +3,14 @@
     python train.py --config configs/shapes_fcn.py --workdir runs/shapes_fcn
     python train.py --config configs/shapes_fcn.py --workdir runs/shapes_fcn_ann --config.model.name=fcn
 
-Measured on the 2-core CPU machine of the project, the whole command (5000 steps) including data
-generation and compilation (before time was folded batch-major, which changes only float rounding):
-- Spiking-FCN: validation MIoU 0.685 (pixel accuracy 0.910); 0.501 / 0.572 / 0.653 / 0.680 / 0.686
-  at steps 500 / 1000 / 2000 / 3000 / 4500. 8 min 24 s, about 3 minutes of it shared with a test
-  run (its steps ran at 15 per second alone, so about 6 minutes alone).
-- ANN FCN (`--config.model.name=fcn`): validation MIoU 0.861 (pixel accuracy 0.963), 2 min 15 s.
-  The spiking network reaches 0.80 of it (the DeepLab pair of shapes_deeplab.py: 0.91). A likely
-  cause, not tested: the FCN decoder's two spiking layers carry the class evidence of only
-  num_classes channels as spike counts over T=4, where the DeepLab's decoder is linear.
+Expected, from docs/results/embedded_fcn.json (scripts/regenerate_results.sh):
+- spiking_fcn: validation MIoU 0.690 (pixel accuracy 0.911), 5,000 steps, 5 min 24 s
+- fcn (--config.model.name=fcn): MIoU 0.861 (pixel accuracy 0.963), 2 min 31 s
+(whole commands, 2 shared CPU cores, load average 3.9–5.5; the SNN reaches 0.80 of the ANN)
+
+The FCN pair is further apart than the DeepLab pair of shapes_deeplab.py. A likely cause, not
+tested: the FCN decoder's two spiking layers carry the class evidence of only num_classes channels
+as spike counts over T=4, where the DeepLab's decoder is linear.
 """
 
 from configs import shapes_deeplab

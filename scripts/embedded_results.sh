@@ -7,13 +7,17 @@
 #
 #   RUNS_DIR   where the four workdirs go (default runs/embedded); finished runs are not retrained
 #              (train.py resumes from the newest checkpoint), so a second call only re-analyses.
+#              After a change to the data or the configs, give it an empty directory.
 #   ARCH       deeplab (default) or fcn: the configs shapes_$ARCH.py / events_$ARCH.py.
 #   STEPS      if set, --config.num_train_steps=$STEPS (a quick check of the script itself).
 #   FIGURES    if set, a folder (docs/embedded_results for README.md) that receives the figures the
 #              README shows, named <data>_<snn|ann>_<analysis>.png.
+#   RESULTS    if set, a JSON file (docs/results/embedded_$ARCH.json for README.md) that receives
+#              the numbers, the wall-clock times of the commands and the machine they ran on.
 #
-# With the shipped configs on a 2-core CPU: about 30 minutes of training (4 runs), then about
-# 8 minutes of analyses. Run from the repository root.
+# Each command's wall-clock time and the load average around it go to <runs>/timings.jsonl (see
+# scripts/timed.sh); a training command that resumed a run is marked so.
+# scripts/regenerate_results.sh runs this for README.md. Run from the repository root.
 set -euo pipefail
 
 RUNS=${1:-runs/embedded}
@@ -24,27 +28,33 @@ OVERRIDES=("$@")
 if [[ -n "${STEPS:-}" ]]; then
   OVERRIDES+=("--config.num_train_steps=$STEPS")
 fi
+mkdir -p "$RUNS"
+
+TIMINGS=$RUNS/timings.jsonl
+source "$(dirname "$0")/timed.sh"
 
 for data in shapes events; do
   config=configs/${data}_${ARCH}.py
   snn=$RUNS/${data}_snn
   ann=$RUNS/${data}_ann
   echo "== $data: training $snn and $ann"
-  "$PYTHON" train.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}"
-  "$PYTHON" train.py --config "$config" --workdir "$ann" --config.model.name="$ARCH" "${OVERRIDES[@]}"
+  timed "train ${data}_snn" "$snn" train.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}"
+  timed "train ${data}_ann" "$ann" train.py --config "$config" --workdir "$ann" --config.model.name="$ARCH" \
+    "${OVERRIDES[@]}"
 
-  echo "== $data: analyses"
-  "$PYTHON" evaluate.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}" \
+  echo "== $data: evaluation and analyses"
+  timed "eval ${data}_snn" "$snn" evaluate.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}"
+  timed "analyses ${data}_snn" "$snn" evaluate.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}" \
     --analyses=energy,robustness,samples --compare_workdir="$ann"
   ann_analyses=activations,samples  # the ANN's robustness curve is in the SNN's robustness.json
   if [[ $data == shapes ]]; then  # conversion rate codes static images: not for event sequences
     ann_analyses=conversion,$ann_analyses
   fi
-  "$PYTHON" evaluate.py --config "$config" --workdir "$ann" --config.model.name="$ARCH" "${OVERRIDES[@]}" \
-    --analyses="$ann_analyses" --compare_workdir="$snn"
+  timed "analyses ${data}_ann" "$ann" evaluate.py --config "$config" --workdir "$ann" \
+    --config.model.name="$ARCH" "${OVERRIDES[@]}" --analyses="$ann_analyses" --compare_workdir="$snn"
 done
 
-"$PYTHON" scripts/embedded_results_table.py "$RUNS" | tee "$RUNS/results.md"
+"$PYTHON" scripts/results.py embedded "$RUNS" ${RESULTS:+--out "$RESULTS"} | tee "$RUNS/results.md"
 
 if [[ -n "${FIGURES:-}" ]]; then
   mkdir -p "$FIGURES"

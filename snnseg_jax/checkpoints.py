@@ -18,9 +18,11 @@ intact (Orbax deletes old checkpoints only after a new one is complete).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import re
@@ -198,9 +200,10 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config
                         f"it was trained with (saved in checkpoints/{step}/run/metadata), or use another "
                         f"--workdir.")
     try:
-        restored = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-            run=ocp.args.JsonRestore()))
+        with _loops_that_finish_their_tasks():
+            restored = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
+                run=ocp.args.JsonRestore()))
         position, run = Position(**restored["data"]), restored["run"]
         log_window, saved_config, digest = run["log_window"], run["config"], run["state_sha256"]
     except Exception as error:  # as above
@@ -211,12 +214,68 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config
                       bool(run.get("validation_owed", False)))
 
 
+class _FinishingLoop(asyncio.SelectorEventLoop):
+    """An event loop that, closed with tasks still pending, cancels them and waits for them first."""
+
+    def close(self) -> None:
+        pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+        if pending and not self.is_running() and not self.is_closed():
+            for task in pending:
+                task.cancel()
+            self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        super().close()
+
+
+class _FinishingLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _FinishingLoop()
+
+
+@contextlib.contextmanager
+def _loops_that_finish_their_tasks() -> Iterator[None]:
+    """Event loops created meanwhile finish their pending tasks when closed.
+
+    Orbax restores in a fresh event loop, one task per array, and closes the loop as soon as one
+    read fails (a damaged file), with the reads of the other arrays still pending. Left so, each is
+    destroyed later by the garbage collector, wherever the program then is, and its error handler
+    raises while being destroyed: an "exception ignored" report with a traceback, once per array.
+    Cancelled and awaited before the loop closes, they end here, their errors collected.
+    """
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_FinishingLoopPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
+
+
 def _reason(error: BaseException) -> str:
     """The first line of the innermost cause of `error` (Orbax wraps TensorStore's precise errors)."""
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def steps_on_disk(workdir: str) -> list[int]:
+    """The steps of the checkpoint directories in `workdir`, newest first, whether or not they read back."""
+    names = os.listdir(directory(workdir)) if os.path.isdir(directory(workdir)) else []
+    return sorted((int(n) for n in names if n.isdigit()), reverse=True)
+
+
+def saved_config(workdir: str) -> tuple[int, dict] | None:
+    """(step, config as JSON) of the newest checkpoint in `workdir` whose `run/metadata` reads as JSON.
+
+    Cheap (one small file; no arrays are read), for checking a run before restoring it. None if no
+    checkpoint has one.
+    """
+    for step in steps_on_disk(workdir):
+        try:
+            with open(os.path.join(directory(workdir), str(step), "run", "metadata")) as f:
+                return step, json.load(f)["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # damaged or half written: the older ones may do
+    return None
 
 
 def move_aside(workdir: str, step: int) -> str:

@@ -49,8 +49,11 @@ def warn(message: str) -> None:
 
 
 def _paragraph(text: str) -> str:
-    return textwrap.fill(" ".join(text.split()), width=100, break_long_words=False,
-                         break_on_hyphens=False)  # paths stay whole
+    """`text` filled to 100 columns; lines after it that begin with 4 spaces (commands to paste) stay whole."""
+    text, *commands = text.split("\n    ")
+    return "\n".join([textwrap.fill(" ".join(text.split()), width=100, break_long_words=False,
+                                     break_on_hyphens=False),  # paths stay whole
+                       *(f"    {' '.join(command.split())}" for command in commands)])
 
 
 def _config_file(argv: Sequence[str]) -> str:

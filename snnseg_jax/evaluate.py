@@ -10,7 +10,8 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable
+import shlex
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,6 +36,7 @@ class Restored:
     eval_key: jax.Array
     mesh: jax.sharding.Mesh
     input_shape: tuple[int, ...]  # of one example
+    saved_config: dict = dataclasses.field(default_factory=dict)  # the config that saved the checkpoint, as JSON
 
     @property
     def spiking(self) -> bool:
@@ -67,6 +69,50 @@ class Restored:
                                         self.config.eval_batch_size, self.eval_key, self.mesh, threads)
 
 
+def train_command(config_file: str, argv: Sequence[str], workdir: str, model_name: str | None = None) -> str:
+    """The `train.py` command of the run that `--config=config_file` and the `--config.*` overrides in
+    `argv` describe, in `workdir`, with `--config.model.name=model_name` if given (analysis settings left out)."""
+    overrides, args = [], list(argv)
+    for i, arg in enumerate(args):
+        field = arg.split("=", 1)[0].removeprefix("--config.")
+        if not arg.startswith("--config.") or field.startswith("analysis.") or (model_name and field == "model.name"):
+            continue
+        overrides.append(arg if "=" in arg or i + 1 == len(args) else f"{arg}={args[i + 1]}")
+    if model_name:
+        overrides.append(f"--config.model.name={model_name}")
+    return shlex.join(["python", "train.py", "--config", config_file, "--workdir", workdir, *overrides])
+
+
+def kind_differences(config: ml_collections.ConfigDict, saved_config: dict) -> dict[str, tuple[Any, Any]]:
+    """`{"model.name": (saved, configured)}`, and the same for `dataset.name`, where they differ: the run
+    of a checkpoint's saved config is not of the kind `config` describes."""
+    return {f"{group}.name": (saved_config.get(group, {}).get("name"), config[group].name)
+            for group in ("model", "dataset") if saved_config.get(group, {}).get("name") != config[group].name}
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str, train: str) -> None:
+    """Raises a `UserError` unless `workdir` (given as --workdir) holds a run of the kind `config` describes.
+
+    Cheap (reads the newest checkpoint's saved config, no arrays), so that a wrong directory stops the
+    command before any work. `train` is the command that trains the run.
+    """
+    saved = checkpoints.saved_config(workdir)
+    if saved is None and not checkpoints.steps_on_disk(workdir):
+        raise UserError(f"--workdir={workdir} holds no checkpoint to evaluate. Train it first with:\n    {train}")
+    if saved is None:
+        return  # checkpoints too damaged to say: restoring lists what fails
+    step, saved_config = saved
+    differences = kind_differences(config, saved_config)
+    if differences:
+        saved_kind = " and ".join(f"{field}={saved!r}" for field, (saved, _) in differences.items())
+        kind = " and ".join(f"{field}={now!r}" for field, (_, now) in differences.items())
+        hint = (f", here --config.model.name={differences['model.name'][0]}" if "model.name" in differences
+                else "")
+        raise UserError(f"--workdir={workdir} holds a run with {saved_kind} (its checkpoint {step}), and this "
+                        f"config describes one with {kind}. Evaluate it with the config it was trained with "
+                        f"(saved in checkpoints/{step}/run/metadata){hint}.")
+
+
 def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
     """The newest valid checkpoint in `workdir` of the run `config` describes, and its evaluation split."""
     train_lib.check_config(config)
@@ -89,24 +135,54 @@ def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
     if restored is None:
         raise UserError(f"no checkpoints in {workdir!r}; train first with train.py")
     checkpoints.warn_config_differences(restored, config_json, "evaluating", fields=("model.",))
-    return Restored(config, workdir, model, restored.state, dataset, train_key, eval_key, mesh, input_shape)
+    return Restored(config, workdir, model, restored.state, dataset, train_key, eval_key, mesh, input_shape,
+                    restored.config)
+
+
+# Config fields that change what an evaluation measures, as prefixes; less those that do not (`NOT_MEASURED`).
+MEASURED = ("dataset.", "model.", "eval_batch_size", "seed")  # the batch size and seed choose the Poisson keys
+NOT_MEASURED = ("dataset.root", "dataset.cache_dir", "dataset.train_split", "dataset.augment", "dataset.eval_split",
+                "model.fused", "model.remat", "model.tuned_ops")  # where the data is, training-only, speed only
+
+
+def measured_differences(saved_config: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
+    """`{field: (when trained, now)}` for the fields that make this evaluation differ from the training's."""
+    not_measured = (*NOT_MEASURED, f"dataset.synthetic_sizes.{config.dataset.train_split}")
+    return {field: values for field, values in
+            checkpoints.config_differences(saved_config, train_lib.config_as_json(config)).items()
+            if field.startswith(MEASURED) and field not in not_measured}
+
+
+def result_name(split: str, differences: dict[str, tuple[Any, Any]]) -> str:
+    """`eval_<split>.json`, or with the settings that differ from training: `eval_val_dataset.image_size=48.json`."""
+    settings = "".join(f"_{field}={str(now).replace('/', '_').replace(' ', '')}"
+                       for field, (_, now) in differences.items())
+    return f"eval_{split}{settings}.json"
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Evaluates the newest checkpoint in `workdir` on `config.dataset.eval_split`; returns the metrics.
 
-    Uses the same Poisson keys as the validation during training, so the numbers match it. Newer
-    checkpoints that do not read back whole are reported and left where they are.
+    Uses the same Poisson keys as the validation during training, so the numbers match it. Writes
+    `eval_<split>.json`, or, where the config differs from the training's in what the evaluation
+    measures (`measured_differences`: another image size, model setting, seed ...), a file named
+    after the differences (`result_name`), so that it never replaces the evaluation of the run as
+    trained. Newer checkpoints that do not read back whole are reported and left where they are.
     """
     run = restore(config, workdir)
     split = config.dataset.eval_split
+    differences = measured_differences(run.saved_config, config)
     result = {"split": split, "step": int(jax.device_get(run.state.step)), "num_images": len(run.dataset),
-              **metrics.summary(run.confusion(threads=config.loader_threads), run.dataset.class_names)}
-    path = os.path.join(workdir, f"eval_{split}.json")
+              **metrics.summary(run.confusion(threads=config.loader_threads), run.dataset.class_names),
+              "differs_from_training": {field: list(values) for field, values in differences.items()}}
+    path = os.path.join(workdir, result_name(split, differences))
     if not sharding.is_primary():
         return result
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"{split} at step {result['step']}: MIoU {result['miou']:.4f}, pixel accuracy "
           f"{result['pixel_accuracy']:.4f} over {len(run.dataset)} images; written to {path}")
+    if differences:
+        changed = "; ".join(f"{field} {before!r} -> {now!r}" for field, (before, now) in differences.items())
+        print(f"(not eval_{split}.json: this evaluation differs from the training's in {changed})")
     return result

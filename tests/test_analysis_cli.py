@@ -84,6 +84,12 @@ def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
                       f"--compare_workdir={runs['spiking_deeplab']}")
     assert result.returncode == 0, result.stderr
     assert_written(runs["deeplab"], ["robustness", "conversion", "activations", "samples"])
+    headlines = {line.split(": ")[0]: line for line in result.stdout.splitlines()}
+    assert "relative MIoU drop at sigma 12.75 / 51 (0-255 pixel units): deeplab" in headlines["robustness"]
+    assert "; spiking_deeplab " in headlines["robustness"]
+    assert "converted, reaches 99% of it: " in headlines["conversion"]
+    assert "directly trained spiking_deeplab" in headlines["conversion"]
+    assert "median over channels of the normalized channel maximum" in headlines["activations"]
     with open(os.path.join(runs["deeplab"], "eval_val.json")) as f:
         clean_miou = json.load(f)["miou"]
 
@@ -124,6 +130,7 @@ def test_energy_json_is_consistent_with_its_own_per_layer_numbers(runs):
     assert result.returncode == 0, result.stderr
     assert_written(runs["spiking_deeplab"], ["energy"])
     report = read(runs["spiking_deeplab"], "energy")
+    assert f"energy: E_ANN / E_SNN = {report['ratio']:.2f} (E_ANN " in result.stdout and " µJ" in result.stdout
     layers = report["layers"]
     e_ann = sum(layer["flops"] * 4.6 for layer in layers)
     e_snn = sum(layer["flops"] * layer["input_spike_rate"] * (4.6 if layer["mac"] else 0.9) for layer in layers)
@@ -147,6 +154,49 @@ def test_analyses_that_do_not_apply_stop_with_one_paragraph(runs, model_name, an
     result = evaluate(runs[model_name], model_name, f"--analyses={analyses}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split())
+
+
+def twin_command(workdir, model_name):
+    overrides = " ".join(f"--config.{field}={value}" for field, value in TINY.items())
+    return f"python train.py --config {CONFIG} --workdir {workdir} {overrides} --config.model.name={model_name}"
+
+
+@pytest.mark.parametrize("compare", ["missing", "same-kind"])
+def test_a_missing_or_wrong_twin_stops_before_any_work_naming_the_command_that_trains_it(runs, tmp_path, compare):
+    """The message says what --compare_workdir must hold, and the train.py command on a line of its own."""
+    twin_dir = str(tmp_path / "demo_ann") if compare == "missing" else runs["spiking_deeplab"]
+    result = evaluate(runs["spiking_deeplab"], "spiking_deeplab", "--analyses=robustness",
+                      f"--compare_workdir={twin_dir}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""  # nothing evaluated
+    message = " ".join(result.stderr.split())
+    assert message.startswith(f"error: --compare_workdir={twin_dir} holds ")
+    assert ("no checkpoint" if compare == "missing" else "a run with model.name='spiking_deeplab'") in message
+    assert ("it must hold the ANN twin of the 'spiking_deeplab' run evaluated: a run of --config.model.name=deeplab "
+            "trained with the same config") in message
+    assert result.stderr.splitlines()[-1] == f"    {twin_command(twin_dir, 'deeplab')}"
+
+
+def test_a_workdir_of_the_other_network_names_the_model_to_evaluate_it_with(runs):
+    result = evaluate(runs["deeplab"], "spiking_deeplab")
+    assert result.returncode == 2 and result.stdout == ""
+    message = " ".join(result.stderr.split())
+    assert f"--workdir={runs['deeplab']} holds a run with model.name='deeplab'" in message
+    assert message.endswith("here --config.model.name=deeplab.")
+
+
+def test_an_evaluation_with_other_settings_than_training_gets_its_own_file(runs):
+    eval_json = os.path.join(runs["deeplab"], "eval_val.json")
+    assert evaluate(runs["deeplab"], "deeplab").returncode == 0
+    with open(eval_json) as f:
+        as_trained = json.load(f)
+    assert as_trained["differs_from_training"] == {}
+    result = evaluate(runs["deeplab"], "deeplab", "--config.eval_batch_size=13", "--config.model.fused=false")
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(runs["deeplab"], "eval_val_eval_batch_size=13.json")) as f:
+        assert json.load(f)["differs_from_training"] == {"eval_batch_size": [5, 13]}  # fused changes no value
+    with open(eval_json) as f:
+        assert json.load(f) == as_trained
+    assert "(not eval_val.json: this evaluation differs from the training's in eval_batch_size 5 -> 13)" in result.stdout
 
 
 def test_latency_and_streaming_on_event_recordings(tmp_path):

@@ -153,7 +153,7 @@ BAD_COMMAND_LINES = {
                               "eval_batch_size must be a positive integer, got 0; model.leak must be"),
     "bad-noise-levels": ("evaluate.py", ["--config.analysis.noise_sigmas=abc", "--analyses=robustness"],
                          "analysis.noise_sigmas must be a non-empty list, each item a non-negative number"),
-    "nothing-to-evaluate": ("evaluate.py", [], "no checkpoints in"),
+    "nothing-to-evaluate": ("evaluate.py", [], "holds no checkpoint to evaluate. Train it first with: python train.py"),
 }
 
 

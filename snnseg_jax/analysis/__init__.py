@@ -21,8 +21,9 @@ import time
 
 import ml_collections
 
-from snnseg_jax import data, evaluate
-from snnseg_jax.analysis import activations, conversion, energy, latency, outputs, robustness, samples, streaming
+from snnseg_jax import checkpoints, data, evaluate
+from snnseg_jax.analysis import (activations, conversion, energy, headlines, latency, outputs, robustness, samples,
+                                 streaming)
 from snnseg_jax.cli import UserError
 
 ANALYSES = {"energy": energy.analyze, "robustness": robustness.analyze, "conversion": conversion.analyze,
@@ -38,6 +39,32 @@ NEEDS = {"energy": (True, "counts spikes"), "conversion": (False, "turns a train
 def twin_model_name(name: str) -> str:
     """`spiking_deeplab` <-> `deeplab`, `spiking_fcn` <-> `fcn`."""
     return name.removeprefix("spiking_") if name.startswith("spiking_") else f"spiking_{name}"
+
+
+def twin_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with the twin network: what a `compare_workdir` run was trained with."""
+    twin = config.copy_and_resolve_references()
+    twin.model.name = twin_model_name(config.model.name)
+    return twin
+
+
+def check_twin(config: ml_collections.ConfigDict, compare_workdir: str, train: str) -> None:
+    """Raises a `UserError` unless `compare_workdir` holds a run of the twin of `config`'s network on its
+    dataset; `train` is the command that trains it. Cheap: reads the newest checkpoint's saved config only."""
+    twin = twin_config(config)
+    kind = "ANN" if config.model.name.startswith("spiking_") else "spiking"
+    role = (f"the {kind} twin of the {config.model.name!r} run evaluated: a run of "
+            f"--config.model.name={twin.model.name} trained with the same config")
+    saved = checkpoints.saved_config(compare_workdir)
+    if saved is None and not checkpoints.steps_on_disk(compare_workdir):
+        raise UserError(f"--compare_workdir={compare_workdir} holds no checkpoint; it must hold {role}. Train "
+                        f"it with:\n    {train}")
+    differences = evaluate.kind_differences(twin, saved[1]) if saved else {}
+    if differences:
+        found = " and ".join(f"{field}={before!r}" for field, (before, _) in differences.items())
+        raise UserError(f"--compare_workdir={compare_workdir} holds a run with {found} (its checkpoint {saved[0]}); "
+                        f"it must hold {role}. Pass the workdir of such a run, or move {compare_workdir} away and "
+                        f"train it there with:\n    {train}")
 
 
 def check(config: ml_collections.ConfigDict, names: list[str]) -> None:
@@ -71,15 +98,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],
         raise UserError("the conversion analysis rate codes static images; ANN-SNN conversion has no "
                         f"counterpart for event sequences (paper §3), which {config.dataset.name!r} "
                         "holds")
-    compare = None
-    if compare_workdir:
-        twin = config.copy_and_resolve_references()
-        twin.model.name = twin_model_name(config.model.name)
-        compare = evaluate.restore(twin, compare_workdir)
+    compare = evaluate.restore(twin_config(config), compare_workdir) if compare_workdir else None
     results = {}
     for name in names:
         start = time.perf_counter()
         results[name], figure = ANALYSES[name](restored, compare)
+        results[name]["seconds"] = round(time.perf_counter() - start, 1)  # wall clock, writing the files aside
         json_path, png_path = outputs.write(workdir, name, results[name], figure)
-        print(f"{name}: {time.perf_counter() - start:.1f} s; wrote {json_path} and {png_path}")
+        print(f"{name}: {headlines.headline(name, results[name])} [{results[name]['seconds']} s; wrote "
+              f"{json_path}, .png]")
     return results

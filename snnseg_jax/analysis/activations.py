@@ -54,22 +54,27 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     layers = normalized_maxima(run, subset)
     report = {"layers": [{"name": name, **values} for name, values in layers.items()],
               "num_images": len(subset)}
-    return report, _figure(report["layers"])
+    return report, _figure(report["layers"], run.config.model.name, len(subset))
 
 
-def _figure(layers: list[dict]) -> Figure:
-    figure = Figure(figsize=(2.1 * len(layers), 4.2), layout="constrained")
-    axes = figure.subplots(2, len(layers), squeeze=False)
-    for column, layer in enumerate(layers):
-        for row, (key, axis_name) in enumerate((("channel_max", "channel"), ("spatial_max", "position"))):
-            ax = axes[row, column]
-            ax.bar(np.arange(len(layer[key])), layer[key], width=1.0,
-                   color="tab:blue" if row == 0 else "tab:green")
-            ax.set_ylim(0, 1.05)
-            ax.set_xlabel(f"{axis_name} index", fontsize=7)
-            ax.tick_params(labelsize=6)
-            if row == 0:
-                ax.set_title(layer["name"], fontsize=8)
-            if column == 0:
-                ax.set_ylabel(f"({'ab'[row]}) normalized max per {axis_name}", fontsize=7)
+def _figure(layers: list[dict], model_name: str, num_images: int) -> Figure:
+    """Per layer, the spread of the normalized maxima over channels (a) and over positions (b): a box
+    (quartiles, median line) over every value as a dot."""
+    figure = Figure(figsize=(8, 6.4), layout="constrained")
+    figure.suptitle(f"Maximum activation of each channel and position, relative to its layer's maximum\n"
+                    f"(ANN {model_name}, {num_images} images; Fig. 4)", fontsize=11)
+    names = [layer["name"] for layer in layers]
+    jitter = np.random.default_rng(0)
+    for ax, (key, what, colour) in zip(figure.subplots(2, 1), (("channel_max", "channel", "tab:blue"),
+                                                             ("spatial_max", "position", "tab:green"))):
+        values = [np.asarray(layer[key]) for layer in layers]
+        for i, v in enumerate(values):
+            ax.plot(i + jitter.uniform(-0.25, 0.25, len(v)), v, ".", color=colour, alpha=0.35, markersize=3)
+        ax.boxplot(values, positions=range(len(values)), widths=0.6, showfliers=False,
+                   medianprops={"color": "black"})
+        ax.set_xticks(range(len(names)), names, fontsize=9)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(f"max per {what} / layer max", fontsize=9)
+        ax.set_title(f"({'a' if what == 'channel' else 'b'}) per {what}", fontsize=10, loc="left")
+        ax.grid(axis="y", alpha=0.3)
     return figure

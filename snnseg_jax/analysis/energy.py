@@ -174,7 +174,7 @@ def _figure(report: dict, layers: list[ConvLayer], model_name: str) -> Figure:
     snn = [e["snn_flops"] * (E_MAC_PJ if e["mac"] else E_AC_PJ) for e in report["layers"]]
     for offset, values, kind, colour in ((-0.2, ann, "ANN", "tab:gray"), (0.2, snn, "SNN", "tab:orange")):
         total = report[f"e_{kind.lower()}_pj"] / 1e6
-        energy_ax.bar(x + offset, values, 0.4, label=f"{kind}, total {total:.3g} uJ", color=colour)
+        energy_ax.bar(x + offset, values, 0.4, label=f"{kind}, total {total:.3g} µJ", color=colour)
     energy_ax.set_yscale("log")
     energy_ax.set_xticks(x, [n + (" (MAC)" if e["mac"] else "") for n, e in zip(names, report["layers"])],
                          rotation=60, ha="right", fontsize=8)

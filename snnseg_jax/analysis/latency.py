@@ -74,13 +74,6 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     return report, _figure(report)
 
 
-def headline(report: dict) -> str:
-    """One line: MIoU after one step, halfway and at T, and the step time."""
-    miou, t = report["miou"], len(report["miou"])
-    return (f"MIoU {miou[0]:.3f} after 1 step, {miou[t // 2 - 1]:.3f} after {t // 2}, {miou[-1]:.3f} after "
-            f"{t}; {report['step_ms']:.2f} ms per step at batch 1")
-
-
 def _figure(report: dict) -> Figure:
     figure = Figure(figsize=(6, 3.6), layout="constrained")
     ax = figure.subplots()

@@ -112,11 +112,6 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     return report, _figure(run, split, *longest, report)
 
 
-def headline(report: dict) -> str:
-    return (f"MIoU {report['continuous_miou']:.3f} streaming continuously, {report['windowed_miou']:.3f} in "
-            f"windows of T={report['timesteps']}; {report['frames_per_second']:.0f} frames/s at batch 1")
-
-
 def _figure(run: Restored, split, indices: np.ndarray, predictions: np.ndarray, report: dict) -> Figure:
     """Input, continuous prediction and label of frames spread over the longest recording; below,
     the continuous MIoU by position in the recording against the windowed MIoU."""

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Regenerates every measured number README.md shows (and the "Expected" lines of the embedded
+# configs' docstrings) from the current code and configs, then rewrites them in place:
+#
+#   scripts/regenerate_results.sh [PART ...]     PART: embedded, fcn, photo, performance (default: all)
+#
+#   embedded     scripts/embedded_results.sh: the DeepLab pair on shapes and on events, trained, then
+#                analysed -> docs/results/embedded_deeplab.json and the figures in docs/embedded_results/
+#   fcn          the same for the FCNs -> docs/results/embedded_fcn.json (analysis times only in README)
+#   photo        scripts/photo_check.sh -> docs/results/photo_check.json
+#   performance  scripts/performance_results.sh -> docs/results/performance.json
+#
+#   RUNS   where the runs go (default runs/results). Runs found there are resumed, not retrained: after a
+#          change to the code, data or configs, start from an empty RUNS (or delete the parts' runs).
+#
+# Then `python scripts/results.py readme` renders README.md from docs/results/*.json, and
+# tests/test_readme_results.py checks that they agree. The times it records are those of this
+# machine under its load at that moment (README shows how long the last regeneration took).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-runs/results}
+parts=("$@")
+if [[ ${#parts[@]} == 0 ]]; then parts=(embedded fcn photo performance); fi
+for part in "${parts[@]}"; do
+  echo "==== $part"
+  case $part in
+    embedded) RESULTS=docs/results/embedded_deeplab.json FIGURES=docs/embedded_results \
+                scripts/embedded_results.sh "$RUNS/embedded" ;;
+    fcn) ARCH=fcn RESULTS=docs/results/embedded_fcn.json scripts/embedded_results.sh "$RUNS/embedded_fcn" ;;
+    photo) rm -rf "$RUNS/photo_ann"; RESULTS=docs/results/photo_check.json scripts/photo_check.sh "$RUNS/photo_ann" ;;
+    performance) RESULTS=docs/results/performance.json scripts/performance_results.sh "$RUNS/performance" ;;
+    *) echo "unknown part $part; choose from embedded, fcn, photo, performance" >&2; exit 2 ;;
+  esac
+done
+${PYTHON:-python} scripts/results.py readme

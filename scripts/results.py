@@ -1,0 +1,557 @@
+"""The numbers README.md shows: collected into committed result files, and rendered into README.
+
+    python scripts/results.py embedded RUNS_DIR [--out docs/results/embedded_deeplab.json]
+    python scripts/results.py photo WORKDIR --timings FILE [--out docs/results/photo_check.json]
+    python scripts/results.py performance DIR [--out docs/results/performance.json]
+    python scripts/results.py readme [--check]
+
+`embedded` reads the runs of scripts/embedded_results.sh (eval_val.json, analysis/*.json, timings.jsonl)
+and prints them as Markdown; `photo` reads the photo-check run of scripts/photo_check.sh; `performance`
+reads the JSON lines that scripts/performance_results.sh wrote into DIR. With --out each writes its
+result file, with the machine it ran on and the code's commit. `readme` renders the blocks of
+README.md between `<!-- results: NAME -->` and `<!-- /results -->`, and the "Expected" lines of the
+config docstrings, from docs/results/*.json; --check only compares, printing what differs and exiting
+with status 1 when anything does (tests/test_readme_results.py runs it). scripts/regenerate_results.sh
+runs all of it. Run from the repository root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from snnseg_jax import checkpoints  # noqa: E402  (after the repository is on the path)
+from snnseg_jax.analysis import headlines  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results"
+README = ROOT / "README.md"
+# Paper Table 5, E_ANN / E_SNN at T = 20, by (architecture, embedded dataset): (ratio, paper dataset).
+PAPER_RATIOS = {("deeplab", "shapes"): (2.75, "VOC2012"), ("deeplab", "events"): (1.15, "DDD17"),
+                ("fcn", "shapes"): (2.37, "VOC2012"), ("fcn", "events"): (1.04, "DDD17")}
+DROPPED = {"channel_max", "spatial_max", "palette", "class_names", "workdir", "iou_per_class"}  # too long for docs
+GIB = 2.0 ** 30
+
+
+# ---------------------------------------------------------------- collecting
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def provenance(generated_by: str) -> dict:
+    """Where a result file comes from: script, code commit (+changes if uncommitted), date, machine."""
+    git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
+                                                    else "")
+    return {"generated_by": generated_by, "commit": commit, "date": datetime.date.today().isoformat(),
+            "machine": machine()}
+
+
+def machine() -> dict:
+    """The machine this runs on: CPU, cores, memory, JAX and its default device."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": round(memory, 1), "jax": jax.__version__,
+            "device": jax.devices()[0].device_kind}
+
+
+def timings(path: Path) -> dict[str, dict]:
+    """The last timing of each command in a timings.jsonl, leaving out training runs that resumed."""
+    found = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if not entry.get("resumed"):
+                found[entry.pop("name")] = entry
+    return found
+
+
+def trimmed(report):
+    """`report` without its long per-channel, per-position and per-class lists, however deep."""
+    if isinstance(report, list):
+        return [trimmed(v) for v in report]
+    if isinstance(report, dict):
+        return {k: trimmed(v) for k, v in report.items() if k not in DROPPED}
+    return report
+
+
+def collect_embedded(runs: Path) -> dict:
+    """Per run (`shapes_snn`, ...): its model, T, steps, validation metrics and trimmed analyses."""
+    result = {"arch": os.environ.get("ARCH", "deeplab"), "runs": {}, "timings": timings(runs / "timings.jsonl")}
+    for run_dir in sorted(p for p in runs.iterdir() if (p / "eval_val.json").exists()):
+        evaluation, (_, config) = read_json(run_dir / "eval_val.json"), checkpoints.saved_config(str(run_dir))
+        analyses = {p.stem: trimmed(read_json(p)) for p in sorted((run_dir / "analysis").glob("*.json"))}
+        result["runs"][run_dir.name] = {
+            "model": config["model"]["name"], "dataset": config["dataset"]["name"],
+            "timesteps": config["model"]["timesteps"], "steps": evaluation["step"], "miou": evaluation["miou"],
+            "pixel_accuracy": evaluation["pixel_accuracy"], "num_images": evaluation["num_images"],
+            "analyses": analyses}
+    return result
+
+
+def collect_photo(workdir: Path, timings_path: Path) -> dict:
+    """The photo check: validation MIoU against predicting background everywhere, and its timings."""
+    import numpy as np
+
+    from snnseg_jax.data import loading
+
+    evaluation = read_json(workdir / "eval_val.json")
+    _, config = checkpoints.saved_config(str(workdir))
+    labels = loading.load_split("voc2012", config["dataset"]["root"], "val", config["dataset"]["image_size"]).labels
+    valid = labels[labels != 255]
+    return {"model": config["model"]["name"], "width": config["model"]["width"], "steps": evaluation["step"],
+            "miou": evaluation["miou"], "pixel_accuracy": evaluation["pixel_accuracy"],
+            "num_images": evaluation["num_images"],
+            "background_miou": float(np.mean(valid == 0) / len(np.unique(valid))),
+            "timings": timings(timings_path)}
+
+
+def collect_performance(directory: Path) -> dict:
+    """The benchmark's JSON lines (`<name>.json` in `directory`, each the last line of a run), by name."""
+    found = {}
+    for path in sorted(directory.glob("*.json")):
+        lines = path.read_text().strip().splitlines()
+        if lines:
+            found[path.stem] = json.loads(lines[-1])
+    return {"runs": found, "timings": timings(directory / "timings.jsonl")}
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `5 min 16 s`, `1 h 02 min`."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def machine_line(result: dict, loads: list[float]) -> str:
+    """Where and under what load the times of `result` were measured."""
+    m = result["machine"]
+    load = (f"load average {min(loads):.1f}–{max(loads):.1f} on its {m['cpus']} cores while measuring"
+            if loads else "load not recorded")
+    return (f"Wall-clock times measured by `{result['generated_by']}` on {result['date']} (code {result['commit']}): "
+            f"{m['cpus']} CPU cores ({m['cpu']}, {m['memory_gib']:g} GiB), JAX {m['jax']} on {m['device']}; "
+            f"{load}. A machine shared with other jobs is slower; regenerate on a quiet one to compare.")
+
+
+def loads_of(entries: list[dict]) -> list[float]:
+    return [e[k] for e in entries for k in ("load_before", "load_after") if k in e]
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def numbers(values: list[float], digits: int) -> list[str]:
+    return [f"{v:.{digits}f}" for v in values]
+
+
+def run_of(embedded: dict, data: str, kind: str) -> dict | None:
+    return embedded["runs"].get(f"{data}_{kind}")
+
+
+def analysis_of(embedded: dict, run_name: str, name: str) -> dict | None:
+    return embedded["runs"].get(run_name, {}).get("analyses", {}).get(name)
+
+
+def quickstart(results: dict) -> str:
+    """The Quickstart's commands: what each gives and how long it took."""
+    e = results["embedded_deeplab"]
+    t, snn, ann = e["timings"], run_of(e, "shapes", "snn"), run_of(e, "shapes", "ann")
+    rows = [["2. train the demo", duration(t["train shapes_snn"]["seconds"]),
+             f"validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}) after {snn['steps']:,} "
+             f"steps"],
+            ["3. evaluate it", duration(t["eval shapes_snn"]["seconds"]),
+             f"the same numbers over the {snn['num_images']} validation images"],
+            ["4. train the ANN twin", duration(t["train shapes_ann"]["seconds"]),
+             f"validation MIoU {ann['miou']:.3f} (pixel accuracy {ann['pixel_accuracy']:.3f}); the SNN reaches "
+             f"{snn['miou'] / ann['miou']:.2f} of it"],
+            ["5. analyses of the SNN", duration(t["analyses shapes_snn"]["seconds"]), "energy, robustness, samples"],
+            ["5. analyses of the ANN", duration(t["analyses shapes_ann"]["seconds"]),
+             "conversion, activations, samples"]]
+    return (table(["step", "wall clock", "result"], rows) + "\n\n"
+            + machine_line(e, loads_of([t[k] for k in t if "shapes" in k])))
+
+
+def quickstart_output(results: dict) -> str:
+    """The headlines that the two analysis commands print (each also prints its time and files)."""
+    e = results["embedded_deeplab"]
+    lines = [f"{name}: {headlines.headline(name, analysis_of(e, run_name, name))}"
+             for run_name, names in (("shapes_snn", ("energy", "robustness", "samples")),
+                                     ("shapes_ann", ("conversion", "activations", "samples")))
+             for name in names]
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def embedded_training(results: dict) -> str:
+    e, rows = results["embedded_deeplab"], []
+    for data in ("shapes", "events"):
+        for kind in ("snn", "ann"):
+            run = run_of(e, data, kind)
+            if run:
+                rows.append([data, f"{kind.upper()} (`{run['model']}`)", run["timesteps"] if kind == "snn" else "-",
+                             f"{run['steps']:,}", f"{run['miou']:.3f}", f"{run['pixel_accuracy']:.3f}"])
+    return table(["data", "network", "T", "steps", "MIoU (val)", "pixel accuracy"], rows)
+
+
+def conversion(results: dict) -> str:
+    report = analysis_of(results["embedded_deeplab"], "shapes_ann", "conversion")
+    grid = report["layer"]["timesteps"]
+    rows = [[f"{method}-wise", *numbers(report[method]["miou"], 3)] for method in ("layer", "channel")]
+    return (f"Conversion of the shapes ANN (first {report['num_images']} validation images; ANN MIoU on them "
+            f"{report['ann_miou']:.3f}):\n\n" + table(["T", *map(str, grid)], rows))
+
+
+def robustness(data: str) -> Callable[[dict], str]:
+    def render(results: dict) -> str:
+        report = analysis_of(results["embedded_deeplab"], f"{data}_snn", "robustness")
+        rows = [["SNN MIoU", *numbers(report["miou"], 3)], ["SNN drop", *numbers(report["relative_drop"], 1)]]
+        if "compare" in report:
+            rows += [["ANN MIoU", *numbers(report["compare"]["miou"], 3)],
+                     ["ANN drop", *numbers(report["compare"]["relative_drop"], 1)]]
+        return (f"Robustness on {data} (sigma in {report['sigma_unit']} units; relative MIoU drop in %):\n\n"
+                + table(["sigma", *(f"{s:g}" for s in report["sigmas"])], rows))
+    return render
+
+
+def energy(results: dict) -> str:
+    rows = []
+    for data in ("shapes", "events"):
+        report = analysis_of(results["embedded_deeplab"], f"{data}_snn", "energy")
+        if report:
+            rates = [layer["output_spike_rate"] for layer in report["layers"] if layer["output_spike_rate"] is not None]
+            mac = [layer["name"] for layer in report["layers"] if layer["mac"]]
+            rows.append([data, report["timesteps"], f"{report['e_ann_pj'] / 1e6:.2f}", f"{report['e_snn_pj'] / 1e6:.2f}",
+                         f"**{report['ratio']:.2f}**", f"{min(rates):.2f}–{max(rates):.2f}", ", ".join(mac) or "none"])
+    return table(["data", "T", "E_ANN (µJ)", "E_SNN (µJ)", "E_ANN / E_SNN", "spikes per neuron over T",
+                  "layers that multiply-accumulate"], rows)
+
+
+def activations(results: dict) -> str:
+    rows = []
+    for data in ("shapes", "events"):
+        report = analysis_of(results["embedded_deeplab"], f"{data}_ann", "activations")
+        if report:
+            by_channel = sorted(report["layers"], key=lambda layer: layer["channel_median"])
+            spatial = [layer["spatial_median"] for layer in report["layers"]]
+            rows.append([data, report["num_images"], f"{by_channel[0]['channel_median']:.2f} ({by_channel[0]['name']})",
+                         f"{by_channel[-1]['channel_median']:.2f} ({by_channel[-1]['name']})",
+                         f"{min(spatial):.2f}–{max(spatial):.2f}"])
+    return table(["data", "images", "median channel maximum: lowest layer", "highest layer",
+                  "median position maximum, range over layers"], rows)
+
+
+def verdict(count: int, total: int) -> str:
+    return "holds" if count == total else ("does NOT hold" if count == 0 else f"holds at {count} of {total}")
+
+
+def conversion_findings(report: dict) -> list[str]:
+    direct, grid = report["direct"], report["layer"]["timesteps"]
+    at_t = {m: dict(zip(grid, report[m]["miou"]))[direct["timesteps"]] for m in ("layer", "channel")}
+    catch_up = next((t for i, t in enumerate(grid)
+                     if max(report["layer"]["miou"][i], report["channel"]["miou"][i]) >= direct["miou"]), None)
+    reach = {m: headlines.first_reaching(report, m) for m in ("layer", "channel")}
+    reach_text = {m: f"at T = {t}" if t else f"not by T = {grid[-1]}" for m, t in reach.items()}
+    faster = reach["channel"] is not None and (reach["layer"] is None or reach["channel"] <= reach["layer"])
+    return [f"*Direct training beats conversion at equal T*: **{verdict(direct['miou'] > max(at_t.values()), 1)}**. "
+            f"At T = {direct['timesteps']} the directly trained SNN scores {direct['miou']:.3f} on the same "
+            f"{report['num_images']} images; the converted ANN scores {at_t['layer']:.3f} (layer-wise) and "
+            f"{at_t['channel']:.3f} (channel-wise). Conversion reaches the direct SNN "
+            f"{f'at T = {catch_up}' if catch_up else 'at no T of the grid'}, and {headlines.REACHED:.0%} of its "
+            f"ANN's {report['ann_miou']:.3f} {reach_text['layer']} layer-wise and {reach_text['channel']} "
+            f"channel-wise.",
+            f"*Channel-wise balancing converges faster than layer-wise*: **{verdict(faster, 1)}** "
+            f"(to {headlines.REACHED:.0%} of the ANN: {reach_text['channel']} channel-wise, {reach_text['layer']} "
+            f"layer-wise)."]
+
+
+def robustness_finding(data: str, report: dict) -> str:
+    pairs = list(zip(report["sigmas"], report["relative_drop"], report["compare"]["relative_drop"]))[1:]
+    at_most = sum(snn <= ann for _, snn, ann in pairs)
+    listed = ", ".join(f"{snn:.1f} % vs {ann:.1f} % at σ = {s:g}" for s, snn, ann in pairs)
+    scope = (" (the paper claims it for static images; on DDD17 it reports similar robustness)"
+             if data == "events" else "")
+    return (f"*The SNN's relative MIoU drop under noise is at most the ANN's*, on {data}{scope}: "
+            f"**{verdict(at_most, len(pairs))}{' noise levels' if 0 < at_most < len(pairs) else ''}** ({listed}).")
+
+
+def energy_finding(results: dict) -> str:
+    e = results["embedded_deeplab"]
+    reports = {d: analysis_of(e, f"{d}_snn", "energy") for d in ("shapes", "events")}
+    reports = {d: r for d, r in reports.items() if r}
+    ratios = ", ".join(f"{r['ratio']:.2f} on {d}" for d, r in reports.items())
+    paper = ", ".join(f"{PAPER_RATIOS[(e['arch'], d)][0]} ({e['arch']} on {PAPER_RATIOS[(e['arch'], d)][1]})"
+                      for d in reports)
+    timesteps = sorted({r["timesteps"] for r in reports.values()})
+    return (f"*E_ANN / E_SNN > 1*: **{verdict(sum(r['ratio'] > 1 for r in reports.values()), len(reports))}** "
+            f"({ratios}; the paper's Table 5: {paper}, at T = 20; the demos run T = "
+            f"{', '.join(map(str, timesteps))}, and an SNN's cost grows with its spikes, so with T).")
+
+
+def findings(results: dict) -> str:
+    e, lines = results["embedded_deeplab"], []
+    report = analysis_of(e, "shapes_ann", "conversion")
+    if report and "direct" in report:
+        lines += conversion_findings(report)
+    for data in ("shapes", "events"):
+        report = analysis_of(e, f"{data}_snn", "robustness")
+        if report and "compare" in report:
+            lines.append(robustness_finding(data, report))
+    lines.append(energy_finding(results))
+    return "\n".join(f"- {line}" for line in lines)
+
+
+ANALYSIS_ROWS = (("energy", "snn", "energy (SNN)"), ("robustness", "snn", "robustness (SNN and its ANN twin)"),
+                 ("samples", "snn", "samples (SNN)"), ("conversion", "ann", "conversion (ANN)"),
+                 ("activations", "ann", "activations (ANN)"), ("samples", "ann", "samples (ANN)"))
+
+
+def analysis_runtimes(results: dict) -> str:
+    """Seconds of each analysis, per architecture and dataset; and of the rest of each evaluate.py command."""
+    columns = [(arch, data) for arch in ("deeplab", "fcn") if f"embedded_{arch}" in results
+               for data in ("shapes", "events")]
+    rows = []
+    for name, kind, label in ANALYSIS_ROWS:
+        cells = [analysis_of(results[f"embedded_{arch}"], f"{data}_{kind}", name) for arch, data in columns]
+        rows.append([label, *(duration(c["seconds"]) if c else "—" for c in cells)])
+    rest = []
+    for arch, data in columns:
+        e = results[f"embedded_{arch}"]
+        spent = [e["timings"][f"analyses {data}_{kind}"]["seconds"]
+                 - sum(a.get("seconds", 0) for a in e["runs"][f"{data}_{kind}"]["analyses"].values())
+                 for kind in ("snn", "ann") if f"analyses {data}_{kind}" in e["timings"]]
+        rest.append(" / ".join(duration(s) for s in spent) or "—")
+    rows.append(["the rest of each command (start-up, plain evaluation; SNN / ANN)", *rest])
+    header = ["analysis", *(f"{'DeepLab' if arch == 'deeplab' else 'FCN'}, {data}" for arch, data in columns)]
+    lines = [table(header, rows)]
+    for arch in dict.fromkeys(arch for arch, _ in columns):
+        entries = [t for k, t in results[f"embedded_{arch}"]["timings"].items() if "analyses" in k]
+        lines.append(f"{'DeepLab' if arch == 'deeplab' else 'FCN'} columns: "
+                     + machine_line(results[f"embedded_{arch}"], loads_of(entries)))
+    return "\n\n".join(lines)
+
+
+def photo_check(results: dict) -> str:
+    p = results["photo_check"]
+    t = p["timings"]
+    return (f"`scripts/photo_check.sh` runs these three commands: the dataset took {duration(t['make']['seconds'])}, "
+            f"training {duration(t['train']['seconds'])} and the evaluation {duration(t['evaluate']['seconds'])}, to "
+            f"a validation MIoU of {p['miou']:.3f} (pixel accuracy {p['pixel_accuracy']:.3f}) over "
+            f"{p['num_images']} images after {p['steps']} steps, against {p['background_miou']:.3f} for predicting "
+            f"background everywhere. " + machine_line(p, loads_of(list(t.values()))))
+
+
+# The faster formulations as README describes them, by the benchmark's names for their ablation.
+FORMULATIONS = {"none": "all of them (`model.tuned_ops=False`)",
+                "without conv_1x1_as_matmul": "1×1 convs as matrix products",
+                "without conv_in_bounds_taps": "in-bounds taps of the dilation-12 conv",
+                "without conv_input_grad_as_forward": "conv input gradients as forward convs",
+                "without avg_pool_interleaved_backward": "avg-pool backward in two passes",
+                "without time_sum_by_halves": "time sums by halves",
+                "without recompute_conv_below_channels": "recomputing convs over < 5 input channels",
+                "without order_by_data_dependence": "ordering by data dependence (fused layer)",
+                "without xla_cpu_library_fusions": "XLA CPU: YNNPACK for dots and reductions only"}
+MEMORY_SETTINGS = {"default": "default (`fused=True`)", "model.remat=True": "`--config.model.remat=True`",
+                   "model.dtype=bfloat16": "`--config.model.dtype=bfloat16`",
+                   "model.fused=False": "`--config.model.fused=False` (plain autodiff)"}
+
+
+def benchmark(results: dict) -> str:
+    p = results["performance"]
+    b = p["runs"]["benchmark"]
+    return (f"Train step {b['train_step_seconds']:.2f} s best, {b['train_step_median_seconds']:.2f} s median "
+            f"({b['train_flops_per_second'] / 1e9:.0f} GFLOP/s on the Eq. 9 FLOPs ×3); eval step "
+            f"{b['eval_step_seconds']:.2f} s best (batch {b['batch_size']}, {b['device']}). "
+            + machine_line(p, loads_of([p["timings"]["benchmark"]])))
+
+
+def memory(results: dict) -> str:
+    runs = results["performance"]["runs"]
+    rows = [[label, f"{runs[f'memory_{name}']['train_temp_bytes'] / GIB:.2f} GiB",
+             f"{runs[f'memory_{name}']['eval_temp_bytes'] / GIB:.2f} GiB"]
+            for name, label in MEMORY_SETTINGS.items() if f"memory_{name}" in runs]
+    return table(["setting", "train step temp memory", "eval step"], rows)
+
+
+def ablation(results: dict) -> str:
+    p = results["performance"]
+    rows = p["runs"]["ablation"]
+    base = next(r for r in rows if r["variant"] == "all")
+    lines = [[FORMULATIONS.get(r["variant"], r["variant"]), f"{r['ratio_best']:.2f}× (median {r['ratio_median']:.2f}×)",
+              f"{r['memory_ratio']:.2f}×"] for r in rows if r["variant"] != "all"]
+    return (f"All of them on: {base['train_step_seconds']:.2f} s per step (best of the rounds), "
+            f"{base['train_temp_bytes'] / GIB:.2f} GiB.\n\n" + table(["switched off", "step time", "temp memory"], lines)
+            + "\n\n" + machine_line(p, loads_of([p["timings"]["ablation"]])))
+
+
+def torch_comparison(results: dict) -> str:
+    p = results["performance"]
+    t = p["runs"].get("torch")
+    if t is None:
+        return ("Not measured in the current results: `scripts/performance_results.sh` compares with the PyTorch "
+                "reference where `torch` is installed.")
+    ours = next(v for k, v in t.items() if isinstance(v, dict) and "best_ratio" in v)
+    ref = next(v for k, v in t.items() if isinstance(v, dict) and "best_ratio" not in v)
+    return (table(["", "reference (torch loop)", "ours (default)", "ratio best / median"],
+                  [[f"batch {t['batch']}, {t['rounds']} rounds", f"{ref['best_seconds']:.2f} s best, "
+                    f"{ref['median_seconds']:.2f} s median", f"{ours['best_seconds']:.2f} s, {ours['median_seconds']:.2f} s",
+                    f"**{ours['best_ratio']:.2f}× / {ours['median_ratio']:.2f}×**"]])
+            + "\n\n" + machine_line(p, loads_of([p["timings"]["torch"]])))
+
+
+def expected(arch: str, data: str) -> Callable[[dict], str]:
+    """The "Expected" lines of config `<data>_<arch>.py`'s docstring."""
+    def render(results: dict) -> str:
+        e = results[f"embedded_{arch}"]
+        snn, ann, t = run_of(e, data, "snn"), run_of(e, data, "ann"), e["timings"]
+        loads = loads_of([t[f"train {data}_{kind}"] for kind in ("snn", "ann")])
+        return "\n".join([
+            f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}), "
+            f"{snn['steps']:,} steps, {duration(t[f'train {data}_snn']['seconds'])}",
+            f"- {ann['model']} (--config.model.name={ann['model']}): MIoU {ann['miou']:.3f} (pixel accuracy "
+            f"{ann['pixel_accuracy']:.3f}), {duration(t[f'train {data}_ann']['seconds'])}",
+            f"(whole commands, {e['machine']['cpus']} shared CPU cores, load average {min(loads):.1f}–{max(loads):.1f}; "
+            f"the SNN reaches {snn['miou'] / ann['miou']:.2f} of the ANN)"])
+    return render
+
+
+def regeneration(results: dict) -> str:
+    """How long the commands behind the result files took, all together, and where."""
+    entries = [t for r in results.values() for t in r.get("timings", {}).values()]
+    machines = sorted({f"{r['machine']['cpus']} CPU cores ({r['machine']['cpu']})" for r in results.values()})
+    return (f"The commands behind the current result files took {duration(sum(e['seconds'] for e in entries))} "
+            f"in all, on {' and '.join(machines)}, with a load average of {min(loads_of(entries)):.1f}–"
+            f"{max(loads_of(entries)):.1f} (training runs that resumed not counted).")
+
+
+BLOCKS: dict[str, Callable[[dict], str]] = {
+    "quickstart": quickstart, "quickstart-output": quickstart_output, "embedded-training": embedded_training,
+    "conversion": conversion, "robustness-shapes": robustness("shapes"), "robustness-events": robustness("events"),
+    "energy": energy, "activations": activations, "findings": findings, "analysis-runtimes": analysis_runtimes,
+    "photo-check": photo_check, "benchmark": benchmark, "memory": memory, "ablation": ablation,
+    "torch-comparison": torch_comparison, "regeneration": regeneration}
+# The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
+PRODUCERS = {"embedded_deeplab": ("embedded", ()),  # every block not named below
+             "photo_check": ("photo", ("photo-check",)),
+             "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison"))}
+DOCSTRINGS = {"configs/shapes_deeplab.py": ("deeplab", "shapes"), "configs/events_deeplab.py": ("deeplab", "events"),
+              "configs/shapes_fcn.py": ("fcn", "shapes"), "configs/events_fcn.py": ("fcn", "events")}
+DOCSTRING_HEADER = "Expected, from docs/results/embedded_{arch}.json (scripts/regenerate_results.sh):"
+README_BLOCK = re.compile(r"(<!-- results: ([^\s>]+) -->\n)((?:(?!<!-- results: ).)*?)(<!-- /results -->)", re.DOTALL)
+
+
+def load_results() -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
+
+
+def render_readme(text: str, results: dict) -> str:
+    """`text` (README.md) with every results block rendered from `results`."""
+    def render(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in BLOCKS:
+            raise SystemExit(f"README.md: unknown results block {name!r}; known: {', '.join(BLOCKS)}")
+        source = next((stem for stem, names in PRODUCERS.items() if name in names[1]), "embedded_deeplab")
+        text = (BLOCKS[name](results) if source in results else
+                f"*Not measured yet: `scripts/regenerate_results.sh {PRODUCERS[source][0]}` writes "
+                f"`docs/results/{source}.json`.*")
+        return match.group(1) + text + "\n" + match.group(4)
+    return README_BLOCK.sub(render, text)
+
+
+def render_docstring(text: str, arch: str, data: str, results: dict) -> str:
+    """A config file's `text` with the lines after its "Expected" header, up to a blank line, rendered."""
+    header = DOCSTRING_HEADER.format(arch=arch)
+    lines = text.split("\n")
+    if header not in lines:
+        raise SystemExit(f"no line {header!r} in the docstring of configs/{data}_{arch}.py")
+    start = lines.index(header) + 1
+    end = lines.index("", start)
+    return "\n".join(lines[:start] + expected(arch, data)(results).split("\n") + lines[end:])
+
+
+def rendered_files() -> dict[Path, tuple[str, str]]:
+    """`{path: (text on disk, text rendered from docs/results)}` for README.md and the configs with results."""
+    results = load_results()
+    files = {README: render_readme(README.read_text(), results)}
+    for name, (arch, data) in DOCSTRINGS.items():
+        if f"embedded_{arch}" in results:
+            files[ROOT / name] = render_docstring((ROOT / name).read_text(), arch, data, results)
+    return {path: (path.read_text(), rendered) for path, rendered in files.items()}
+
+
+def check_or_write(write: bool) -> int:
+    """Writes the rendered files, or prints where they differ from what is on disk; the exit status."""
+    files = rendered_files()
+    stale = [path for path, (now, rendered) in files.items() if now != rendered]
+    for path in stale:
+        if write:
+            path.write_text(files[path][1])
+            print(f"rewrote {path.relative_to(ROOT)}")
+        else:
+            print(f"{path.relative_to(ROOT)} differs from docs/results; run: python scripts/results.py readme")
+    return 0 if write or not stale else 1
+
+
+def write_json(result: dict, out: str | None, generated_by: str) -> None:
+    result = {**provenance(generated_by), **result}
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("embedded", "photo", "performance"):
+        sub = commands.add_parser(name)
+        sub.add_argument("directory")
+        sub.add_argument("--out")
+        if name == "photo":
+            sub.add_argument("--timings", required=True)
+    commands.add_parser("readme").add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    if args.command == "readme":
+        sys.exit(check_or_write(write=not args.check))
+    directory = Path(args.directory)
+    if args.command == "embedded":
+        result = collect_embedded(directory)
+        write_json(result, args.out, "scripts/embedded_results.sh")
+        results = {f"embedded_{result['arch']}": {**provenance("scripts/embedded_results.sh"), **result}}
+        for name in ("embedded-training", "conversion", "robustness-shapes", "robustness-events", "energy",
+                     "activations", "findings"):
+            try:
+                print(BLOCKS[name](results), end="\n\n")
+            except (KeyError, TypeError):  # runs or analyses missing (or the FCNs' file): nothing to show
+                pass
+    elif args.command == "photo":
+        write_json(collect_photo(directory, Path(args.timings)), args.out, "scripts/photo_check.sh")
+    else:
+        write_json(collect_performance(directory), args.out, "scripts/performance_results.sh")
+
+
+if __name__ == "__main__":
+    main()
