@@ -19,7 +19,7 @@ patterns, gave the ANN 0.61 and the spiking network 0.19).
 The paper's analyses of the two runs (README "Quickstart" and "Results on the embedded data"):
 
     python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo \
-        --analyses=energy,robustness,samples --compare_workdir=runs/demo_ann
+        --analyses=energy,robustness,samples,latency --compare_workdir=runs/demo_ann
     python evaluate.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab \
         --analyses=conversion,activations,samples --compare_workdir=runs/demo
 """

@@ -44,8 +44,12 @@ for data in shapes events; do
 
   echo "== $data: evaluation and analyses"
   timed "eval ${data}_snn" "$snn" evaluate.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}"
+  snn_analyses=energy,robustness,samples,latency
+  if [[ $data == events ]]; then  # streaming runs over event recordings
+    snn_analyses=$snn_analyses,streaming
+  fi
   timed "analyses ${data}_snn" "$snn" evaluate.py --config "$config" --workdir "$snn" "${OVERRIDES[@]}" \
-    --analyses=energy,robustness,samples --compare_workdir="$ann"
+    --analyses="$snn_analyses" --compare_workdir="$ann"
   ann_analyses=activations,samples  # the ANN's robustness curve is in the SNN's robustness.json
   if [[ $data == shapes ]]; then  # conversion rate codes static images: not for event sequences
     ann_analyses=conversion,$ann_analyses
@@ -59,7 +63,8 @@ done
 if [[ -n "${FIGURES:-}" ]]; then
   mkdir -p "$FIGURES"
   for figure in shapes_ann/conversion shapes_snn/robustness events_snn/robustness shapes_snn/energy \
-                events_snn/energy shapes_ann/activations shapes_snn/samples events_snn/samples; do
+                events_snn/energy shapes_ann/activations shapes_snn/samples events_snn/samples \
+                shapes_snn/latency events_snn/latency events_snn/streaming; do
     cp "$RUNS/${figure%/*}/analysis/${figure#*/}.png" "$FIGURES/${figure/\//_}.png"
   done
   echo "figures copied to $FIGURES"

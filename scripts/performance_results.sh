@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The measurements of README's "Performance": the paper's Spiking-DeepLab (configs/voc_deeplab.py:
 # 64x64, T=20, width 1, float32) timed at batch 2, its train step's memory at batch 16 in four
-# settings, each faster formulation switched off in turn, and, where torch is installed, the
+# settings, each faster formulation switched off in turn, the time of one `stream.step` at batch 1
+# against the whole window (paper network and the demos), and, where torch is installed, the
 # comparison with the PyTorch reference. No dataset is read.
 #
 #   scripts/performance_results.sh [OUT_DIR]    (default runs/performance)
@@ -26,6 +27,10 @@ for setting in default model.remat=True model.dtype=bfloat16 model.fused=False; 
   timed "memory $setting" "$OUT" "${benchmark[@]}" --compile_only "${overrides[@]}" | tee "$OUT/memory_$setting.json"
 done
 timed ablation "$OUT" "${benchmark[@]}" --config.batch_size=2 --ablate_tuning --repeats=6 | tee "$OUT/ablation.json"
+for name in voc_deeplab shapes_deeplab shapes_fcn events_deeplab events_fcn; do  # stream.step against the window
+  timed "stream $name" "$OUT" -m snnseg_jax.benchmark --config "configs/$name.py" --stream --repeats=10 \
+    | tee "$OUT/stream_$name.json"
+done
 if "${PYTHON:-python}" -c "import torch" 2>/dev/null && [[ -f $REFERENCE ]]; then
   timed torch "$OUT" benchmarks/cpu_vs_torch.py --reference "$REFERENCE" --batch 2 --rounds 8 --steps 2 \
     | tee "$OUT/torch.json"

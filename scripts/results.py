@@ -189,7 +189,8 @@ def quickstart(results: dict) -> str:
             ["4. train the ANN twin", duration(t["train shapes_ann"]["seconds"]),
              f"validation MIoU {ann['miou']:.3f} (pixel accuracy {ann['pixel_accuracy']:.3f}); the SNN reaches "
              f"{snn['miou'] / ann['miou']:.2f} of it"],
-            ["5. analyses of the SNN", duration(t["analyses shapes_snn"]["seconds"]), "energy, robustness, samples"],
+            ["5. analyses of the SNN", duration(t["analyses shapes_snn"]["seconds"]),
+             "energy, robustness, samples, latency"],
             ["5. analyses of the ANN", duration(t["analyses shapes_ann"]["seconds"]),
              "conversion, activations, samples"]]
     return (table(["step", "wall clock", "result"], rows) + "\n\n"
@@ -200,7 +201,7 @@ def quickstart_output(results: dict) -> str:
     """The headlines that the two analysis commands print (each also prints its time and files)."""
     e = results["embedded_deeplab"]
     lines = [f"{name}: {headlines.headline(name, analysis_of(e, run_name, name))}"
-             for run_name, names in (("shapes_snn", ("energy", "robustness", "samples")),
+             for run_name, names in (("shapes_snn", ("energy", "robustness", "samples", "latency")),
                                      ("shapes_ann", ("conversion", "activations", "samples")))
              for name in names]
     return "```\n" + "\n".join(lines) + "\n```"
@@ -422,6 +423,46 @@ def torch_comparison(results: dict) -> str:
             + "\n\n" + machine_line(p, loads_of([p["timings"]["torch"]])))
 
 
+def streaming(results: dict) -> str:
+    """The events demo streamed: windows against continuous (each late-statistics rule), by position in
+    the recording; and the anytime curves of both demos."""
+    e = results["embedded_deeplab"]
+    report, anytime = analysis_of(e, "events_snn", "streaming"), {}
+    for data in ("shapes", "events"):
+        anytime[data] = analysis_of(e, f"{data}_snn", "latency")
+    rules = report["continuous_miou_by_late_statistics"]
+    rows = [[f"windows of T = {report['timesteps']} frames from zero state (the evaluation)",
+             f"{report['windowed_miou']:.3f}"]]
+    rows += [[f"streamed continuously, BNTT past T: `{rule}`{' (default)' if rule == 'last' else ''}",
+              f"{miou:.3f}"] for rule, miou in rules.items()]
+    positions = report["continuous_miou_by_position"]
+    header = [*map(str, range(1, len(positions))), f"{len(positions)}+"]
+    curves = [[f"{data} (T = {len(a['miou'])})", *numbers(a["miou"], 3)] for data, a in anytime.items() if a]
+    longest = max(len(c) for c in curves) - 1
+    return (f"Events demo, {report['frames']:,} validation frames in {report['recordings']} recordings:\n\n"
+            + table(["", "MIoU"], rows) + "\n\nStreamed MIoU by frame of the recording (default rule):\n\n"
+            + table(["frame", *header], [["MIoU", *numbers(positions, 3)]])
+            + "\n\nAnytime curves: MIoU of the prediction after t steps (windows from zero state):\n\n"
+            + table(["demo", *(f"t = {t}" for t in range(1, longest + 1))],
+                    [c + [""] * (longest + 1 - len(c)) for c in curves]))
+
+
+STREAM_CONFIGS = {"voc_deeplab": "Spiking-DeepLab, paper size (64×64, width 1)",
+                  "shapes_deeplab": "Spiking-DeepLab, shapes demo", "shapes_fcn": "Spiking-FCN, shapes demo",
+                  "events_deeplab": "Spiking-DeepLab, events demo", "events_fcn": "Spiking-FCN, events demo"}
+
+
+def stream_latency(results: dict) -> str:
+    """Milliseconds per step at batch 1 against a T-th of the whole window, per config."""
+    p = results["performance"]
+    rows = [[label, r["timesteps"], f"{r['step_ms']:.2f}", f"{r['window_ms']:.2f}", f"{r['ratio_to_window_share']:.2f}×"]
+            for name, label in STREAM_CONFIGS.items() if (r := p["runs"].get(f"stream_{name}"))]
+    entries = [p["timings"][f"stream {name}"] for name in STREAM_CONFIGS if f"stream {name}" in p["timings"]]
+    return (table(["network (`configs/<name>.py`)", "T", "ms per step", "whole window (ms)", "step / (window / T)"],
+                  rows)
+            + "\n\n" + machine_line(p, loads_of(entries)))
+
+
 def expected(arch: str, data: str) -> Callable[[dict], str]:
     """The "Expected" lines of config `<data>_<arch>.py`'s docstring."""
     def render(results: dict) -> str:
@@ -452,11 +493,13 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "conversion": conversion, "robustness-shapes": robustness("shapes"), "robustness-events": robustness("events"),
     "energy": energy, "activations": activations, "findings": findings, "analysis-runtimes": analysis_runtimes,
     "photo-check": photo_check, "benchmark": benchmark, "memory": memory, "ablation": ablation,
-    "torch-comparison": torch_comparison, "regeneration": regeneration}
+    "torch-comparison": torch_comparison, "regeneration": regeneration, "streaming": streaming,
+    "stream-latency": stream_latency}
 # The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
 PRODUCERS = {"embedded_deeplab": ("embedded", ()),  # every block not named below
              "photo_check": ("photo", ("photo-check",)),
-             "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison"))}
+             "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison",
+                                             "stream-latency"))}
 DOCSTRINGS = {"configs/shapes_deeplab.py": ("deeplab", "shapes"), "configs/events_deeplab.py": ("deeplab", "events"),
               "configs/shapes_fcn.py": ("fcn", "shapes"), "configs/events_fcn.py": ("fcn", "events")}
 DOCSTRING_HEADER = "Expected, from docs/results/embedded_{arch}.json (scripts/regenerate_results.sh):"
