@@ -51,10 +51,13 @@ def read_json(path: Path) -> dict | None:
 
 
 def provenance(generated_by: str) -> dict:
-    """Where a result file comes from: script, code commit (+changes if uncommitted), date, machine."""
+    """Where a result file comes from: script, code commit (+changes if code is uncommitted), date, machine.
+
+    The files a regeneration writes on its way (the result files, figures and README) are not code.
+    """
     git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    commit = git("rev-parse", "--short", "HEAD") + ("+changes" if git("status", "--porcelain", "--untracked-files=no")
-                                                    else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs", ":!README.md")
+    commit = git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
     return {"generated_by": generated_by, "commit": commit, "date": datetime.date.today().isoformat(),
             "machine": machine()}
 
