@@ -10,9 +10,9 @@ frames ending at a frame, labelled with that frame's segmentation. Width 0.125, 
 the frames.
 
 Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
-- spiking_deeplab: validation MIoU 0.460 (pixel accuracy 0.797), 2,500 steps, 3 min 12 s
-- deeplab (--config.model.name=deeplab): MIoU 0.597 (pixel accuracy 0.857), 2 min 46 s
-(whole commands, 2 shared CPU cores, load average 6.5–8.1; the SNN reaches 0.77 of the ANN)
+- spiking_deeplab: validation MIoU 0.526 (pixel accuracy 0.817), 5,000 steps, 3 min 16 s
+- deeplab (--config.model.name=deeplab): MIoU 0.640 (pixel accuracy 0.875), 2 min 16 s
+(whole commands, 2 shared CPU cores, load average 1.6–2.5; the SNN reaches 0.82 of the ANN)
 
 The paper's analyses of the two runs, and the streaming ones (README "Results on the embedded
 data", "Streaming and latency"; conversion does not apply to event data):
