@@ -12,8 +12,9 @@ Whether each still pays is measured by switching it off alone, on the paper's ne
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning
 
 which prints the train step's time and temporary memory with all of them, with none, and without
-each one, as ratios to all of them in the same run. `MEASURED` holds what that printed last, with
-the JAX version (`MEASURED_WITH`); rerun it after upgrading JAX and drop what no longer pays.
+each one, as ratios to all of them in the same run. What it printed last, with the JAX version and
+the machine, is in `docs/results/performance.json` (written by `scripts/performance_results.sh`,
+shown in README "Performance"); rerun it after upgrading JAX and drop what no longer pays.
 
 Off CPU only the backend-independent ones are used, and none has been measured there yet. The two
 convolution formulations measured on CPU only are off there, XLA's (vendor) convolutions on:
@@ -66,24 +67,6 @@ _EVERY_BACKEND = Tuning(conv_1x1_as_matmul=True, avg_pool_interleaved_backward=T
 # The CPU-only ones were measured on CPU only; on GPU and TPU XLA's (vendor) convolutions are used.
 _CPU = dataclasses.replace(_EVERY_BACKEND, conv_in_bounds_taps=True, conv_input_grad_as_forward=True,
                            xla_cpu_library_fusions=True)
-
-# What `--ablate_tuning` printed last: the train step with the formulation switched off, as
-# ratios (time, temporary memory) to the step with all of them. Paper network (Spiking-DeepLab,
-# T = 20, 64x64, width 1), batch 2, 2-core x86-64 CPU, JAX and jaxlib 0.10.2, best of 6 interleaved
-# rounds (0.93 s per step with all of them). Time ratios within 0.03 of 1 are noise on this machine.
-MEASURED_WITH = "jax 0.10.2, cpu"
-MEASURED = {
-    "none": (2.33, 2.19),  # all of them off
-    "conv_1x1_as_matmul": (1.03, 0.99),
-    "conv_in_bounds_taps": (1.26, 0.99),
-    "conv_input_grad_as_forward": (1.00, 1.00),  # no longer pays by itself (1.02 median); kept, harmless
-    "avg_pool_interleaved_backward": (1.01, 1.00),  # 1.04 median
-    "time_sum_by_halves": (1.02, 1.00),  # 1.05 median
-    "recompute_conv_below_channels": (0.99, 1.13),
-    "order_by_data_dependence": (0.99, 2.33),
-    "xla_cpu_library_fusions": (1.32, 1.00),
-}
-
 
 def for_backend(backend: str) -> Tuning:
     """The formulations that pay on `backend` ("cpu", "gpu", "tpu")."""

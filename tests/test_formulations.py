@@ -100,10 +100,16 @@ def test_each_backends_formulations_compute_the_plain_values():
 
 
 def test_every_formulation_has_its_measurement():
+    """The committed ablation (docs/results/performance.json) times each CPU formulation switched off."""
     import dataclasses
-    fields = [field.name for field in dataclasses.fields(formulations.Tuning)]
-    assert list(formulations.MEASURED) == ["none", *fields]
-    assert all(len(ratios) == 2 and min(ratios) > 0 for ratios in formulations.MEASURED.values())
+    import json
+    from conftest import REPO
+    performance = json.loads((REPO / "docs" / "results" / "performance.json").read_text())
+    rows = {row["variant"]: row for row in performance["runs"]["ablation"]}
+    cpu = formulations.for_backend("cpu")
+    in_use = [field.name for field in dataclasses.fields(cpu) if getattr(cpu, field.name)]
+    assert set(rows) == {"all", "none", *(f"without {name}" for name in in_use)}
+    assert all(row["jax"] and row["ratio_best"] > 0 and row["memory_ratio"] > 0 for row in rows.values())
 
 
 def test_the_tests_compute_matrix_products_at_full_float32_precision():
