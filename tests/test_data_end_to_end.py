@@ -70,6 +70,7 @@ def test_a_small_ann_learns_on_real_photographs(tmp_path):
     assert report["miou"] > majority_miou + 0.3
 
 
+@pytest.mark.slow  # the default run covers both analyses end to end on the embedded event recordings
 def test_latency_and_streaming_on_the_ddd17_layout(tmp_path):
     """The streaming analyses read DDD17's recordings as distributed: every test frame, once."""
     root = make_dataset(tmp_path / "data", "evsegnet")
