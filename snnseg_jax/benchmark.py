@@ -215,7 +215,7 @@ def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
         batch["inputs"])
     window = jax.jit(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": key}))
     inputs = jnp.asarray(batch["inputs"])
-    frames = jnp.swapaxes(inputs, 0, 1) if inputs.ndim == 5 else stream.encode(key, inputs, model.settings.timesteps)
+    frames = stream.input_frames(key, inputs, model.settings.timesteps)
     step = jax.jit(functools.partial(stream.step, model))
     state = stream.init(model, variables, frames.shape[1:])
     jax.block_until_ready((window(variables, inputs), step(variables, state, frames[0])))  # compile

@@ -68,12 +68,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def any_process(flag: bool, mesh: Mesh) -> jax.Array:
+def any_process(flag: bool, mesh: Mesh) -> jax.Array | np.bool_:
     """Whether `flag` is true in any process: a replicated boolean computed by a collective over `mesh`.
 
     Every process must call it alike (the same number of times, in the same order among its other
-    computations). It is dispatched, not waited for: read it later with `bool(...)`.
+    computations). It is dispatched, not waited for: read it later with `bool(...)`. With one process
+    the flag is already everyone's: no collective, nothing dispatched.
     """
+    if jax.process_count() == 1:
+        return np.bool_(flag)
     local = np.full(len(mesh.local_devices), flag)
     votes = jax.make_array_from_process_local_data(batch_sharding(mesh), local, (mesh.devices.size,))
     return _any_of(mesh)(votes)

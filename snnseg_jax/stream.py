@@ -55,6 +55,12 @@ def encode(key: Array, images_BHWC: Array, timesteps: int) -> Array:
     return encoding.poisson_encode(models.spike_key(key), images_BHWC, timesteps)
 
 
+def input_frames(key: Array, inputs: Array, timesteps: int) -> Array:
+    """What a network reads at each step, `[T, B, H, W, C]`: the frames of event sequences
+    `[B, T, H, W, C]`, or the spikes `encode` draws from `key` for images `[B, H, W, C]`."""
+    return jnp.swapaxes(inputs, 0, 1) if inputs.ndim == 5 else encode(key, inputs, timesteps)
+
+
 def init(model: nn.Module, variables: dict, frame_shape: tuple[int, ...]) -> State:
     """The state before the first step for frames of `frame_shape` `(B, H, W, C)`: membranes at zero."""
     _check(model)

@@ -25,15 +25,10 @@ from snnseg_jax import metrics, stream
 from snnseg_jax.evaluate import Restored
 
 
-def frames_of(inputs: jax.Array, key: jax.Array, timesteps: int) -> jax.Array:
-    """What the network reads at each step `[T, B, H, W, C]`: event frames, or the images' spikes."""
-    return jnp.swapaxes(inputs, 0, 1) if inputs.ndim == 5 else stream.encode(key, inputs, timesteps)
-
-
 def anytime_step(variables: dict, batch: dict, key: jax.Array, *, model: nn.Module) -> tuple[jax.Array, jax.Array]:
     """Confusion matrices `[T, K, K]` of the prediction after each step, and the spikes per neuron of
     each step per image `[B, T]`."""
-    frames = frames_of(batch["inputs"], key, model.settings.timesteps)
+    frames = stream.input_frames(key, batch["inputs"], model.settings.timesteps)
 
     def one_step(state, frame):
         state, logits, spikes = stream.advance(model, variables, state, frame)
@@ -67,7 +62,7 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     spikes = np.concatenate([s for _, s in per_batch])[:len(run.dataset)].mean(axis=0)
     timesteps = run.model.settings.timesteps
     first = run.dataset.read(np.arange(1))[0]
-    frames = frames_of(jnp.asarray(first), run.eval_key, timesteps)
+    frames = stream.input_frames(run.eval_key, jnp.asarray(first), timesteps)
     report = {"timesteps": list(range(1, timesteps + 1)), "miou": [metrics.mean_iou(c) for c in confusions],
               "spikes_per_step": spikes.tolist(), "step_ms": median_step_ms(run.model, variables, frames),
               "model": run.config.model.name, "num_images": len(run.dataset)}
