@@ -50,6 +50,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 60
     config.num_train_steps = -1  # if > 0, stop after this many steps instead of num_epochs
     config.learning_rate = 3e-3  # Adam
+    config.weight_decay = 5e-4  # L2 coefficient added to the gradient before Adam (the released code's)
     config.lr_decay_at = 0.5  # fraction of training after which the learning rate is multiplied ...
     config.lr_decay_factor = 0.1  # ... by this factor
 
@@ -71,6 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.analysis.conversion_images = 50  # conversion: first images of the eval split evaluated
     config.analysis.balance_batch_size = 16  # conversion: images of the first training batch setting thresholds
     config.analysis.balance_timesteps = 128  # conversion: Poisson steps over which layer maxima are taken
+    config.analysis.conversion_threshold_scale = 0.7  # conversion: factor on every balanced threshold (released code's)
     config.analysis.activation_images = 200  # activations: first eval images the maxima are taken over
     config.analysis.num_samples = 6  # samples: image / prediction / ground-truth triplets drawn
     config.analysis.stream_late_statistics = "last"  # streaming: BNTT statistics past step T (snnseg_jax.stream)

@@ -23,7 +23,9 @@ Spiking-FCN (VGG backbone, a decoder of stride-2 transposed convolutions with sk
     logits = up2(lif_up1) + skip_a(A)
 
 where `skip_*` are 1x1 convolutions to the classes with a bias, analog (no neurons), and `up*`
-transposed convolutions to the classes (n -> 2n). The decoder neurons have no BNTT.
+transposed convolutions to the classes (n -> 2n). The decoder neurons have no BNTT. The ANN FCN's
+decoder is linear: its `lif_up*` layers are the plain sums, with no ReLU, as in the authors'
+released ANN (`activated`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,17 @@ UNIT = "unit"  # conv (no bias) -> BNTT -> LIF neurons (spiking); conv -> BatchN
 POOL = "pool"  # average pool 3x3, stride 2, padding 1, divisor 9
 CLASSES = "classes"  # 1x1 conv to the classes, analog: the DeepLab output (no bias), the FCN skips (bias)
 UP = "up"  # 3x3 stride-2 transposed conv to the classes, no bias, n -> 2n + 1, bilinear resize to 2n
-NEURONS = "neurons"  # LIF neurons without BNTT (spiking) or ReLU (ANN) on the sum of the inputs
+NEURONS = "neurons"  # LIF neurons without BNTT on the sum of the inputs (spiking); the plain sum (ANN)
 SUM = "sum"  # the sum of the inputs
 OPS = (UNIT, POOL, CLASSES, UP, NEURONS, SUM)
 PARAMETRIC = (UNIT, CLASSES, UP)  # the convolutions: the layers with a kernel
-ACTIVATED = (UNIT, NEURONS)  # the layers that end in neurons (ReLU in an ANN)
+
+
+def activated(layer: Layer, spiking: bool) -> bool:
+    """Whether `layer` ends in neurons: LIF neurons in a spiking network, a ReLU in an ANN.
+
+    Every unit does; a NEURONS layer only in a spiking network (the ANN's decoder is linear)."""
+    return layer.op == UNIT or (spiking and layer.op == NEURONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +109,10 @@ class Architecture:
             return frozenset(layer.name for layer in self.layers[start:])
         feeds_neurons: set[str] = set()
         for layer in reversed(self.layers):
-            if layer.op in ACTIVATED or layer.name in feeds_neurons:
+            if activated(layer, spiking) or layer.name in feeds_neurons:
                 feeds_neurons.update(layer.inputs)
         return frozenset(layer.name for layer in self.layers
-                         if layer.op not in ACTIVATED and layer.name not in feeds_neurons)
+                         if not activated(layer, spiking) and layer.name not in feeds_neurons)
 
     def source(self, name: str) -> str:
         """The layer whose output reaches `name`'s main input through pools (INPUT for the first)."""
@@ -115,8 +123,8 @@ class Architecture:
         return name
 
     def driven_neurons(self, name: str) -> str | None:
-        """The activated layer that `name`'s output drives on its main path (itself if activated)."""
-        if self[name].op in ACTIVATED:
+        """The spiking layer that `name`'s output drives on its main path (itself if it has neurons)."""
+        if activated(self[name], spiking=True):
             return name
         return next((layer.name for layer in self.layers if layer.op == NEURONS and layer.inputs[0] == name), None)
 

@@ -23,7 +23,7 @@ from snnseg_jax.fused import InputValues
 
 Array = jax.Array
 
-BATCHNORM_EPSILON = 1e-5  # of the ANNs' BatchNorm (Flax's default)
+BATCHNORM_EPSILON = 1e-4  # of the ANNs' BatchNorm: BNTT's, as in the authors' released code
 BATCHNORM_MOMENTUM = 0.9
 
 

@@ -62,7 +62,7 @@ class Network(nn.Module):
             if layer.name in averaged:
                 inputs = [t.time_mean(self.settings.tuning) for t in inputs]
             out = self._layer(layer, inputs, train)
-            if layer.op in architecture.ACTIVATED:
+            if architecture.activated(layer, self.settings.spiking):
                 self.sow(ACTIVITY, _BY_LAYER, out.array, init_fn=dict,
                          reduce_fn=lambda outputs, output: {**outputs, layer.name: output})
             return out
@@ -110,9 +110,7 @@ class Network(nn.Module):
             conv = class_conv(layer, self.num_classes, s, name=layer.name)
             return Tensor(conv(x.array), x.steps)
         total = architecture.add([t.array for t in inputs])
-        if layer.op == architecture.NEURONS:
-            if not s.spiking:
-                return Tensor(nn.relu(total), x.steps)
+        if layer.op == architecture.NEURONS and s.spiking:
             spikes = LIF(s.neuron, name=layer.name)(ops.unfold_time(total, x.steps))
             return Tensor(ops.fold_time(spikes), x.steps, SPIKES)
         return Tensor(total, x.steps)

@@ -92,8 +92,16 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
-    """Adam whose learning rate is multiplied by `lr_decay_factor` after `lr_decay_at` of `steps`."""
-    return optax.adam(learning_rate_schedule(config, steps))
+    """Adam with L2 weight decay, its learning rate multiplied by `lr_decay_factor` after `lr_decay_at`
+    of `steps`.
+
+    The decay is the authors' released code's: `weight_decay * params` added to every parameter's
+    gradient (BNTT scales and biases included) before Adam's moments, as PyTorch's
+    `Adam(weight_decay=...)` does; not AdamW's decoupled decay. The chain has the same state with
+    `weight_decay` 0, so a checkpoint restores whatever the setting.
+    """
+    return optax.chain(optax.add_decayed_weights(config.weight_decay),
+                       optax.adam(learning_rate_schedule(config, steps)))
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps: int) -> optax.Schedule:

@@ -24,7 +24,7 @@ ACTIVATION_IMAGES = 7  # over 2 evaluation batches of 5, the second padded
 ANALYSIS = ["--config.analysis.conversion_timesteps=(1,4,32)", "--config.analysis.conversion_images=5",
             "--config.analysis.balance_batch_size=4", "--config.analysis.balance_timesteps=8",
             f"--config.analysis.activation_images={ACTIVATION_IMAGES}", "--config.analysis.num_samples=2",
-            "--config.analysis.noise_sigmas=(0.05,0.2)"]
+            "--config.analysis.noise_sigmas=(0.05,0.2)", "--config.analysis.conversion_threshold_scale=0.6"]
 
 
 def tiny_config(model_name):
@@ -104,6 +104,7 @@ def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
         assert conversion[method]["timesteps"] == [1, 4, 32] and len(conversion[method]["miou"]) == 3
         assert all(0 <= m <= 1 for m in conversion[method]["miou"])
     assert 0 <= conversion["ann_miou"] <= 1 and conversion["num_images"] == 5
+    assert conversion["threshold_scale"] == 0.6
     assert conversion["direct"]["model"] == "spiking_deeplab" and conversion["direct"]["timesteps"] == 2
 
     activations = read(runs["deeplab"], "activations")

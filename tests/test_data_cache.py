@@ -60,7 +60,8 @@ def test_a_cache_from_another_preprocessing_version_is_rejected(tmp_path, monkey
     root, _ = make_voc(tmp_path)
     path, _, _ = loading.prepare_split("voc2012", root, "val", SIZE)
     monkeypatch.setattr(cache, "PREPROCESS_VERSION", preprocess.PREPROCESS_VERSION + 1)
-    with pytest.raises(DatasetError, match=r"preprocess_version 1 -> 2\).*snnseg_jax.data.prepare"):
+    version = preprocess.PREPROCESS_VERSION
+    with pytest.raises(DatasetError, match=rf"preprocess_version {version} -> {version + 1}\).*snnseg_jax.data.prepare"):
         loading.load_split("voc2012", root, "val", SIZE)
     with h5py.File(path) as f:
         assert json.loads(f.attrs["settings"])["image_size"] == SIZE

@@ -16,12 +16,11 @@ SIZE = 16
 
 
 def expected_frame(events, size):
-    """Independent normalization: each of channels 0-1 min-max scaled over the whole frame, resized."""
-    counts = events[..., :2].astype(np.float64)
-    scaled = np.stack([(counts[..., c] - counts[..., c].min()) / np.ptp(counts[..., c]) - 0.5
-                       for c in range(2)], axis=-1)
-    return np.asarray(jax.image.resize(jnp.asarray(scaled, jnp.float32), (size, size, 2), "bilinear",
-                                       antialias=True))
+    """Independent normalization: channels 0-1 resized, then each min-max scaled over the whole frame."""
+    resized = np.asarray(jax.image.resize(jnp.asarray(events[..., :2], jnp.float32), (size, size, 2), "bilinear",
+                                          antialias=True), np.float64)
+    return np.stack([(resized[..., c] - resized[..., c].min()) / np.ptp(resized[..., c]) - 0.5
+                     for c in range(2)], axis=-1)
 
 
 def names_in_order(recordings):
@@ -51,6 +50,21 @@ def test_minmax_is_per_channel_not_per_column():
     out = preprocess.normalize_events(events, 6)
     np.testing.assert_allclose(out[0, :, 0], np.linspace(-0.5, 0.5, 6), atol=1e-6)
     np.testing.assert_allclose(out[..., 1], -0.5)  # a constant channel: "fewest events"
+
+
+def test_sparse_event_frames_span_the_whole_range_at_the_networks_input():
+    """Resized first, then scaled: a channel with any event reaches exactly -0.5 and +0.5 at 64x64,
+    however sparse its events at 200x346 (scaled first, 5% active pixels stayed below about -0.3)."""
+    rng = np.random.default_rng(0)
+    for fraction in (0.002, 0.05, 0.5):
+        events = np.zeros((200, 346, 3), np.float32)
+        active = rng.random((200, 346)) < fraction
+        events[..., 0] = active * rng.integers(1, 6, (200, 346))
+        events[..., 1] = (rng.random((200, 346)) < fraction) * 2.0
+        out = preprocess.normalize_events(events, 64)
+        assert out.shape == (64, 64, 2)
+        for c in range(2):
+            assert out[..., c].min() == -0.5 and out[..., c].max() == 0.5, (fraction, c)
 
 
 def test_both_layouts_give_the_same_split(tmp_path):

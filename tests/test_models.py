@@ -107,6 +107,27 @@ def test_spiking_output_is_time_average_of_output_currents():
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("relu_after_ups", [False, True])
+def test_ann_fcn_decoder_is_linear(relu_after_ups, random_variables):
+    """The ANN FCN's decoder, composed by hand from its own convs on the backbone's ReLU outputs:
+    with no ReLU after the transposed convs it is the network; with one it is not."""
+    from snnseg_jax import ops
+    model = models.build("fcn", num_classes=3, timesteps=1, width=0.125)
+    variables = random_variables(model, (16, 16, 3))
+    x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-0.5, maxval=0.5)
+    logits, sown = model.apply(variables, x, train=False, mutable=[models.ACTIVITY])
+    features = models.activity(sown)
+    assert set(features) == {layer.name for layer in model.architecture.layers if layer.op == architecture.UNIT}
+    conv = lambda name, y: models.class_conv(model.architecture[name], 3, model.settings).apply(
+        {"params": variables["params"][name]}, y)
+    activate = jax.nn.relu if relu_after_ups else (lambda y: y)
+    y = activate(conv("up0", conv("skip_d", features["fc7"])) + conv("skip_c", features["conv3_3"]))
+    y = activate(conv("up1", y) + conv("skip_b", features["conv2_2"]))
+    expected = ops.resize_bilinear(conv("up2", y) + conv("skip_a", features["conv1_2"]), 16, 16)
+    matches = np.allclose(logits, expected, rtol=1e-5, atol=1e-5)
+    assert matches != relu_after_ups
+
+
 def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="unknown model name 'spiking_unet'"):
         models.build("spiking_unet", num_classes=2)

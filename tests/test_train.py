@@ -32,6 +32,32 @@ def test_learning_rate_drops_by_the_factor_after_the_decay_point():
     assert [float(schedule(s)) for s in (0, 49, 50, 99)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
+def test_weight_decay_is_l2_added_to_the_gradient_before_adam():
+    """Two steps of the optimizer against Adam computed by hand on gradient + weight_decay * params
+    (PyTorch's `Adam(weight_decay=...)`), on every leaf, BNTT scales and biases included."""
+    config = shapes_deeplab.get_config()
+    config.learning_rate, config.weight_decay = 0.01, 0.05
+    rng = np.random.default_rng(0)
+    params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))},
+              "bntt": {"scale": 1 + 0.1 * rng.normal(size=(2, 4))}, "output": {"bias": rng.normal(size=(4,))}}
+    params = jax.tree.map(lambda x: x.astype(np.float32), params)
+    grads = [jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params) for _ in range(2)]
+    optimizer = train.make_optimizer(config, steps=100)
+    opt_state, got = optimizer.init(params), params
+    for g in grads:
+        updates, opt_state = optimizer.update(g, opt_state, got)
+        got = jax.tree.map(lambda p, u: p + u, got, updates)
+
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for path in (("conv", "kernel"), ("bntt", "scale"), ("output", "bias")):
+        p, m, v = params[path[0]][path[1]].astype(np.float64), 0.0, 0.0
+        for t, g in enumerate(grads, start=1):
+            g = g[path[0]][path[1]] + config.weight_decay * p
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
+            p = p - config.learning_rate * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        np.testing.assert_allclose(got[path[0]][path[1]], p, rtol=1e-5, atol=1e-6, err_msg=str(path))
+
+
 def test_check_config_lists_every_bad_value():
     config = shapes_deeplab.get_config()
     config.batch_size, config.lr_decay_at = 0, 1.5

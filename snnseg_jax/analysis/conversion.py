@@ -4,8 +4,8 @@ A trained ANN (static images only: conversion has no counterpart for event strea
 SNN of integrate-and-fire neurons:
 - BatchNorm is folded into the preceding conv: kernel * s and bias beta - mean * s per output
   channel, s = gamma / sqrt(var + eps). `folded_forward` then walks the architecture's table on
-  these biased convs with `activate(name, currents)` wherever the ANN has a ReLU (its units and the
-  FCN's decoder activations); with ReLU it reproduces the ANN.
+  these biased convs with `activate(name, currents)` wherever the ANN has a ReLU (its units; the
+  FCN's decoder is linear and stays analog); with ReLU it reproduces the ANN.
 - Each ReLU becomes IF neurons (leak 1, soft reset, membrane 0 at the start). A spike of a layer
   carries its threshold theta as amplitude: rate * theta then approximates the ReLU output, so the
   next layer's weights and folded biases apply unchanged. This is threshold balancing written with
@@ -15,7 +15,10 @@ SNN of integrate-and-fire neurons:
   layer by layer in forward order, with the earlier thresholds fixed, simulate the converted network
   for `balance_timesteps` steps and take the maximum input current of the layer over steps, images
   and positions: one scalar per layer (layer-wise), or one per output channel (channel-wise, as
-  Spiking-YOLO). A channel whose current never exceeded 0 takes its layer's maximum. The batch is
+  Spiking-YOLO). A channel whose current never exceeded 0 takes its layer's maximum. Each threshold
+  is that maximum times `conversion_threshold_scale` (0.7 by default, as in the authors' released
+  code: the maximum is a rare outlier, and a lower threshold lets the layer fire at a useful rate in
+  fewer steps), set before the next layer is balanced. The batch is
   the first `balance_batch_size` images in the run's training order; step t of the balancing draws
   its input spikes from `fold_in(fold_in(train_key, 0), t)`.
 - The input is rate coded as for the spiking networks (signed Poisson, `encoding`); the output conv's
@@ -83,7 +86,7 @@ def folded_forward(model: nn.Module, layers: dict[str, dict], x: Array, activate
         elif layer.op in (architecture.CLASSES, architecture.UP):
             conv = models.class_conv(layer, model.num_classes, settings)
             total = conv.apply({"params": layers[layer.name]}, total)
-        return activate(layer.name, total) if layer.op in architecture.ACTIVATED else total
+        return activate(layer.name, total) if architecture.activated(layer, spiking=False) else total
 
     return architecture.walk(model.architecture, x, apply)
 
@@ -145,7 +148,7 @@ _simulate = jax.jit(simulate, static_argnums=0)
 
 
 def balance_thresholds(model: nn.Module, layers: dict, images: Array, key: jax.Array, timesteps: int,
-                       per_channel: bool) -> dict[str, np.ndarray]:
+                       per_channel: bool, scale: float = 1.0) -> dict[str, np.ndarray]:
     """Sequential threshold balancing (module docstring); thresholds `[C]` per layer.
 
     The thresholds stay host arrays between the layers, so every simulation has the same argument
@@ -156,7 +159,7 @@ def balance_thresholds(model: nn.Module, layers: dict, images: Array, key: jax.A
     no_readout, slots = jnp.zeros((0,), jnp.int32), jnp.zeros((timesteps,), jnp.int32)
     for name in shapes:
         maxima, _ = _simulate(model, layers, thresholds, images, key, no_readout, slots)
-        thresholds[name] = thresholds_from_maxima(np.asarray(maxima[name]), per_channel)
+        thresholds[name] = np.float32(scale) * thresholds_from_maxima(np.asarray(maxima[name]), per_channel)
     return thresholds
 
 
@@ -204,10 +207,12 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     readout = readout_slots(grid)
     report = {"ann_miou": metrics.mean_iou(run.confusion(dataset=subset)), "num_images": len(subset),
               "balance_batch_size": settings.balance_batch_size,
-              "balance_timesteps": settings.balance_timesteps}
+              "balance_timesteps": settings.balance_timesteps,
+              "threshold_scale": settings.conversion_threshold_scale}
     for method, per_channel in (("layer", False), ("channel", True)):
         thresholds = balance_thresholds(run.model, layers, jnp.asarray(balance_images), balance_key,
-                                        settings.balance_timesteps, per_channel)
+                                        settings.balance_timesteps, per_channel,
+                                        settings.conversion_threshold_scale)
         confusions = run.confusion(dataset=subset, step=converted_eval_step,
                                    operand=(layers, thresholds, *readout))
         report[method] = {"timesteps": grid, "miou": [metrics.mean_iou(c) for c in confusions]}

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 # Bump when anything below changes the arrays it produces: caches built before then are rejected.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: event frames resized before min-max scaling
 RGB_MEAN = np.array([122.67892, 116.66877, 104.00699], np.float32)  # (R, G, B) on the 0..255 scale
 IGNORE_LABEL = 255
 
@@ -49,8 +49,14 @@ def normalize_rgb(image_HW3: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize_events(events_HWC: np.ndarray, size: int) -> np.ndarray:
-    """Event tensor `[H, W, >=2]` to `[size, size, 2]`: channels 0-1 min-max scaled, then resized."""
-    return resize_bilinear(minmax_event_frames(events_HWC[..., :2].astype(np.float32)), size)
+    """Event tensor `[H, W, >=2]` to `[size, size, 2]`: channels 0-1 resized, then min-max scaled.
+
+    In this order (the authors' released code's) every channel with any event spans exactly
+    [-0.5, 0.5] at the network's input. Scaling first and then downsizing 200x346 to 64x64 would
+    average sparse events with their empty neighbours: on a frame with 5% of its pixels active the
+    network would see about [-0.50, -0.30].
+    """
+    return minmax_event_frames(resize_bilinear(events_HWC[..., :2].astype(np.float32), size))
 
 
 def ignore_unknown_classes(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, int]:
