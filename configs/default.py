@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_train_steps = -1  # if > 0, stop after this many steps instead of num_epochs
     config.learning_rate = 3e-3  # Adam
     config.weight_decay = 5e-4  # L2 coefficient added to the gradient before Adam (the released code's)
+    config.weight_decay_scope = "kernels"  # kernels: conv kernels only; all: BNTT/BN scales and biases too
     config.lr_decay_at = 0.5  # fraction of training after which the learning rate is multiplied ...
     config.lr_decay_factor = 0.1  # ... by this factor
 

@@ -4,7 +4,7 @@
     python train.py --config configs/shapes_deeplab.py --workdir runs/demo_ann --config.model.name=deeplab
 
 32x32 RGB, 4000 training / 500 validation scenes, width 0.125, T=4, batch 16, 20 epochs (5000
-steps), Adam 3e-3 decayed x0.1 at half.
+steps), Adam 3e-3 decayed x0.1 at half, no weight decay.
 
 Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
 - spiking_deeplab: validation MIoU 0.749 (pixel accuracy 0.920), 5,000 steps, 3 min 22 s
@@ -15,6 +15,14 @@ A per-pixel colour lookup fitted on the training split is no shortcut (tests/tes
 Rate coding over T=4 steps keeps only strong, coarse contrasts, so the dataset's classes differ in
 outline and in coarse high-contrast surface patterns (the first version, with fine low-contrast
 patterns, gave the ANN 0.61 and the spiking network 0.19).
+
+No weight decay here (the paper configs keep the released code's 5e-4 on the kernels), in every
+embedded-data config, all of which start from this one. Under Adam the decay costs the spiking
+network much more than it gives the ANN. With `--config.weight_decay=5e-4`, the spiking network's
+validation MIoU swung between 0.37 and 0.60 during training and ended at 0.629, while the ANN
+ended at 0.833; the pair's ratio fell to 0.76. The decay of every parameter, as in the released
+code (`--config.weight_decay=5e-4 --config.weight_decay_scope=all`), silences the spiking network
+from about step 300 (README "Settings the paper does not state").
 
 The paper's analyses of the two runs (README "Quickstart" and "Results on the embedded data"):
 
@@ -37,6 +45,7 @@ def get_config():
     config.model.width = 0.125
     config.model.timesteps = 4
     config.num_epochs = 20
+    config.weight_decay = 0.0  # see the docstring
     config.log_every_steps = 25
     config.eval_every_steps = 500
     config.checkpoint_every_steps = 500

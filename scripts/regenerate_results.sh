@@ -9,6 +9,8 @@
 #   fcn          the same for the FCNs -> docs/results/embedded_fcn.json (analysis times only in README)
 #   photo        scripts/photo_check.sh -> docs/results/photo_check.json
 #   performance  scripts/performance_results.sh -> docs/results/performance.json
+#   paper        scripts/paper_settings.sh: the four networks at the paper's settings (T = 20) on the
+#                photographs -> docs/results/paper_settings.json (about an hour; not in the default set)
 #
 #   RUNS   where the runs go (default runs/results). Runs found there are resumed, not retrained: after a
 #          change to the code, data or configs, start from an empty RUNS (or delete the parts' runs).
@@ -30,7 +32,8 @@ for part in "${parts[@]}"; do
     fcn) ARCH=fcn RESULTS=docs/results/embedded_fcn.json scripts/embedded_results.sh "$RUNS/embedded_fcn" ;;
     photo) rm -rf "$RUNS/photo_ann"; RESULTS=docs/results/photo_check.json scripts/photo_check.sh "$RUNS/photo_ann" ;;
     performance) RESULTS=docs/results/performance.json scripts/performance_results.sh "$RUNS/performance" ;;
-    *) echo "unknown part $part; choose from embedded, fcn, photo, performance" >&2; exit 2 ;;
+    paper) RESULTS=docs/results/paper_settings.json scripts/paper_settings.sh "$RUNS/paper_settings" ;;
+    *) echo "unknown part $part; choose from embedded, fcn, photo, performance, paper" >&2; exit 2 ;;
   esac
 done
 ${PYTHON:-python} scripts/results.py readme

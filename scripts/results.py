@@ -3,11 +3,13 @@
     python scripts/results.py embedded RUNS_DIR [--out docs/results/embedded_deeplab.json]
     python scripts/results.py photo WORKDIR --timings FILE [--out docs/results/photo_check.json]
     python scripts/results.py performance DIR [--out docs/results/performance.json]
+    python scripts/results.py paper RUNS_DIR [--out docs/results/paper_settings.json]
     python scripts/results.py readme [--check]
 
 `embedded` reads the runs of scripts/embedded_results.sh (eval_val.json, analysis/*.json, timings.jsonl)
 and prints them as Markdown; `photo` reads the photo-check run of scripts/photo_check.sh; `performance`
-reads the JSON lines that scripts/performance_results.sh wrote into DIR. With --out each writes its
+reads the JSON lines that scripts/performance_results.sh wrote into DIR; `paper` reads the runs of
+scripts/paper_settings.sh and prints its table. With --out each writes its
 result file, with the machine it ran on and the code's commit. `readme` renders the blocks of
 README.md between `<!-- results: NAME -->` and `<!-- /results -->`, and the "Expected" lines of the
 config docstrings, from docs/results/*.json; --check only compares, printing what differs and exiting
@@ -95,18 +97,31 @@ def trimmed(report):
     return report
 
 
-def collect_embedded(runs: Path) -> dict:
-    """Per run (`shapes_snn`, ...): its model, T, steps, validation metrics and trimmed analyses."""
-    result = {"arch": os.environ.get("ARCH", "deeplab"), "runs": {}, "timings": timings(runs / "timings.jsonl")}
+def collect_runs(runs: Path) -> dict[str, dict]:
+    """Per run directory (`shapes_snn`, ...): its model, T, width, steps, validation metrics and trimmed
+    analyses."""
+    found = {}
     for run_dir in sorted(p for p in runs.iterdir() if (p / "eval_val.json").exists()):
         evaluation, (_, config) = read_json(run_dir / "eval_val.json"), checkpoints.saved_config(str(run_dir))
         analyses = {p.stem: trimmed(read_json(p)) for p in sorted((run_dir / "analysis").glob("*.json"))}
-        result["runs"][run_dir.name] = {
+        found[run_dir.name] = {
             "model": config["model"]["name"], "dataset": config["dataset"]["name"],
-            "timesteps": config["model"]["timesteps"], "steps": evaluation["step"], "miou": evaluation["miou"],
+            "timesteps": config["model"]["timesteps"], "width": config["model"]["width"],
+            "steps": evaluation["step"], "miou": evaluation["miou"],
             "pixel_accuracy": evaluation["pixel_accuracy"], "num_images": evaluation["num_images"],
             "analyses": analyses}
-    return result
+    return found
+
+
+def collect_embedded(runs: Path) -> dict:
+    """The runs of scripts/embedded_results.sh (`collect_runs`) and their timings."""
+    return {"arch": os.environ.get("ARCH", "deeplab"), "runs": collect_runs(runs),
+            "timings": timings(runs / "timings.jsonl")}
+
+
+def collect_paper(runs: Path) -> dict:
+    """The runs of scripts/paper_settings.sh (`collect_runs`) and their timings."""
+    return {"runs": collect_runs(runs), "timings": timings(runs / "timings.jsonl")}
 
 
 def collect_photo(workdir: Path, timings_path: Path) -> dict:
@@ -482,6 +497,43 @@ def expected(arch: str, data: str) -> Callable[[dict], str]:
     return render
 
 
+# Paper Table 2 on VOC2012: (spiking MIoU, ANN MIoU), by architecture.
+PAPER_VOC_MIOU = {"deeplab": (22.3, 32.3), "fcn": (9.9, 30.9)}
+NETWORK_NAMES = {"deeplab": ("Spiking-DeepLab", "DeepLab"), "fcn": ("Spiking-FCN", "FCN")}
+
+
+def paper_settings(results: dict) -> str:
+    """The four networks at the paper's settings (scripts/paper_settings.sh): MIoU, ratios, T = 4 beside
+    T = 20, spikes per neuron by layer and the energy ratio."""
+    p = results["paper_settings"]
+    runs, t = p["runs"], p["timings"]
+    first = runs["deeplab_snn"]
+    rows, spike_rows, energy_parts = [], {}, []
+    for arch, (snn_name, ann_name) in NETWORK_NAMES.items():
+        snn, ann, snn_t4 = runs[f"{arch}_snn"], runs[f"{arch}_ann"], runs[f"{arch}_snn_t4"]
+        paper_snn, paper_ann = PAPER_VOC_MIOU[arch]
+        rows.append([f"{snn_name} / {ann_name}", f"{snn['miou']:.3f} / {ann['miou']:.3f}",
+                     f"**{snn['miou'] / ann['miou']:.2f}**", f"{snn_t4['miou']:.3f} ({snn_t4['miou'] / ann['miou']:.2f})",
+                     f"{paper_snn} / {paper_ann} = {paper_snn / paper_ann:.2f}"])
+        energy = snn["analyses"]["energy"]
+        for layer in energy["layers"]:
+            if layer["output_spike_rate"] is not None:
+                spike_rows.setdefault(layer["name"], {})[arch] = layer["output_spike_rate"]
+        energy_parts.append(f"{snn_name} {energy['ratio']:.2f} (paper {PAPER_RATIOS[(arch, 'shapes')][0]})")
+    spikes = table(["layer", "Spiking-DeepLab", "Spiking-FCN"],
+                   [[f"`{name}`", *(f"{by_arch[a]:.2f}" if a in by_arch else "–" for a in NETWORK_NAMES)]
+                    for name, by_arch in spike_rows.items()])
+    total = sum(e["seconds"] for e in t.values())
+    return "\n\n".join([
+        table(["network", "MIoU at T = 20, SNN / ANN", "SNN / ANN", "SNN at T = 4 (/ ANN)",
+               "paper (VOC2012, Table 2)"], rows),
+        f"Width {first['width']:g}, {first['steps']:,} steps of batch 16 for every run, {first['num_images']} "
+        f"validation images; the whole script took {duration(total)}. " + machine_line(p, loads_of(list(t.values()))),
+        "Spikes per neuron over the T = 20 steps, by layer (the `energy` analysis on the validation images):",
+        spikes,
+        "Energy, E_ANN / E_SNN at T = 20 (Table 4's 45 nm costs): " + "; ".join(energy_parts) + "."])
+
+
 def regeneration(results: dict) -> str:
     """How long the commands behind the result files took, all together, and where."""
     entries = [t for r in results.values() for t in r.get("timings", {}).values()]
@@ -497,12 +549,13 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "energy": energy, "activations": activations, "findings": findings, "analysis-runtimes": analysis_runtimes,
     "photo-check": photo_check, "benchmark": benchmark, "memory": memory, "ablation": ablation,
     "torch-comparison": torch_comparison, "regeneration": regeneration, "streaming": streaming,
-    "stream-latency": stream_latency}
+    "stream-latency": stream_latency, "paper-settings": paper_settings}
 # The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
 PRODUCERS = {"embedded_deeplab": ("embedded", ()),  # every block not named below
              "photo_check": ("photo", ("photo-check",)),
              "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison",
-                                             "stream-latency"))}
+                                             "stream-latency")),
+             "paper_settings": ("paper", ("paper-settings",))}
 DOCSTRINGS = {"configs/shapes_deeplab.py": ("deeplab", "shapes"), "configs/events_deeplab.py": ("deeplab", "events"),
               "configs/shapes_fcn.py": ("fcn", "shapes"), "configs/events_fcn.py": ("fcn", "events")}
 DOCSTRING_HEADER = "Expected, from docs/results/embedded_{arch}.json (scripts/regenerate_results.sh):"
@@ -572,7 +625,7 @@ def write_json(result: dict, out: str | None, generated_by: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("embedded", "photo", "performance"):
+    for name in ("embedded", "photo", "performance", "paper"):
         sub = commands.add_parser(name)
         sub.add_argument("directory")
         sub.add_argument("--out")
@@ -593,6 +646,10 @@ def main() -> None:
                 print(BLOCKS[name](results), end="\n\n")
             except (KeyError, TypeError):  # runs or analyses missing (or the FCNs' file): nothing to show
                 pass
+    elif args.command == "paper":
+        result = collect_paper(directory)
+        write_json(result, args.out, "scripts/paper_settings.sh")
+        print(paper_settings({"paper_settings": {**provenance("scripts/paper_settings.sh"), **result}}))
     elif args.command == "photo":
         write_json(collect_photo(directory, Path(args.timings)), args.out, "scripts/photo_check.sh")
     else:

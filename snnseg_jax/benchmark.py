@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, formulations, sharding, stream, train
+from snnseg_jax import cli, formulations, optimization, sharding, stream, train
 from snnseg_jax.analysis import energy
 from snnseg_jax.metrics import IGNORE_LABEL
 from snnseg_jax.data import ddd17, synthetic, voc
@@ -106,7 +106,7 @@ class Steps:
         self.model = train.build_model(config, input_shapes(config))
         if tuning is not None:  # another choice of formulations than the config's
             self.model = self.model.clone(settings=dataclasses.replace(self.model.settings, tuning=tuning))
-        optimizer = train.make_optimizer(config, steps=1_000_000)
+        optimizer = optimization.make_optimizer(config, steps=1_000_000)
         init_key, self.key, _ = train.run_keys(config.seed)
         self.batch = sharding.put_batch(synthetic_batch(config, config.batch_size, config.seed),
                                         sharding.batch_sharding(mesh))

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from snnseg_jax import architecture, data, models, neurons, stream
+from snnseg_jax import architecture, data, models, neurons, optimization, stream
 
 COMPUTE_DTYPES = ("float32", "bfloat16")  # model.dtype: what the layers are written and tested for
 
@@ -120,6 +120,7 @@ RULES: dict[str, Rule] = {
     "num_train_steps": integer(),
     "learning_rate": number(0, above=True),
     "weight_decay": number(0),
+    "weight_decay_scope": one_of(*optimization.WEIGHT_DECAY_SCOPES),
     "lr_decay_at": number(0, 1),
     "lr_decay_factor": number(0),
     "log_every_steps": POSITIVE,

@@ -18,7 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from snnseg_jax import checkpoints, data, metrics, sharding
+from snnseg_jax import checkpoints, data, metrics, optimization, sharding
 from snnseg_jax import train as train_lib
 from snnseg_jax.cli import UserError
 
@@ -126,7 +126,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
     model = train_lib.build_model(config, dataset)
     init_key, train_key, eval_key = train_lib.run_keys(config.seed)
     # The optimizer only shapes the state to restore; its schedule plays no part here.
-    optimizer = train_lib.make_optimizer(config, steps=1)
+    optimizer = optimization.make_optimizer(config, steps=1)
     input_shape = dataset.read(np.arange(1))[0].shape[1:]
     init = functools.partial(train_lib.init_state, model, optimizer, input_shape, init_key)
     config_json = train_lib.config_as_json(config)

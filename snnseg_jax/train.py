@@ -29,7 +29,8 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from snnseg_jax import checkpoints, cli, config_rules, data, metrics, models, preemption, sharding, summaries
+from snnseg_jax import (checkpoints, cli, config_rules, data, metrics, models, optimization, preemption, sharding,
+                        summaries)
 from snnseg_jax.cli import Stopped, UserError
 from snnseg_jax.data import pipeline
 
@@ -89,25 +90,6 @@ def total_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> i
     if config.num_train_steps > 0:
         return config.num_train_steps
     return config.num_epochs * pipeline.batches_per_epoch(num_train_examples, config.batch_size)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
-    """Adam with L2 weight decay, its learning rate multiplied by `lr_decay_factor` after `lr_decay_at`
-    of `steps`.
-
-    The decay is the authors' released code's: `weight_decay * params` added to every parameter's
-    gradient (BNTT scales and biases included) before Adam's moments, as PyTorch's
-    `Adam(weight_decay=...)` does; not AdamW's decoupled decay. The chain has the same state with
-    `weight_decay` 0, so a checkpoint restores whatever the setting.
-    """
-    return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                       optax.adam(learning_rate_schedule(config, steps)))
-
-
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
-    """`learning_rate`, multiplied by `lr_decay_factor` from step `lr_decay_at * steps` on."""
-    return optax.piecewise_constant_schedule(
-        config.learning_rate, {int(round(config.lr_decay_at * steps)): config.lr_decay_factor})
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -479,11 +461,11 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     eval_set = load_split(config, config.dataset.eval_split)
     model = build_model(config, train_set)
     steps = total_steps(config, len(train_set))
-    optimizer = make_optimizer(config, steps)
+    optimizer = optimization.make_optimizer(config, steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
     return Run(config=config, config_json=config_as_json(config), workdir=workdir, mesh=mesh, train_set=train_set,
-               eval_set=eval_set, model=model, optimizer=optimizer, schedule=learning_rate_schedule(config, steps),
+               eval_set=eval_set, model=model, optimizer=optimizer, schedule=optimization.learning_rate_schedule(config, steps),
                steps=steps, init=init, train_key=train_key, eval_key=eval_key)
 
 

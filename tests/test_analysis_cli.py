@@ -13,7 +13,7 @@ import pytest
 from conftest import random_variables
 
 from configs import shapes_deeplab
-from snnseg_jax import checkpoints, train
+from snnseg_jax import checkpoints, optimization, train
 from snnseg_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +51,7 @@ def runs(tmp_path_factory):
         config, _, _, variables = tiny_network(name)
         state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                                  batch_stats=variables["batch_stats"],
-                                 opt_state=train.make_optimizer(config, 1).init(variables["params"]))
+                                 opt_state=optimization.make_optimizer(config, 1).init(variables["params"]))
         mngr = checkpoints.manager(workdirs[name], 1)
         checkpoints.save(mngr, 0, state, pipeline.Position(), log_window=dataclasses.asdict(train.LogWindow()),
                          config=train.config_as_json(config))
@@ -210,7 +210,7 @@ def test_latency_and_streaming_on_event_recordings(tmp_path):
     variables = random_variables(model, dataset.read(np.arange(1))[0].shape[1:])
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                              batch_stats=variables["batch_stats"],
-                             opt_state=train.make_optimizer(config, 1).init(variables["params"]))
+                             opt_state=optimization.make_optimizer(config, 1).init(variables["params"]))
     mngr = checkpoints.manager(workdir, 1)
     checkpoints.save(mngr, 0, state, pipeline.Position(), log_window=dataclasses.asdict(train.LogWindow()),
                      config=train.config_as_json(config))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import voc_deeplab
-from snnseg_jax import benchmark, models
+from snnseg_jax import benchmark, models, optimization
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -109,7 +109,7 @@ def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_o
     assert formulations.for_backend("tpu") == tuning
     model = train.build_model(config, benchmark.input_shapes(config))
     model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
-    optimizer, mesh = train.make_optimizer(config, 100), sharding.data_mesh()
+    optimizer, mesh = optimization.make_optimizer(config, 100), sharding.data_mesh()
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), benchmark.synthetic_batch(config, 2))
     state = jax.eval_shape(functools.partial(train.init_state, model, optimizer, batch["inputs"].shape[1:],
                                              jax.random.PRNGKey(0)))

@@ -25,7 +25,7 @@ import pytest
 
 from configs import shapes_deeplab
 from conftest import REPO, read_events
-from snnseg_jax import checkpoints, cli, models, sharding, train
+from snnseg_jax import checkpoints, cli, models, optimization, sharding, train
 from snnseg_jax.cli import UserError
 
 CONFIG = REPO / "configs" / "shapes_deeplab.py"
@@ -370,7 +370,7 @@ def test_skip_nonfinite_steps_keeps_the_state_as_it_was_and_counts_the_steps(ref
 def abstract_state(config):
     dataset = train.load_split(config, config.dataset.train_split)
     model = train.build_model(config, dataset)
-    init = functools.partial(train.init_state, model, train.make_optimizer(config, STEPS),
+    init = functools.partial(train.init_state, model, optimization.make_optimizer(config, STEPS),
                              dataset.read(np.arange(1))[0].shape[1:], jax.random.PRNGKey(0))
     return train.abstract_state(init, sharding.data_mesh())
 
@@ -495,7 +495,7 @@ def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter_and_the_f
 def test_a_class_count_that_does_not_fit_names_the_output_layer(reference):
     model = models.build("spiking_deeplab", num_classes=21, timesteps=2, width=0.0625)
     config = tiny_config()
-    init = functools.partial(train.init_state, model, train.make_optimizer(config, STEPS), (16, 16, 3),
+    init = functools.partial(train.init_state, model, optimization.make_optimizer(config, STEPS), (16, 16, 3),
                              jax.random.PRNGKey(0))
     with pytest.raises(UserError, match=r"params/output/kernel is float32\[1, 1, 64, 5\] in the checkpoint and "
                                         r"float32\[1, 1, 64, 21\]"):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import shapes_deeplab
-from snnseg_jax import models, train
+from snnseg_jax import models, optimization, train
 from snnseg_jax.cli import UserError
 
 
@@ -28,21 +28,22 @@ def test_cross_entropy_averages_over_valid_pixels_only():
 def test_learning_rate_drops_by_the_factor_after_the_decay_point():
     config = shapes_deeplab.get_config()
     config.learning_rate, config.lr_decay_at, config.lr_decay_factor = 0.01, 0.5, 0.1
-    schedule = train.learning_rate_schedule(config, 100)
+    schedule = optimization.learning_rate_schedule(config, 100)
     assert [float(schedule(s)) for s in (0, 49, 50, 99)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
 
 
-def test_weight_decay_is_l2_added_to_the_gradient_before_adam():
+@pytest.mark.parametrize("scope", ["kernels", "all"])
+def test_weight_decay_is_l2_added_to_the_gradient_before_adam(scope):
     """Two steps of the optimizer against Adam computed by hand on gradient + weight_decay * params
-    (PyTorch's `Adam(weight_decay=...)`), on every leaf, BNTT scales and biases included."""
+    (PyTorch's `Adam(weight_decay=...)`): on the kernels only, or on every leaf (BNTT scales, biases)."""
     config = shapes_deeplab.get_config()
-    config.learning_rate, config.weight_decay = 0.01, 0.05
+    config.learning_rate, config.weight_decay, config.weight_decay_scope = 0.01, 0.05, scope
     rng = np.random.default_rng(0)
     params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))},
               "bntt": {"scale": 1 + 0.1 * rng.normal(size=(2, 4))}, "output": {"bias": rng.normal(size=(4,))}}
     params = jax.tree.map(lambda x: x.astype(np.float32), params)
     grads = [jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params) for _ in range(2)]
-    optimizer = train.make_optimizer(config, steps=100)
+    optimizer = optimization.make_optimizer(config, steps=100)
     opt_state, got = optimizer.init(params), params
     for g in grads:
         updates, opt_state = optimizer.update(g, opt_state, got)
@@ -50,12 +51,24 @@ def test_weight_decay_is_l2_added_to_the_gradient_before_adam():
 
     b1, b2, eps = 0.9, 0.999, 1e-8
     for path in (("conv", "kernel"), ("bntt", "scale"), ("output", "bias")):
+        decay = config.weight_decay if scope == "all" or path[1] == "kernel" else 0.0
         p, m, v = params[path[0]][path[1]].astype(np.float64), 0.0, 0.0
         for t, g in enumerate(grads, start=1):
-            g = g[path[0]][path[1]] + config.weight_decay * p
+            g = g[path[0]][path[1]] + decay * p
             m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
             p = p - config.learning_rate * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
         np.testing.assert_allclose(got[path[0]][path[1]], p, rtol=1e-5, atol=1e-6, err_msg=str(path))
+
+
+def test_optimizer_state_has_one_structure_whatever_the_decay_settings():
+    """A checkpoint saved under one weight-decay setting restores under another."""
+    params = {"conv": {"kernel": np.ones((3, 3, 2, 4), np.float32)}, "bntt": {"scale": np.ones((2, 4), np.float32)}}
+    structures = set()
+    for decay, scope in ((0.0, "kernels"), (5e-4, "kernels"), (5e-4, "all")):
+        config = shapes_deeplab.get_config()
+        config.weight_decay, config.weight_decay_scope = decay, scope
+        structures.add(jax.tree.structure(optimization.make_optimizer(config, 10).init(params)))
+    assert len(structures) == 1
 
 
 def test_check_config_lists_every_bad_value():
@@ -73,7 +86,7 @@ def test_check_config_lists_every_bad_value():
 def test_train_step_is_deterministic_and_draws_new_spikes_each_step():
     model = models.build("spiking_deeplab", num_classes=3, timesteps=2, width=0.0625)
     config = shapes_deeplab.get_config()
-    optimizer = train.make_optimizer(config, 10)
+    optimizer = optimization.make_optimizer(config, 10)
     state = train.init_state(model, optimizer, (8, 8, 3), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = {"inputs": jnp.array(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32),
@@ -101,7 +114,7 @@ class TinyNet(nn.Module):
 
 
 def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchanged():
-    model, optimizer = TinyNet(), train.make_optimizer(shapes_deeplab.get_config(), 10)
+    model, optimizer = TinyNet(), optimization.make_optimizer(shapes_deeplab.get_config(), 10)
     state = train.init_state(model, optimizer, (4, 4, 2), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     good = {"inputs": jnp.array(rng.normal(size=(2, 4, 4, 2)), jnp.float32),

@@ -13,13 +13,13 @@ import numpy as np
 from jax.sharding import Mesh
 
 from configs import shapes_deeplab
-from snnseg_jax import models, sharding, train
+from snnseg_jax import models, optimization, sharding, train
 
 
 def flops_per_device(devices: int) -> float:
     config = shapes_deeplab.get_config()
     model = models.build("spiking_deeplab", num_classes=5, timesteps=2, width=0.125)
-    optimizer = train.make_optimizer(config, 10)
+    optimizer = optimization.make_optimizer(config, 10)
     init = functools.partial(train.init_state, model, optimizer, (16, 16, 3), jax.random.PRNGKey(0))
     state = jax.eval_shape(init)
     batch = {"inputs": jax.ShapeDtypeStruct((4, 16, 16, 3), jnp.float32),
