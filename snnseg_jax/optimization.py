@@ -3,7 +3,6 @@ weight decay."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -17,12 +16,22 @@ def make_optimizer(config: ml_collections.ConfigDict, steps: int) -> optax.Gradi
 
     The decay is the authors' released code's: `weight_decay * params` added to the gradient before
     Adam's moments, as PyTorch's `Adam(weight_decay=...)` does; not AdamW's decoupled decay. It
-    applies to the parameters `weight_decay_scope` names (`decays`). The state has the same
-    structure whatever the two settings, so a checkpoint restores under any of them.
+    applies to the parameters `weight_decay_scope` names (`decays`). The state is plain Adam's
+    whatever the two settings, so checkpoints restore under any of them, and with `weight_decay` 0
+    the optimizer is plain Adam.
     """
-    decay = optax.add_decayed_weights(config.weight_decay,
-                                      mask=functools.partial(decays, scope=config.weight_decay_scope))
-    return optax.chain(decay, optax.adam(learning_rate_schedule(config, steps)))
+    adam = optax.adam(learning_rate_schedule(config, steps))
+    weight_decay, scope = config.weight_decay, config.weight_decay_scope
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if weight_decay:
+            if params is None:
+                raise ValueError("weight decay needs the parameters: call update(grads, state, params)")
+            grads = jax.tree.map(lambda g, p, decayed: g + weight_decay * p if decayed else g,
+                                 grads, params, decays(params, scope))
+        return adam.update(grads, state, params)
+
+    return optax.GradientTransformation(adam.init, update)
 
 
 WEIGHT_DECAY_SCOPES = ("kernels", "all")

@@ -128,6 +128,18 @@ def test_ann_fcn_decoder_is_linear(relu_after_ups, random_variables):
     assert matches != relu_after_ups
 
 
+def test_ann_batchnorm_epsilon_is_bntts(random_variables):
+    """With running variance 0 an ANN unit divides by sqrt(epsilon): 1e-4 (BNTT's), not Flax's 1e-5."""
+    model = models.build("deeplab", num_classes=3, timesteps=1, width=0.125)
+    variables = random_variables(model, (16, 16, 3))
+    variables["batch_stats"] = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+    x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-0.5, maxval=0.5)
+    _, sown = model.apply(variables, x, train=False, mutable=[models.ACTIVITY])
+    kernel = variables["params"]["conv1_1"]["conv"]["kernel"]
+    conv = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(models.activity(sown)["conv1_1"], jax.nn.relu(conv / np.sqrt(1e-4)), rtol=1e-4, atol=1e-4)
+
+
 def test_bad_inputs_give_clear_errors():
     with pytest.raises(ValueError, match="unknown model name 'spiking_unet'"):
         models.build("spiking_unet", num_classes=2)
