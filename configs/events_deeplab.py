@@ -10,9 +10,9 @@ frames ending at a frame, labelled with that frame's segmentation. Width 0.125, 
 the frames.
 
 Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
-- spiking_deeplab: validation MIoU 0.526 (pixel accuracy 0.817), 5,000 steps, 3 min 16 s
-- deeplab (--config.model.name=deeplab): MIoU 0.640 (pixel accuracy 0.875), 2 min 16 s
-(whole commands, 2 shared CPU cores, load average 1.6–2.5; the SNN reaches 0.82 of the ANN)
+- spiking_deeplab: validation MIoU 0.526 (pixel accuracy 0.817), 5,000 steps, 2 min 51 s
+- deeplab (--config.model.name=deeplab): MIoU 0.635 (pixel accuracy 0.871), 1 min 56 s
+(whole commands, 2 shared CPU cores, load average 1.8–2.1; the SNN reaches 0.83 of the ANN)
 
 The paper's analyses of the two runs, and the streaming ones (README "Results on the embedded
 data", "Streaming and latency"; conversion does not apply to event data):

@@ -7,9 +7,9 @@
 steps), Adam 3e-3 decayed x0.1 at half, no weight decay.
 
 Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
-- spiking_deeplab: validation MIoU 0.749 (pixel accuracy 0.920), 5,000 steps, 3 min 22 s
-- deeplab (--config.model.name=deeplab): MIoU 0.817 (pixel accuracy 0.945), 1 min 12 s
-(whole commands, 2 shared CPU cores, load average 0.8–2.0; the SNN reaches 0.92 of the ANN)
+- spiking_deeplab: validation MIoU 0.749 (pixel accuracy 0.920), 5,000 steps, 3 min 01 s
+- deeplab (--config.model.name=deeplab): MIoU 0.818 (pixel accuracy 0.946), 53 s
+(whole commands, 2 shared CPU cores, load average 0.1–2.1; the SNN reaches 0.91 of the ANN)
 
 A per-pixel colour lookup fitted on the training split is no shortcut (tests/test_synthetic.py).
 Rate coding over T=4 steps keeps only strong, coarse contrasts, so the dataset's classes differ in

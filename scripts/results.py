@@ -520,7 +520,7 @@ def paper_settings(results: dict) -> str:
             if layer["output_spike_rate"] is not None:
                 spike_rows.setdefault(layer["name"], {})[arch] = layer["output_spike_rate"]
         energy_parts.append(f"{snn_name} {energy['ratio']:.2f} (paper {PAPER_RATIOS[(arch, 'shapes')][0]})")
-    spikes = table(["layer", "Spiking-DeepLab", "Spiking-FCN"],
+    spikes = table(["conv (its neurons' spikes)", "Spiking-DeepLab", "Spiking-FCN"],
                    [[f"`{name}`", *(f"{by_arch[a]:.2f}" if a in by_arch else "–" for a in NETWORK_NAMES)]
                     for name, by_arch in spike_rows.items()])
     total = sum(e["seconds"] for e in t.values())
@@ -529,9 +529,25 @@ def paper_settings(results: dict) -> str:
                "paper (VOC2012, Table 2)"], rows),
         f"Width {first['width']:g}, {first['steps']:,} steps of batch 16 for every run, {first['num_images']} "
         f"validation images; the whole script took {duration(total)}. " + machine_line(p, loads_of(list(t.values()))),
-        "Spikes per neuron over the T = 20 steps, by layer (the `energy` analysis on the validation images):",
+        paper_findings(runs),
+        "Spikes per neuron over the T = 20 steps, by the conv that drives the neurons (the `energy` analysis "
+        "on the validation images; `up*` drive the FCN decoder's neurons):",
         spikes,
         "Energy, E_ANN / E_SNN at T = 20 (Table 4's 45 nm costs): " + "; ".join(energy_parts) + "."])
+
+
+def paper_findings(runs: dict) -> str:
+    """What the paper-settings table says about the paper's findings, worded from its numbers."""
+    ratio = {arch: runs[f"{arch}_snn"]["miou"] / runs[f"{arch}_ann"]["miou"] for arch in NETWORK_NAMES}
+    fcn_further = ratio["fcn"] < ratio["deeplab"]
+    lines = [f"The paper's finding that the spiking FCN trails its ANN further than the spiking DeepLab does "
+             f"{'holds' if fcn_further else 'does not hold'} here ({ratio['fcn']:.2f} against "
+             f"{ratio['deeplab']:.2f}; the paper has 0.32 against 0.69)."]
+    worse_at_20 = [NETWORK_NAMES[a][0] for a in NETWORK_NAMES
+                   if runs[f"{a}_snn"]["miou"] < runs[f"{a}_snn_t4"]["miou"]]
+    lines.append("At T = 20 " + (f"{' and '.join(worse_at_20)} trained worse than at T = 4." if worse_at_20 else
+                                 "both spiking networks trained better than at T = 4, with the same steps."))
+    return " ".join(lines)
 
 
 def regeneration(results: dict) -> str:
