@@ -14,6 +14,7 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -22,21 +23,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from snnseg_jax import evaluate  # noqa: E402  (after the repository is on the path)
-from snnseg_jax import train as train_lib  # noqa: E402
+from snnseg_jax.analysis import samples  # noqa: E402
 
 BINS = (0.0, 0.25, 0.5, 0.75, 1.01)
 
 
-def predictions(config, workdir: str) -> np.ndarray:
-    """The argmax predictions `[N, H, W]` of the run in `workdir` on the evaluation split."""
-    run = evaluate.restore(config, workdir)
+def predictions(run: evaluate.Restored) -> np.ndarray:
+    """The argmax predictions `[N, H, W]` of a restored run on its evaluation split."""
+    return np.concatenate(run.map_batches(samples.predict_step, run.state))[:len(run.dataset)]
 
-    def predict(state, batch, key, *, model):
-        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
-                             train=False, rngs={"spikes": key})
-        return logits.argmax(-1)
 
-    return np.concatenate(run.map_batches(predict, run.state))[:len(run.dataset)]
+def load_config(path: str):
+    """`get_config()` of the config file at `path`."""
+    spec = importlib.util.spec_from_file_location("config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def main() -> None:
@@ -45,27 +47,22 @@ def main() -> None:
     parser.add_argument("--snn", required=True)
     parser.add_argument("--ann", required=True)
     args = parser.parse_args()
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("config", args.config)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    dataset = train_lib.load_split(config, config.dataset.eval_split)
-    inputs, labels = dataset.read(np.arange(len(dataset)))  # inputs [N, T, H, W, 2], -0.5 where no event
+    config = load_config(args.config)
+    snn_run = evaluate.restore(config, args.snn)
+    snn = predictions(snn_run)
+    config.model.name = config.model.name.removeprefix("spiking_")
+    ann = predictions(evaluate.restore(config, args.ann))
+    inputs, labels = snn_run.dataset.read(np.arange(len(snn_run.dataset)))  # [N, T, H, W, 2], -0.5: no event
     events = (inputs > -0.5).any(-1)
     objects = (labels > 0) & (labels != 255)
-    count = np.maximum(objects.sum((1, 2)), 1)
-    last = (events[:, -1] & objects).sum((1, 2)) / count
-    window = (events.any(1) & objects).sum((1, 2)) / count
-    snn = predictions(config, args.snn)
-    config.model.name = config.model.name.removeprefix("spiking_")
-    ann = predictions(config, args.ann)
+    count = objects.sum((1, 2))
+    last = (events[:, -1] & objects).sum((1, 2)) / np.maximum(count, 1)
+    window = (events.any(1) & objects).sum((1, 2)) / np.maximum(count, 1)
     print(f"object pixels with an event: {last.mean():.3f} in the last frame, {window.mean():.3f} in the window")
     print("| object pixels with an event in the last frame | windows | SNN accuracy | ANN accuracy | SNN / ANN |")
     print("|---|---|---|---|---|")
     for low, high in zip(BINS, BINS[1:]):
-        chosen = (last >= low) & (last < high) & (objects.sum((1, 2)) > 0)
+        chosen = (last >= low) & (last < high) & (count > 0)
         if not chosen.any():
             continue
         hits = lambda p: float((p[chosen] == labels[chosen])[objects[chosen]].mean())

@@ -465,8 +465,9 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     init_key, train_key, eval_key = run_keys(config.seed)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
     return Run(config=config, config_json=config_as_json(config), workdir=workdir, mesh=mesh, train_set=train_set,
-               eval_set=eval_set, model=model, optimizer=optimizer, schedule=optimization.learning_rate_schedule(config, steps),
-               steps=steps, init=init, train_key=train_key, eval_key=eval_key)
+               eval_set=eval_set, model=model, optimizer=optimizer,
+               schedule=optimization.learning_rate_schedule(config, steps), steps=steps, init=init,
+               train_key=train_key, eval_key=eval_key)
 
 
 @dataclasses.dataclass(frozen=True)
