@@ -24,8 +24,7 @@ from snnseg_jax import analysis, cli, evaluate, train
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding the run's checkpoints.")
 flags.DEFINE_list("analyses", [], f"Analyses to run after the evaluation: {', '.join(analysis.ANALYSES)}.")
-flags.DEFINE_string("compare_workdir", None,
-                    "Workdir of the twin model, compared in robustness and conversion.")
+flags.DEFINE_string("compare_workdir", None, "Workdir of the twin model, compared in robustness and conversion.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,8 +36,9 @@ def main() -> None:
     evaluate.check_run(config, workdir, evaluate.train_command(config_file, sys.argv, workdir))
     if flags.FLAGS.analyses and compare_workdir:
         twin = analysis.twin_model_name(config.model.name)
-        analysis.check_twin(config, compare_workdir, evaluate.train_command(config_file, sys.argv, compare_workdir,
-                                                                            twin))
+        analysis.check_twin(
+            config, compare_workdir, evaluate.train_command(config_file, sys.argv, compare_workdir, twin)
+        )
     evaluate.evaluate(config, workdir)
     if flags.FLAGS.analyses:
         analysis.run(config, workdir, flags.FLAGS.analyses, compare_workdir)

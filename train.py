@@ -8,8 +8,7 @@ Writes `metrics.jsonl` and `checkpoints/` in the workdir (see README.md).
 from absl import flags
 from ml_collections import config_flags
 
-from snnseg_jax import cli
-from snnseg_jax import train
+from snnseg_jax import cli, train
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for metrics and checkpoints.")

@@ -8,8 +8,8 @@
 Each implementation runs in its own long-lived worker process (compiled once); the driver then
 alternates them round by round, `--steps` timed train steps each, so that load from other users
 falls on all of them alike. A variant is `name[:field=value,...]`: config overrides of
-`configs/voc_deeplab.py` (batch, T and size come from the flags). Prints one line per round, then one JSON object with the best and
-median seconds per step of each implementation and their ratios to the reference.
+`configs/voc_deeplab.py` (batch, T and size come from the flags). Prints one line per round, then one
+JSON object with the best and median seconds per step of each implementation and their ratios to the reference.
 """
 
 from __future__ import annotations
@@ -93,8 +93,14 @@ class Worker:
     def __init__(self, name: str, argv: list[str]):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
         self.name = name
-        self.process = subprocess.Popen([sys.executable, __file__, *argv], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         self.seconds: list[float] = []
         self.cpu_seconds: list[float] = []
 
@@ -138,8 +144,18 @@ def main() -> None:
         serve(torch_worker(args) if args.worker == "torch" else jax_worker(args))
         return
 
-    common = ["--reference", os.path.abspath(args.reference), "--style", args.style, "--batch", str(args.batch),
-              "--timesteps", str(args.timesteps), "--size", str(args.size)]
+    common = [
+        "--reference",
+        os.path.abspath(args.reference),
+        "--style",
+        args.style,
+        "--batch",
+        str(args.batch),
+        "--timesteps",
+        str(args.timesteps),
+        "--size",
+        str(args.size),
+    ]
     workers = [Worker(f"torch-{args.style}", [*common, "--worker", "torch"])]
     for name, overrides in map(parse_variant, args.variant or ["jax"]):
         workers.append(Worker(name, [*common, "--worker", "jax", "--overrides", overrides]))
@@ -148,18 +164,34 @@ def main() -> None:
     reference = workers[0]
     for round_index in range(args.rounds):
         best = {worker.name: worker.run(args.steps) for worker in workers}
-        print(f"round {round_index}: " + ", ".join(
-            f"{name} {seconds:.3f}s ({seconds / best[reference.name]:.2f}x)" for name, seconds in best.items()), flush=True)
+        print(
+            f"round {round_index}: "
+            + ", ".join(
+                f"{name} {seconds:.3f}s ({seconds / best[reference.name]:.2f}x)" for name, seconds in best.items()
+            ),
+            flush=True,
+        )
     for worker in workers:
         worker.close()
-    result = {"batch": args.batch, "timesteps": args.timesteps, "size": args.size, "rounds": args.rounds,
-              "steps_per_round": args.steps, "threads": os.cpu_count()}
+    result = {
+        "batch": args.batch,
+        "timesteps": args.timesteps,
+        "size": args.size,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "threads": os.cpu_count(),
+    }
     for worker in workers:
-        result[worker.name] = {"best_seconds": min(worker.seconds), "median_seconds": statistics.median(worker.seconds),
-                               "best_cpu_seconds": min(worker.cpu_seconds)}
+        result[worker.name] = {
+            "best_seconds": min(worker.seconds),
+            "median_seconds": statistics.median(worker.seconds),
+            "best_cpu_seconds": min(worker.cpu_seconds),
+        }
         if worker is not reference:
             result[worker.name]["best_ratio"] = min(worker.seconds) / min(reference.seconds)
-            result[worker.name]["median_ratio"] = statistics.median(worker.seconds) / statistics.median(reference.seconds)
+            result[worker.name]["median_ratio"] = statistics.median(worker.seconds) / statistics.median(
+                reference.seconds
+            )
     print(json.dumps(result))
 
 

@@ -28,8 +28,21 @@ _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\) -> .* \{$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.+?) ([\w\-]+)\(")  # name, shape, opcode
 _CALLED = re.compile(r"(?:calls|body|condition|to_apply|true_computation|false_computation)=%?([\w.\-]+)")
 _SHAPE = re.compile(r"(\w+)\[([\d,]*)\](?:\{([\d,]*)\})?")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
-          "s64": 8, "u64": 8, "f64": 8}
+_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "f16": 2,
+    "bf16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+}
 
 
 def computations(text: str) -> dict[str, list[str]]:
@@ -86,10 +99,17 @@ def loops(text: str) -> list[dict]:
                 if moved.group(3) in ("copy", "transpose") and shape_bytes(moved.group(2)) > _BYTES["f64"]:
                     moves[moved.group(3)] += 1
                     moves[f"{moved.group(3)}_bytes"] += shape_bytes(moved.group(2))
-            found.append({"loop": instruction.group(1), "op_name": op_name.group(1) if op_name else "",
-                          "trip_count": int(trips.group(1)) if trips else "unknown",
-                          "copies": moves["copy"], "copy_bytes": moves["copy_bytes"],
-                          "transposes": moves["transpose"], "transpose_bytes": moves["transpose_bytes"]})
+            found.append(
+                {
+                    "loop": instruction.group(1),
+                    "op_name": op_name.group(1) if op_name else "",
+                    "trip_count": int(trips.group(1)) if trips else "unknown",
+                    "copies": moves["copy"],
+                    "copy_bytes": moves["copy_bytes"],
+                    "transposes": moves["transpose"],
+                    "transpose_bytes": moves["transpose_bytes"],
+                }
+            )
     return found
 
 
@@ -104,19 +124,25 @@ def convolutions(text: str) -> dict[str, int]:
         labels = re.search(r"dim_labels=([\w>\-]+)", line)
         shape = _SHAPE.match(instruction.group(2).lstrip("("))
         op = target.group(1) if target else "convolution"
-        found[f"{op} {shape.group(1) if shape else '?'} {labels.group(1) if labels else '?'} "
-              f"out{{{shape.group(3) if shape else ''}}}"] += 1
+        found[
+            f"{op} {shape.group(1) if shape else '?'} {labels.group(1) if labels else '?'} "
+            f"out{{{shape.group(3) if shape else ''}}}"
+        ] += 1
     return dict(found)
 
 
 def report(text: str) -> dict:
     """The loops, the convolutions and the totals of one HLO module's text."""
     found = loops(text)
-    return {"instructions": sum(len(lines) for lines in computations(text).values()),
-            "loops": len(found), "loops_with_unknown_trip_count": sum(l["trip_count"] == "unknown" for l in found),
-            "copy_bytes_in_loops": sum(l["copy_bytes"] for l in found),
-            "transpose_bytes_in_loops": sum(l["transpose_bytes"] for l in found),
-            "convolutions": convolutions(text), "loop_details": found}
+    return {
+        "instructions": sum(len(lines) for lines in computations(text).values()),
+        "loops": len(found),
+        "loops_with_unknown_trip_count": sum(loop["trip_count"] == "unknown" for loop in found),
+        "copy_bytes_in_loops": sum(loop["copy_bytes"] for loop in found),
+        "transpose_bytes_in_loops": sum(loop["transpose_bytes"] for loop in found),
+        "convolutions": convolutions(text),
+        "loop_details": found,
+    }
 
 
 def module_files(path: str) -> list[str]:

@@ -22,7 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.augment = False  # DDD17 augmentation of the authors' code (flip, scale, shift, rotate)
     config.dataset.cache_dir = ""  # HDF5 caches written by snnseg_jax.data.prepare; "": <root>/snnseg_cache
     config.dataset.synthetic_seed = 0  # shapes / events: seed of the generated scenes (fixed across training seeds)
-    config.dataset.synthetic_sizes = ml_collections.ConfigDict({"train": 4000, "val": 500})  # shapes / events: examples per split
+    config.dataset.synthetic_sizes = ml_collections.ConfigDict(
+        {"train": 4000, "val": 500}
+    )  # shapes / events: examples per split
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "spiking_deeplab"  # spiking_deeplab, spiking_fcn, deeplab, fcn
@@ -34,9 +36,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.surrogate = "linear"  # linear, fast_sigmoid, exp, pass_through
     config.model.surrogate_scale = config_dict.placeholder(float)  # None: the surrogate's default (0.3 for linear)
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16
-    config.model.remat = False  # recompute each layer's convolution in the backward pass: less memory, ~1/3 more conv time
-    config.model.fused = True  # spiking layers as one conv-BNTT-LIF op with a hand-written backward (False: plain autodiff)
-    config.model.tuned_ops = True  # faster formulations of the ops for the backend (False: XLA's plain ops; same values)
+    config.model.remat = (
+        False  # recompute each layer's convolution in the backward pass: less memory, ~1/3 more conv time
+    )
+    config.model.fused = (
+        True  # spiking layers as one conv-BNTT-LIF op with a hand-written backward (False: plain autodiff)
+    )
+    config.model.tuned_ops = (
+        True  # faster formulations of the ops for the backend (False: XLA's plain ops; same values)
+    )
 
     # Several processes (hosts): see README "Multiple devices and hosts". Empty / 0 / -1 fields are
     # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.

@@ -1,7 +1,8 @@
 """Spiking-FCN on PASCAL VOC2012 (train_aug / val) at the paper's settings (paper §5.1.2).
 
     python train.py --config configs/voc_fcn.py --workdir runs/voc_fcn --config.dataset.root=/path/to/data
-    python train.py --config configs/voc_fcn.py --workdir runs/voc_fcn_ann --config.model.name=fcn --config.dataset.root=...
+    python train.py --config configs/voc_fcn.py --workdir runs/voc_fcn_ann \\
+        --config.model.name=fcn --config.dataset.root=...
 
 Adam 3e-3, batch 16, 60 epochs, learning rate x0.1 at 50%, T=20, leak 0.99, threshold 1.0, 64x64.
 """

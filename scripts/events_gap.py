@@ -30,7 +30,7 @@ BINS = (0.0, 0.25, 0.5, 0.75, 1.01)
 
 def predictions(run: evaluate.Restored) -> np.ndarray:
     """The argmax predictions `[N, H, W]` of a restored run on its evaluation split."""
-    return np.concatenate(run.map_batches(samples.predict_step, run.state))[:len(run.dataset)]
+    return np.concatenate(run.map_batches(samples.predict_step, run.state))[: len(run.dataset)]
 
 
 def load_config(path: str):
@@ -65,9 +65,11 @@ def main() -> None:
         chosen = (last >= low) & (last < high) & (count > 0)
         if not chosen.any():
             continue
-        hits = lambda p: float((p[chosen] == labels[chosen])[objects[chosen]].mean())
-        print(f"| {low:.2f}–{min(high, 1):.2f} | {chosen.sum()} | {hits(snn):.3f} | {hits(ann):.3f} | "
-              f"{hits(snn) / hits(ann):.2f} |")
+        hits = lambda p, chosen=chosen: float((p[chosen] == labels[chosen])[objects[chosen]].mean())
+        print(
+            f"| {low:.2f}–{min(high, 1):.2f} | {chosen.sum()} | {hits(snn):.3f} | {hits(ann):.3f} | "
+            f"{hits(snn) / hits(ann):.2f} |"
+        )
 
 
 if __name__ == "__main__":

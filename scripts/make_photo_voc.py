@@ -59,7 +59,7 @@ def random_crop(rng: np.random.Generator, photo: np.ndarray, height: int, width:
     h, w = photo.shape[:2]
     ch, cw = rng.integers(max(8, h // 4), h + 1), rng.integers(max(8, w // 4), w + 1)
     y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    crop = Image.fromarray(np.ascontiguousarray(photo[y:y + ch, x:x + cw]))
+    crop = Image.fromarray(np.ascontiguousarray(photo[y : y + ch, x : x + cw]))
     return np.asarray(crop.resize((width, height), Image.Resampling.BILINEAR))
 
 
@@ -73,8 +73,7 @@ def random_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     else:
         corners = 3 if kind == 1 else 4
         angles = rng.uniform(0, 2 * np.pi) + np.arange(corners) * 2 * np.pi / corners
-        points = [((0.5 + 0.5 * np.cos(a)) * (width - 1), (0.5 + 0.5 * np.sin(a)) * (height - 1))
-                  for a in angles]
+        points = [((0.5 + 0.5 * np.cos(a)) * (width - 1), (0.5 + 0.5 * np.sin(a)) * (height - 1)) for a in angles]
         draw.polygon(points, fill=1)
     return np.asarray(canvas, bool)
 
@@ -92,7 +91,7 @@ def boundary_band(label: np.ndarray) -> np.ndarray:
     """Pixels within one pixel of a change of class (a 3-pixel band, like VOC's borders)."""
     padded = np.pad(label, 1, mode="edge")
     h, w = label.shape
-    shifted = [padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]
+    shifted = [padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]
     return np.max(shifted, axis=0) != np.min(shifted, axis=0)
 
 
@@ -109,8 +108,8 @@ def compose(rng: np.random.Generator, photos: dict, split: str) -> tuple[np.ndar
         y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
         mask = random_mask(rng, h, w)
         patch = object_patch(rng, photos, split, cls, h, w)
-        image[y:y + h, x:x + w][mask] = patch[mask]
-        label[y:y + h, x:x + w][mask] = cls
+        image[y : y + h, x : x + w][mask] = patch[mask]
+        label[y : y + h, x : x + w][mask] = cls
     label[boundary_band(label)] = 255
     return image, label
 
@@ -135,7 +134,8 @@ def write_dataset(out: Path, num_train: int, num_val: int, seed: int) -> Path:
     for split, ids in lists.items():
         (segmentation / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     (segmentation / "train_aug.txt").write_text(
-        "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in lists["train"]))
+        "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in lists["train"])
+    )
     return out
 
 

@@ -27,8 +27,8 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,10 +39,14 @@ from snnseg_jax.analysis import headlines  # noqa: E402
 RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
 # Paper Table 5, E_ANN / E_SNN at T = 20, by (architecture, embedded dataset): (ratio, paper dataset).
-PAPER_RATIOS = {("deeplab", "shapes"): (2.75, "VOC2012"), ("deeplab", "events"): (1.15, "DDD17"),
-                ("fcn", "shapes"): (2.37, "VOC2012"), ("fcn", "events"): (1.04, "DDD17")}
+PAPER_RATIOS = {
+    ("deeplab", "shapes"): (2.75, "VOC2012"),
+    ("deeplab", "events"): (1.15, "DDD17"),
+    ("fcn", "shapes"): (2.37, "VOC2012"),
+    ("fcn", "events"): (1.04, "DDD17"),
+}
 DROPPED = {"channel_max", "spatial_max", "palette", "class_names", "workdir", "iou_per_class"}  # too long for docs
-GIB = 2.0 ** 30
+GIB = 2.0**30
 
 
 # ---------------------------------------------------------------- collecting
@@ -60,8 +64,12 @@ def provenance(generated_by: str) -> dict:
     git = lambda *args: subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs", ":!README.md")
     commit = git("rev-parse", "--short", "HEAD") + ("+changes" if changed else "")
-    return {"generated_by": generated_by, "commit": commit, "date": datetime.date.today().isoformat(),
-            "machine": machine()}
+    return {
+        "generated_by": generated_by,
+        "commit": commit,
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+    }
 
 
 def machine() -> dict:
@@ -73,8 +81,13 @@ def machine() -> dict:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-    return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": round(memory, 1), "jax": jax.__version__,
-            "device": jax.devices()[0].device_kind}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": round(memory, 1),
+        "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+    }
 
 
 def timings(path: Path) -> dict[str, dict]:
@@ -105,18 +118,26 @@ def collect_runs(runs: Path) -> dict[str, dict]:
         evaluation, (_, config) = read_json(run_dir / "eval_val.json"), checkpoints.saved_config(str(run_dir))
         analyses = {p.stem: trimmed(read_json(p)) for p in sorted((run_dir / "analysis").glob("*.json"))}
         found[run_dir.name] = {
-            "model": config["model"]["name"], "dataset": config["dataset"]["name"],
-            "timesteps": config["model"]["timesteps"], "width": config["model"]["width"],
-            "steps": evaluation["step"], "miou": evaluation["miou"],
-            "pixel_accuracy": evaluation["pixel_accuracy"], "num_images": evaluation["num_images"],
-            "analyses": analyses}
+            "model": config["model"]["name"],
+            "dataset": config["dataset"]["name"],
+            "timesteps": config["model"]["timesteps"],
+            "width": config["model"]["width"],
+            "steps": evaluation["step"],
+            "miou": evaluation["miou"],
+            "pixel_accuracy": evaluation["pixel_accuracy"],
+            "num_images": evaluation["num_images"],
+            "analyses": analyses,
+        }
     return found
 
 
 def collect_embedded(runs: Path) -> dict:
     """The runs of scripts/embedded_results.sh (`collect_runs`) and their timings."""
-    return {"arch": os.environ.get("ARCH", "deeplab"), "runs": collect_runs(runs),
-            "timings": timings(runs / "timings.jsonl")}
+    return {
+        "arch": os.environ.get("ARCH", "deeplab"),
+        "runs": collect_runs(runs),
+        "timings": timings(runs / "timings.jsonl"),
+    }
 
 
 def collect_paper(runs: Path) -> dict:
@@ -134,11 +155,16 @@ def collect_photo(workdir: Path, timings_path: Path) -> dict:
     _, config = checkpoints.saved_config(str(workdir))
     labels = loading.load_split("voc2012", config["dataset"]["root"], "val", config["dataset"]["image_size"]).labels
     valid = labels[labels != 255]
-    return {"model": config["model"]["name"], "width": config["model"]["width"], "steps": evaluation["step"],
-            "miou": evaluation["miou"], "pixel_accuracy": evaluation["pixel_accuracy"],
-            "num_images": evaluation["num_images"],
-            "background_miou": float(np.mean(valid == 0) / len(np.unique(valid))),
-            "timings": timings(timings_path)}
+    return {
+        "model": config["model"]["name"],
+        "width": config["model"]["width"],
+        "steps": evaluation["step"],
+        "miou": evaluation["miou"],
+        "pixel_accuracy": evaluation["pixel_accuracy"],
+        "num_images": evaluation["num_images"],
+        "background_miou": float(np.mean(valid == 0) / len(np.unique(valid))),
+        "timings": timings(timings_path),
+    }
 
 
 def collect_performance(directory: Path) -> dict:
@@ -167,11 +193,16 @@ def duration(seconds: float) -> str:
 def machine_line(result: dict, loads: list[float]) -> str:
     """Where and under what load the times of `result` were measured."""
     m = result["machine"]
-    load = (f"load average {min(loads):.1f}–{max(loads):.1f} on its {m['cpus']} cores while measuring"
-            if loads else "load not recorded")
-    return (f"Wall-clock times measured by `{result['generated_by']}` on {result['date']} (code {result['commit']}): "
-            f"{m['cpus']} CPU cores ({m['cpu']}, {m['memory_gib']:g} GiB), JAX {m['jax']} on {m['device']}; "
-            f"{load}. A machine shared with other jobs is slower; regenerate on a quiet one to compare.")
+    load = (
+        f"load average {min(loads):.1f}–{max(loads):.1f} on its {m['cpus']} cores while measuring"
+        if loads
+        else "load not recorded"
+    )
+    return (
+        f"Wall-clock times measured by `{result['generated_by']}` on {result['date']} (code {result['commit']}): "
+        f"{m['cpus']} CPU cores ({m['cpu']}, {m['memory_gib']:g} GiB), JAX {m['jax']} on {m['device']}; "
+        f"{load}. A machine shared with other jobs is slower; regenerate on a quiet one to compare."
+    )
 
 
 def loads_of(entries: list[dict]) -> list[float]:
@@ -199,29 +230,49 @@ def quickstart(results: dict) -> str:
     """The Quickstart's commands: what each gives and how long it took."""
     e = results["embedded_deeplab"]
     t, snn, ann = e["timings"], run_of(e, "shapes", "snn"), run_of(e, "shapes", "ann")
-    rows = [["2. train the demo", duration(t["train shapes_snn"]["seconds"]),
-             f"validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}) after {snn['steps']:,} "
-             f"steps"],
-            ["3. evaluate it", duration(t["eval shapes_snn"]["seconds"]),
-             f"the same numbers over the {snn['num_images']} validation images"],
-            ["4. train the ANN twin", duration(t["train shapes_ann"]["seconds"]),
-             f"validation MIoU {ann['miou']:.3f} (pixel accuracy {ann['pixel_accuracy']:.3f}); the SNN reaches "
-             f"{snn['miou'] / ann['miou']:.2f} of it"],
-            ["5. analyses of the SNN", duration(t["analyses shapes_snn"]["seconds"]),
-             "energy, robustness, samples, latency"],
-            ["5. analyses of the ANN", duration(t["analyses shapes_ann"]["seconds"]),
-             "conversion, activations, samples"]]
-    return (table(["step", "wall clock", "result"], rows) + "\n\n"
-            + machine_line(e, loads_of([t[k] for k in t if "shapes" in k])))
+    rows = [
+        [
+            "2. train the demo",
+            duration(t["train shapes_snn"]["seconds"]),
+            f"validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}) after {snn['steps']:,} "
+            f"steps",
+        ],
+        [
+            "3. evaluate it",
+            duration(t["eval shapes_snn"]["seconds"]),
+            f"the same numbers over the {snn['num_images']} validation images",
+        ],
+        [
+            "4. train the ANN twin",
+            duration(t["train shapes_ann"]["seconds"]),
+            f"validation MIoU {ann['miou']:.3f} (pixel accuracy {ann['pixel_accuracy']:.3f}); the SNN reaches "
+            f"{snn['miou'] / ann['miou']:.2f} of it",
+        ],
+        [
+            "5. analyses of the SNN",
+            duration(t["analyses shapes_snn"]["seconds"]),
+            "energy, robustness, samples, latency",
+        ],
+        ["5. analyses of the ANN", duration(t["analyses shapes_ann"]["seconds"]), "conversion, activations, samples"],
+    ]
+    return (
+        table(["step", "wall clock", "result"], rows)
+        + "\n\n"
+        + machine_line(e, loads_of([t[k] for k in t if "shapes" in k]))
+    )
 
 
 def quickstart_output(results: dict) -> str:
     """The headlines that the two analysis commands print (each also prints its time and files)."""
     e = results["embedded_deeplab"]
-    lines = [f"{name}: {headlines.headline(name, analysis_of(e, run_name, name))}"
-             for run_name, names in (("shapes_snn", ("energy", "robustness", "samples", "latency")),
-                                     ("shapes_ann", ("conversion", "activations", "samples")))
-             for name in names]
+    lines = [
+        f"{name}: {headlines.headline(name, analysis_of(e, run_name, name))}"
+        for run_name, names in (
+            ("shapes_snn", ("energy", "robustness", "samples", "latency")),
+            ("shapes_ann", ("conversion", "activations", "samples")),
+        )
+        for name in names
+    ]
     return "```\n" + "\n".join(lines) + "\n```"
 
 
@@ -231,8 +282,16 @@ def embedded_training(results: dict) -> str:
         for kind in ("snn", "ann"):
             run = run_of(e, data, kind)
             if run:
-                rows.append([data, f"{kind.upper()} (`{run['model']}`)", run["timesteps"] if kind == "snn" else "-",
-                             f"{run['steps']:,}", f"{run['miou']:.3f}", f"{run['pixel_accuracy']:.3f}"])
+                rows.append(
+                    [
+                        data,
+                        f"{kind.upper()} (`{run['model']}`)",
+                        run["timesteps"] if kind == "snn" else "-",
+                        f"{run['steps']:,}",
+                        f"{run['miou']:.3f}",
+                        f"{run['pixel_accuracy']:.3f}",
+                    ]
+                )
     return table(["data", "network", "T", "steps", "MIoU (val)", "pixel accuracy"], rows)
 
 
@@ -240,8 +299,10 @@ def conversion(results: dict) -> str:
     report = analysis_of(results["embedded_deeplab"], "shapes_ann", "conversion")
     grid = report["layer"]["timesteps"]
     rows = [[f"{method}-wise", *numbers(report[method]["miou"], 3)] for method in ("layer", "channel")]
-    return (f"Conversion of the shapes ANN (first {report['num_images']} validation images; ANN MIoU on them "
-            f"{report['ann_miou']:.3f}):\n\n" + table(["T", *map(str, grid)], rows))
+    return (
+        f"Conversion of the shapes ANN (first {report['num_images']} validation images; ANN MIoU on them "
+        f"{report['ann_miou']:.3f}):\n\n" + table(["T", *map(str, grid)], rows)
+    )
 
 
 def robustness(data: str) -> Callable[[dict], str]:
@@ -249,10 +310,14 @@ def robustness(data: str) -> Callable[[dict], str]:
         report = analysis_of(results["embedded_deeplab"], f"{data}_snn", "robustness")
         rows = [["SNN MIoU", *numbers(report["miou"], 3)], ["SNN drop", *numbers(report["relative_drop"], 1)]]
         if "compare" in report:
-            rows += [["ANN MIoU", *numbers(report["compare"]["miou"], 3)],
-                     ["ANN drop", *numbers(report["compare"]["relative_drop"], 1)]]
-        return (f"Robustness on {data} (sigma in {report['sigma_unit']} units; relative MIoU drop in %):\n\n"
-                + table(["sigma", *(f"{s:g}" for s in report["sigmas"])], rows))
+            rows += [
+                ["ANN MIoU", *numbers(report["compare"]["miou"], 3)],
+                ["ANN drop", *numbers(report["compare"]["relative_drop"], 1)],
+            ]
+        return f"Robustness on {data} (sigma in {report['sigma_unit']} units; relative MIoU drop in %):\n\n" + table(
+            ["sigma", *(f"{s:g}" for s in report["sigmas"])], rows
+        )
+
     return render
 
 
@@ -263,10 +328,29 @@ def energy(results: dict) -> str:
         if report:
             rates = [layer["output_spike_rate"] for layer in report["layers"] if layer["output_spike_rate"] is not None]
             mac = [layer["name"] for layer in report["layers"] if layer["mac"]]
-            rows.append([data, report["timesteps"], f"{report['e_ann_pj'] / 1e6:.2f}", f"{report['e_snn_pj'] / 1e6:.2f}",
-                         f"**{report['ratio']:.2f}**", f"{min(rates):.2f}–{max(rates):.2f}", ", ".join(mac) or "none"])
-    return table(["data", "T", "E_ANN (µJ)", "E_SNN (µJ)", "E_ANN / E_SNN", "spikes per neuron over T",
-                  "layers that multiply-accumulate"], rows)
+            rows.append(
+                [
+                    data,
+                    report["timesteps"],
+                    f"{report['e_ann_pj'] / 1e6:.2f}",
+                    f"{report['e_snn_pj'] / 1e6:.2f}",
+                    f"**{report['ratio']:.2f}**",
+                    f"{min(rates):.2f}–{max(rates):.2f}",
+                    ", ".join(mac) or "none",
+                ]
+            )
+    return table(
+        [
+            "data",
+            "T",
+            "E_ANN (µJ)",
+            "E_SNN (µJ)",
+            "E_ANN / E_SNN",
+            "spikes per neuron over T",
+            "layers that multiply-accumulate",
+        ],
+        rows,
+    )
 
 
 def activations(results: dict) -> str:
@@ -276,11 +360,25 @@ def activations(results: dict) -> str:
         if report:
             by_channel = sorted(report["layers"], key=lambda layer: layer["channel_median"])
             spatial = [layer["spatial_median"] for layer in report["layers"]]
-            rows.append([data, report["num_images"], f"{by_channel[0]['channel_median']:.2f} ({by_channel[0]['name']})",
-                         f"{by_channel[-1]['channel_median']:.2f} ({by_channel[-1]['name']})",
-                         f"{min(spatial):.2f}–{max(spatial):.2f}"])
-    return table(["data", "images", "median channel maximum: lowest layer", "highest layer",
-                  "median position maximum, range over layers"], rows)
+            rows.append(
+                [
+                    data,
+                    report["num_images"],
+                    f"{by_channel[0]['channel_median']:.2f} ({by_channel[0]['name']})",
+                    f"{by_channel[-1]['channel_median']:.2f} ({by_channel[-1]['name']})",
+                    f"{min(spatial):.2f}–{max(spatial):.2f}",
+                ]
+            )
+    return table(
+        [
+            "data",
+            "images",
+            "median channel maximum: lowest layer",
+            "highest layer",
+            "median position maximum, range over layers",
+        ],
+        rows,
+    )
 
 
 def verdict(count: int, total: int) -> str:
@@ -290,31 +388,42 @@ def verdict(count: int, total: int) -> str:
 def conversion_findings(report: dict) -> list[str]:
     direct, grid = report["direct"], report["layer"]["timesteps"]
     at_t = {m: dict(zip(grid, report[m]["miou"]))[direct["timesteps"]] for m in ("layer", "channel")}
-    catch_up = next((t for i, t in enumerate(grid)
-                     if max(report["layer"]["miou"][i], report["channel"]["miou"][i]) >= direct["miou"]), None)
+    catch_up = next(
+        (
+            t
+            for i, t in enumerate(grid)
+            if max(report["layer"]["miou"][i], report["channel"]["miou"][i]) >= direct["miou"]
+        ),
+        None,
+    )
     reach = {m: headlines.first_reaching(report, m) for m in ("layer", "channel")}
     reach_text = {m: f"at T = {t}" if t else f"not by T = {grid[-1]}" for m, t in reach.items()}
     faster = reach["channel"] is not None and (reach["layer"] is None or reach["channel"] <= reach["layer"])
-    return [f"*Direct training beats conversion at equal T*: **{verdict(direct['miou'] > max(at_t.values()), 1)}**. "
-            f"At T = {direct['timesteps']} the directly trained SNN scores {direct['miou']:.3f} on the same "
-            f"{report['num_images']} images; the converted ANN scores {at_t['layer']:.3f} (layer-wise) and "
-            f"{at_t['channel']:.3f} (channel-wise). Conversion reaches the direct SNN "
-            f"{f'at T = {catch_up}' if catch_up else 'at no T of the grid'}, and {headlines.REACHED:.0%} of its "
-            f"ANN's {report['ann_miou']:.3f} {reach_text['layer']} layer-wise and {reach_text['channel']} "
-            f"channel-wise.",
-            f"*Channel-wise balancing converges faster than layer-wise*: **{verdict(faster, 1)}** "
-            f"(to {headlines.REACHED:.0%} of the ANN: {reach_text['channel']} channel-wise, {reach_text['layer']} "
-            f"layer-wise)."]
+    return [
+        f"*Direct training beats conversion at equal T*: **{verdict(direct['miou'] > max(at_t.values()), 1)}**. "
+        f"At T = {direct['timesteps']} the directly trained SNN scores {direct['miou']:.3f} on the same "
+        f"{report['num_images']} images; the converted ANN scores {at_t['layer']:.3f} (layer-wise) and "
+        f"{at_t['channel']:.3f} (channel-wise). Conversion reaches the direct SNN "
+        f"{f'at T = {catch_up}' if catch_up else 'at no T of the grid'}, and {headlines.REACHED:.0%} of its "
+        f"ANN's {report['ann_miou']:.3f} {reach_text['layer']} layer-wise and {reach_text['channel']} "
+        f"channel-wise.",
+        f"*Channel-wise balancing converges faster than layer-wise*: **{verdict(faster, 1)}** "
+        f"(to {headlines.REACHED:.0%} of the ANN: {reach_text['channel']} channel-wise, {reach_text['layer']} "
+        f"layer-wise).",
+    ]
 
 
 def robustness_finding(data: str, report: dict) -> str:
     pairs = list(zip(report["sigmas"], report["relative_drop"], report["compare"]["relative_drop"]))[1:]
     at_most = sum(snn <= ann for _, snn, ann in pairs)
     listed = ", ".join(f"{snn:.1f} % vs {ann:.1f} % at σ = {s:g}" for s, snn, ann in pairs)
-    scope = (" (the paper claims it for static images; on DDD17 it reports similar robustness)"
-             if data == "events" else "")
-    return (f"*The SNN's relative MIoU drop under noise is at most the ANN's*, on {data}{scope}: "
-            f"**{verdict(at_most, len(pairs))}{' noise levels' if 0 < at_most < len(pairs) else ''}** ({listed}).")
+    scope = (
+        " (the paper claims it for static images; on DDD17 it reports similar robustness)" if data == "events" else ""
+    )
+    return (
+        f"*The SNN's relative MIoU drop under noise is at most the ANN's*, on {data}{scope}: "
+        f"**{verdict(at_most, len(pairs))}{' noise levels' if 0 < at_most < len(pairs) else ''}** ({listed})."
+    )
 
 
 def energy_finding(results: dict) -> str:
@@ -322,12 +431,15 @@ def energy_finding(results: dict) -> str:
     reports = {d: analysis_of(e, f"{d}_snn", "energy") for d in ("shapes", "events")}
     reports = {d: r for d, r in reports.items() if r}
     ratios = ", ".join(f"{r['ratio']:.2f} on {d}" for d, r in reports.items())
-    paper = ", ".join(f"{PAPER_RATIOS[(e['arch'], d)][0]} ({e['arch']} on {PAPER_RATIOS[(e['arch'], d)][1]})"
-                      for d in reports)
+    paper = ", ".join(
+        f"{PAPER_RATIOS[(e['arch'], d)][0]} ({e['arch']} on {PAPER_RATIOS[(e['arch'], d)][1]})" for d in reports
+    )
     timesteps = sorted({r["timesteps"] for r in reports.values()})
-    return (f"*E_ANN / E_SNN > 1*: **{verdict(sum(r['ratio'] > 1 for r in reports.values()), len(reports))}** "
-            f"({ratios}; the paper's Table 5: {paper}, at T = 20; the demos run T = "
-            f"{', '.join(map(str, timesteps))}, and an SNN's cost grows with its spikes, so with T).")
+    return (
+        f"*E_ANN / E_SNN > 1*: **{verdict(sum(r['ratio'] > 1 for r in reports.values()), len(reports))}** "
+        f"({ratios}; the paper's Table 5: {paper}, at T = 20; the demos run T = "
+        f"{', '.join(map(str, timesteps))}, and an SNN's cost grows with its spikes, so with T)."
+    )
 
 
 def findings(results: dict) -> str:
@@ -343,15 +455,21 @@ def findings(results: dict) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
-ANALYSIS_ROWS = (("energy", "snn", "energy (SNN)"), ("robustness", "snn", "robustness (SNN and its ANN twin)"),
-                 ("samples", "snn", "samples (SNN)"), ("conversion", "ann", "conversion (ANN)"),
-                 ("activations", "ann", "activations (ANN)"), ("samples", "ann", "samples (ANN)"))
+ANALYSIS_ROWS = (
+    ("energy", "snn", "energy (SNN)"),
+    ("robustness", "snn", "robustness (SNN and its ANN twin)"),
+    ("samples", "snn", "samples (SNN)"),
+    ("conversion", "ann", "conversion (ANN)"),
+    ("activations", "ann", "activations (ANN)"),
+    ("samples", "ann", "samples (ANN)"),
+)
 
 
 def analysis_runtimes(results: dict) -> str:
     """Seconds of each analysis, per architecture and dataset; and of the rest of each evaluate.py command."""
-    columns = [(arch, data) for arch in ("deeplab", "fcn") if f"embedded_{arch}" in results
-               for data in ("shapes", "events")]
+    columns = [
+        (arch, data) for arch in ("deeplab", "fcn") if f"embedded_{arch}" in results for data in ("shapes", "events")
+    ]
     rows = []
     for name, kind, label in ANALYSIS_ROWS:
         cells = [analysis_of(results[f"embedded_{arch}"], f"{data}_{kind}", name) for arch, data in columns]
@@ -359,59 +477,79 @@ def analysis_runtimes(results: dict) -> str:
     rest = []
     for arch, data in columns:
         e = results[f"embedded_{arch}"]
-        spent = [e["timings"][f"analyses {data}_{kind}"]["seconds"]
-                 - sum(a.get("seconds", 0) for a in e["runs"][f"{data}_{kind}"]["analyses"].values())
-                 for kind in ("snn", "ann") if f"analyses {data}_{kind}" in e["timings"]]
+        spent = [
+            e["timings"][f"analyses {data}_{kind}"]["seconds"]
+            - sum(a.get("seconds", 0) for a in e["runs"][f"{data}_{kind}"]["analyses"].values())
+            for kind in ("snn", "ann")
+            if f"analyses {data}_{kind}" in e["timings"]
+        ]
         rest.append(" / ".join(duration(s) for s in spent) or "—")
     rows.append(["the rest of each command (start-up, plain evaluation; SNN / ANN)", *rest])
     header = ["analysis", *(f"{'DeepLab' if arch == 'deeplab' else 'FCN'}, {data}" for arch, data in columns)]
     lines = [table(header, rows)]
     for arch in dict.fromkeys(arch for arch, _ in columns):
         entries = [t for k, t in results[f"embedded_{arch}"]["timings"].items() if "analyses" in k]
-        lines.append(f"{'DeepLab' if arch == 'deeplab' else 'FCN'} columns: "
-                     + machine_line(results[f"embedded_{arch}"], loads_of(entries)))
+        lines.append(
+            f"{'DeepLab' if arch == 'deeplab' else 'FCN'} columns: "
+            + machine_line(results[f"embedded_{arch}"], loads_of(entries))
+        )
     return "\n\n".join(lines)
 
 
 def photo_check(results: dict) -> str:
     p = results["photo_check"]
     t = p["timings"]
-    return (f"`scripts/photo_check.sh` runs these three commands: the dataset took {duration(t['make']['seconds'])}, "
-            f"training {duration(t['train']['seconds'])} and the evaluation {duration(t['evaluate']['seconds'])}, to "
-            f"a validation MIoU of {p['miou']:.3f} (pixel accuracy {p['pixel_accuracy']:.3f}) over "
-            f"{p['num_images']} images after {p['steps']} steps, against {p['background_miou']:.3f} for predicting "
-            f"background everywhere. " + machine_line(p, loads_of(list(t.values()))))
+    return (
+        f"`scripts/photo_check.sh` runs these three commands: the dataset took {duration(t['make']['seconds'])}, "
+        f"training {duration(t['train']['seconds'])} and the evaluation {duration(t['evaluate']['seconds'])}, to "
+        f"a validation MIoU of {p['miou']:.3f} (pixel accuracy {p['pixel_accuracy']:.3f}) over "
+        f"{p['num_images']} images after {p['steps']} steps, against {p['background_miou']:.3f} for predicting "
+        f"background everywhere. " + machine_line(p, loads_of(list(t.values())))
+    )
 
 
 # The faster formulations as README describes them, by the benchmark's names for their ablation.
-FORMULATIONS = {"none": "all of them (`model.tuned_ops=False`)",
-                "without conv_1x1_as_matmul": "1×1 convs as matrix products",
-                "without conv_in_bounds_taps": "in-bounds taps of the dilation-12 conv",
-                "without conv_input_grad_as_forward": "conv input gradients as forward convs",
-                "without avg_pool_interleaved_backward": "avg-pool backward in two passes",
-                "without time_sum_by_halves": "time sums by halves",
-                "without recompute_conv_below_channels": "recomputing convs over < 5 input channels",
-                "without order_by_data_dependence": "ordering by data dependence (fused layer)",
-                "without xla_cpu_library_fusions": "XLA CPU: YNNPACK for dots and reductions only"}
-MEMORY_SETTINGS = {"default": "default (`fused=True`)", "model.remat=True": "`--config.model.remat=True`",
-                   "model.dtype=bfloat16": "`--config.model.dtype=bfloat16`",
-                   "model.fused=False": "`--config.model.fused=False` (plain autodiff)"}
+FORMULATIONS = {
+    "none": "all of them (`model.tuned_ops=False`)",
+    "without conv_1x1_as_matmul": "1×1 convs as matrix products",
+    "without conv_in_bounds_taps": "in-bounds taps of the dilation-12 conv",
+    "without conv_input_grad_as_forward": "conv input gradients as forward convs",
+    "without avg_pool_interleaved_backward": "avg-pool backward in two passes",
+    "without time_sum_by_halves": "time sums by halves",
+    "without recompute_conv_below_channels": "recomputing convs over < 5 input channels",
+    "without order_by_data_dependence": "ordering by data dependence (fused layer)",
+    "without xla_cpu_library_fusions": "XLA CPU: YNNPACK for dots and reductions only",
+}
+MEMORY_SETTINGS = {
+    "default": "default (`fused=True`)",
+    "model.remat=True": "`--config.model.remat=True`",
+    "model.dtype=bfloat16": "`--config.model.dtype=bfloat16`",
+    "model.fused=False": "`--config.model.fused=False` (plain autodiff)",
+}
 
 
 def benchmark(results: dict) -> str:
     p = results["performance"]
     b = p["runs"]["benchmark"]
-    return (f"Train step {b['train_step_seconds']:.2f} s best, {b['train_step_median_seconds']:.2f} s median "
-            f"({b['train_flops_per_second'] / 1e9:.0f} GFLOP/s on the Eq. 9 FLOPs ×3); eval step "
-            f"{b['eval_step_seconds']:.2f} s best (batch {b['batch_size']}, {b['device']}). "
-            + machine_line(p, loads_of([p["timings"]["benchmark"]])))
+    return (
+        f"Train step {b['train_step_seconds']:.2f} s best, {b['train_step_median_seconds']:.2f} s median "
+        f"({b['train_flops_per_second'] / 1e9:.0f} GFLOP/s on the Eq. 9 FLOPs ×3); eval step "
+        f"{b['eval_step_seconds']:.2f} s best (batch {b['batch_size']}, {b['device']}). "
+        + machine_line(p, loads_of([p["timings"]["benchmark"]]))
+    )
 
 
 def memory(results: dict) -> str:
     runs = results["performance"]["runs"]
-    rows = [[label, f"{runs[f'memory_{name}']['train_temp_bytes'] / GIB:.2f} GiB",
-             f"{runs[f'memory_{name}']['eval_temp_bytes'] / GIB:.2f} GiB"]
-            for name, label in MEMORY_SETTINGS.items() if f"memory_{name}" in runs]
+    rows = [
+        [
+            label,
+            f"{runs[f'memory_{name}']['train_temp_bytes'] / GIB:.2f} GiB",
+            f"{runs[f'memory_{name}']['eval_temp_bytes'] / GIB:.2f} GiB",
+        ]
+        for name, label in MEMORY_SETTINGS.items()
+        if f"memory_{name}" in runs
+    ]
     return table(["setting", "train step temp memory", "eval step"], rows)
 
 
@@ -419,26 +557,49 @@ def ablation(results: dict) -> str:
     p = results["performance"]
     rows = p["runs"]["ablation"]
     base = next(r for r in rows if r["variant"] == "all")
-    lines = [[FORMULATIONS.get(r["variant"], r["variant"]), f"{r['ratio_best']:.2f}× (median {r['ratio_median']:.2f}×)",
-              f"{r['memory_ratio']:.2f}×"] for r in rows if r["variant"] != "all"]
-    return (f"All of them on: {base['train_step_seconds']:.2f} s per step (best of the rounds), "
-            f"{base['train_temp_bytes'] / GIB:.2f} GiB.\n\n" + table(["switched off", "step time", "temp memory"], lines)
-            + "\n\n" + machine_line(p, loads_of([p["timings"]["ablation"]])))
+    lines = [
+        [
+            FORMULATIONS.get(r["variant"], r["variant"]),
+            f"{r['ratio_best']:.2f}× (median {r['ratio_median']:.2f}×)",
+            f"{r['memory_ratio']:.2f}×",
+        ]
+        for r in rows
+        if r["variant"] != "all"
+    ]
+    return (
+        f"All of them on: {base['train_step_seconds']:.2f} s per step (best of the rounds), "
+        f"{base['train_temp_bytes'] / GIB:.2f} GiB.\n\n"
+        + table(["switched off", "step time", "temp memory"], lines)
+        + "\n\n"
+        + machine_line(p, loads_of([p["timings"]["ablation"]]))
+    )
 
 
 def torch_comparison(results: dict) -> str:
     p = results["performance"]
     t = p["runs"].get("torch")
     if t is None:
-        return ("Not measured in the current results: `scripts/performance_results.sh` compares with the PyTorch "
-                "reference where `torch` is installed.")
+        return (
+            "Not measured in the current results: `scripts/performance_results.sh` compares with the PyTorch "
+            "reference where `torch` is installed."
+        )
     ours = next(v for k, v in t.items() if isinstance(v, dict) and "best_ratio" in v)
     ref = next(v for k, v in t.items() if isinstance(v, dict) and "best_ratio" not in v)
-    return (table(["", "reference (torch loop)", "ours (default)", "ratio best / median"],
-                  [[f"batch {t['batch']}, {t['rounds']} rounds", f"{ref['best_seconds']:.2f} s best, "
-                    f"{ref['median_seconds']:.2f} s median", f"{ours['best_seconds']:.2f} s, {ours['median_seconds']:.2f} s",
-                    f"**{ours['best_ratio']:.2f}× / {ours['median_ratio']:.2f}×**"]])
-            + "\n\n" + machine_line(p, loads_of([p["timings"]["torch"]])))
+    return (
+        table(
+            ["", "reference (torch loop)", "ours (default)", "ratio best / median"],
+            [
+                [
+                    f"batch {t['batch']}, {t['rounds']} rounds",
+                    f"{ref['best_seconds']:.2f} s best, {ref['median_seconds']:.2f} s median",
+                    f"{ours['best_seconds']:.2f} s, {ours['median_seconds']:.2f} s",
+                    f"**{ours['best_ratio']:.2f}× / {ours['median_ratio']:.2f}×**",
+                ]
+            ],
+        )
+        + "\n\n"
+        + machine_line(p, loads_of([p["timings"]["torch"]]))
+    )
 
 
 def streaming(results: dict) -> str:
@@ -449,51 +610,76 @@ def streaming(results: dict) -> str:
     for data in ("shapes", "events"):
         anytime[data] = analysis_of(e, f"{data}_snn", "latency")
     rules = report["continuous_miou_by_late_statistics"]
-    rows = [[f"windows of T = {report['timesteps']} frames from zero state (the evaluation)",
-             f"{report['windowed_miou']:.3f}"]]
-    rows += [[f"streamed continuously, BNTT past T: `{rule}`{' (default)' if rule == 'last' else ''}",
-              f"{miou:.3f}"] for rule, miou in rules.items()]
+    rows = [
+        [
+            f"windows of T = {report['timesteps']} frames from zero state (the evaluation)",
+            f"{report['windowed_miou']:.3f}",
+        ]
+    ]
+    rows += [
+        [f"streamed continuously, BNTT past T: `{rule}`{' (default)' if rule == 'last' else ''}", f"{miou:.3f}"]
+        for rule, miou in rules.items()
+    ]
     positions = report["continuous_miou_by_position"]
     header = [*map(str, range(1, len(positions))), f"{len(positions)}+"]
     curves = [[f"{data} (T = {len(a['miou'])})", *numbers(a["miou"], 3)] for data, a in anytime.items() if a]
     longest = max(len(c) for c in curves) - 1
-    return (f"Events demo, {report['frames']:,} validation frames in {report['recordings']} recordings:\n\n"
-            + table(["", "MIoU"], rows) + "\n\nStreamed MIoU by frame of the recording (default rule):\n\n"
-            + table(["frame", *header], [["MIoU", *numbers(positions, 3)]])
-            + "\n\nAnytime curves: MIoU of the prediction after t steps (windows from zero state):\n\n"
-            + table(["demo", *(f"t = {t}" for t in range(1, longest + 1))],
-                    [c + [""] * (longest + 1 - len(c)) for c in curves]))
+    return (
+        f"Events demo, {report['frames']:,} validation frames in {report['recordings']} recordings:\n\n"
+        + table(["", "MIoU"], rows)
+        + "\n\nStreamed MIoU by frame of the recording (default rule):\n\n"
+        + table(["frame", *header], [["MIoU", *numbers(positions, 3)]])
+        + "\n\nAnytime curves: MIoU of the prediction after t steps (windows from zero state):\n\n"
+        + table(
+            ["demo", *(f"t = {t}" for t in range(1, longest + 1))], [c + [""] * (longest + 1 - len(c)) for c in curves]
+        )
+    )
 
 
-STREAM_CONFIGS = {"voc_deeplab": "Spiking-DeepLab, paper size (64×64, width 1)",
-                  "shapes_deeplab": "Spiking-DeepLab, shapes demo", "shapes_fcn": "Spiking-FCN, shapes demo",
-                  "events_deeplab": "Spiking-DeepLab, events demo", "events_fcn": "Spiking-FCN, events demo"}
+STREAM_CONFIGS = {
+    "voc_deeplab": "Spiking-DeepLab, paper size (64×64, width 1)",
+    "shapes_deeplab": "Spiking-DeepLab, shapes demo",
+    "shapes_fcn": "Spiking-FCN, shapes demo",
+    "events_deeplab": "Spiking-DeepLab, events demo",
+    "events_fcn": "Spiking-FCN, events demo",
+}
 
 
 def stream_latency(results: dict) -> str:
     """Milliseconds per step at batch 1 against a T-th of the whole window, per config."""
     p = results["performance"]
-    rows = [[label, r["timesteps"], f"{r['step_ms']:.2f}", f"{r['window_ms']:.2f}", f"{r['ratio_to_window_share']:.2f}×"]
-            for name, label in STREAM_CONFIGS.items() if (r := p["runs"].get(f"stream_{name}"))]
+    rows = [
+        [label, r["timesteps"], f"{r['step_ms']:.2f}", f"{r['window_ms']:.2f}", f"{r['ratio_to_window_share']:.2f}×"]
+        for name, label in STREAM_CONFIGS.items()
+        if (r := p["runs"].get(f"stream_{name}"))
+    ]
     entries = [p["timings"][f"stream {name}"] for name in STREAM_CONFIGS if f"stream {name}" in p["timings"]]
-    return (table(["network (`configs/<name>.py`)", "T", "ms per step", "whole window (ms)", "step / (window / T)"],
-                  rows)
-            + "\n\n" + machine_line(p, loads_of(entries)))
+    return (
+        table(["network (`configs/<name>.py`)", "T", "ms per step", "whole window (ms)", "step / (window / T)"], rows)
+        + "\n\n"
+        + machine_line(p, loads_of(entries))
+    )
 
 
 def expected(arch: str, data: str) -> Callable[[dict], str]:
     """The "Expected" lines of config `<data>_<arch>.py`'s docstring."""
+
     def render(results: dict) -> str:
         e = results[f"embedded_{arch}"]
         snn, ann, t = run_of(e, data, "snn"), run_of(e, data, "ann"), e["timings"]
         loads = loads_of([t[f"train {data}_{kind}"] for kind in ("snn", "ann")])
-        return "\n".join([
-            f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}), "
-            f"{snn['steps']:,} steps, {duration(t[f'train {data}_snn']['seconds'])}",
-            f"- {ann['model']} (--config.model.name={ann['model']}): MIoU {ann['miou']:.3f} (pixel accuracy "
-            f"{ann['pixel_accuracy']:.3f}), {duration(t[f'train {data}_ann']['seconds'])}",
-            f"(whole commands, {e['machine']['cpus']} shared CPU cores, load average {min(loads):.1f}–{max(loads):.1f}; "
-            f"the SNN reaches {snn['miou'] / ann['miou']:.2f} of the ANN)"])
+        return "\n".join(
+            [
+                f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}), "
+                f"{snn['steps']:,} steps, {duration(t[f'train {data}_snn']['seconds'])}",
+                f"- {ann['model']} (--config.model.name={ann['model']}): MIoU {ann['miou']:.3f} (pixel accuracy "
+                f"{ann['pixel_accuracy']:.3f}), {duration(t[f'train {data}_ann']['seconds'])}",
+                f"(whole commands, {e['machine']['cpus']} shared CPU cores, "
+                f"load average {min(loads):.1f}–{max(loads):.1f}; "
+                f"the SNN reaches {snn['miou'] / ann['miou']:.2f} of the ANN)",
+            ]
+        )
+
     return render
 
 
@@ -512,41 +698,70 @@ def paper_settings(results: dict) -> str:
     for arch, (snn_name, ann_name) in NETWORK_NAMES.items():
         snn, ann, snn_t4 = runs[f"{arch}_snn"], runs[f"{arch}_ann"], runs[f"{arch}_snn_t4"]
         paper_snn, paper_ann = PAPER_VOC_MIOU[arch]
-        rows.append([f"{snn_name} / {ann_name}", f"{snn['miou']:.3f} / {ann['miou']:.3f}",
-                     f"**{snn['miou'] / ann['miou']:.2f}**", f"{snn_t4['miou']:.3f} ({snn_t4['miou'] / ann['miou']:.2f})",
-                     f"{paper_snn} / {paper_ann} = {paper_snn / paper_ann:.2f}"])
+        rows.append(
+            [
+                f"{snn_name} / {ann_name}",
+                f"{snn['miou']:.3f} / {ann['miou']:.3f}",
+                f"**{snn['miou'] / ann['miou']:.2f}**",
+                f"{snn_t4['miou']:.3f} ({snn_t4['miou'] / ann['miou']:.2f})",
+                f"{paper_snn} / {paper_ann} = {paper_snn / paper_ann:.2f}",
+            ]
+        )
         energy = snn["analyses"]["energy"]
         for layer in energy["layers"]:
             if layer["output_spike_rate"] is not None:
                 spike_rows.setdefault(layer["name"], {})[arch] = layer["output_spike_rate"]
         energy_parts.append(f"{snn_name} {energy['ratio']:.2f} (paper {PAPER_RATIOS[(arch, 'shapes')][0]})")
-    spikes = table(["conv (its neurons' spikes)", "Spiking-DeepLab", "Spiking-FCN"],
-                   [[f"`{name}`", *(f"{by_arch[a]:.2f}" if a in by_arch else "–" for a in NETWORK_NAMES)]
-                    for name, by_arch in spike_rows.items()])
+    spikes = table(
+        ["conv (its neurons' spikes)", "Spiking-DeepLab", "Spiking-FCN"],
+        [
+            [f"`{name}`", *(f"{by_arch[a]:.2f}" if a in by_arch else "–" for a in NETWORK_NAMES)]
+            for name, by_arch in spike_rows.items()
+        ],
+    )
     total = sum(e["seconds"] for e in t.values())
-    return "\n\n".join([
-        table(["network", "MIoU at T = 20, SNN / ANN", "SNN / ANN", "SNN at T = 4 (/ ANN)",
-               "paper (VOC2012, Table 2)"], rows),
-        f"Width {first['width']:g}, {first['steps']:,} steps of batch 16 for every run, {first['num_images']} "
-        f"validation images; the whole script took {duration(total)}. " + machine_line(p, loads_of(list(t.values()))),
-        paper_findings(runs),
-        "Spikes per neuron over the T = 20 steps, by the conv that drives the neurons (the `energy` analysis "
-        "on the validation images; `up*` drive the FCN decoder's neurons):",
-        spikes,
-        "Energy, E_ANN / E_SNN at T = 20 (Table 4's 45 nm costs): " + "; ".join(energy_parts) + "."])
+    return "\n\n".join(
+        [
+            table(
+                [
+                    "network",
+                    "MIoU at T = 20, SNN / ANN",
+                    "SNN / ANN",
+                    "SNN at T = 4 (/ ANN)",
+                    "paper (VOC2012, Table 2)",
+                ],
+                rows,
+            ),
+            f"Width {first['width']:g}, {first['steps']:,} steps of batch 16 for every run, {first['num_images']} "
+            f"validation images; the whole script took {duration(total)}. "
+            + machine_line(p, loads_of(list(t.values()))),
+            paper_findings(runs),
+            "Spikes per neuron over the T = 20 steps, by the conv that drives the neurons (the `energy` analysis "
+            "on the validation images; `up*` drive the FCN decoder's neurons):",
+            spikes,
+            "Energy, E_ANN / E_SNN at T = 20 (Table 4's 45 nm costs): " + "; ".join(energy_parts) + ".",
+        ]
+    )
 
 
 def paper_findings(runs: dict) -> str:
     """What the paper-settings table says about the paper's findings, worded from its numbers."""
     ratio = {arch: runs[f"{arch}_snn"]["miou"] / runs[f"{arch}_ann"]["miou"] for arch in NETWORK_NAMES}
     fcn_further = ratio["fcn"] < ratio["deeplab"]
-    lines = [f"The paper's finding that the spiking FCN trails its ANN further than the spiking DeepLab does "
-             f"{'holds' if fcn_further else 'does not hold'} here ({ratio['fcn']:.2f} against "
-             f"{ratio['deeplab']:.2f}; the paper has 0.32 against 0.69)."]
-    worse_at_20 = [NETWORK_NAMES[a][0] for a in NETWORK_NAMES
-                   if runs[f"{a}_snn"]["miou"] < runs[f"{a}_snn_t4"]["miou"]]
-    lines.append("At T = 20 " + (f"{' and '.join(worse_at_20)} trained worse than at T = 4." if worse_at_20 else
-                                 "both spiking networks trained better than at T = 4, with the same steps."))
+    lines = [
+        f"The paper's finding that the spiking FCN trails its ANN further than the spiking DeepLab does "
+        f"{'holds' if fcn_further else 'does not hold'} here ({ratio['fcn']:.2f} against "
+        f"{ratio['deeplab']:.2f}; the paper has 0.32 against 0.69)."
+    ]
+    worse_at_20 = [NETWORK_NAMES[a][0] for a in NETWORK_NAMES if runs[f"{a}_snn"]["miou"] < runs[f"{a}_snn_t4"]["miou"]]
+    lines.append(
+        "At T = 20 "
+        + (
+            f"{' and '.join(worse_at_20)} trained worse than at T = 4."
+            if worse_at_20
+            else "both spiking networks trained better than at T = 4, with the same steps."
+        )
+    )
     return " ".join(lines)
 
 
@@ -554,26 +769,47 @@ def regeneration(results: dict) -> str:
     """How long the commands behind the result files took, all together, and where."""
     entries = [t for r in results.values() for t in r.get("timings", {}).values()]
     machines = sorted({f"{r['machine']['cpus']} CPU cores ({r['machine']['cpu']})" for r in results.values()})
-    return (f"The commands behind the current result files took {duration(sum(e['seconds'] for e in entries))} "
-            f"in all, on {' and '.join(machines)}, with a load average of {min(loads_of(entries)):.1f}–"
-            f"{max(loads_of(entries)):.1f} (training runs that resumed not counted).")
+    return (
+        f"The commands behind the current result files took {duration(sum(e['seconds'] for e in entries))} "
+        f"in all, on {' and '.join(machines)}, with a load average of {min(loads_of(entries)):.1f}–"
+        f"{max(loads_of(entries)):.1f} (training runs that resumed not counted)."
+    )
 
 
 BLOCKS: dict[str, Callable[[dict], str]] = {
-    "quickstart": quickstart, "quickstart-output": quickstart_output, "embedded-training": embedded_training,
-    "conversion": conversion, "robustness-shapes": robustness("shapes"), "robustness-events": robustness("events"),
-    "energy": energy, "activations": activations, "findings": findings, "analysis-runtimes": analysis_runtimes,
-    "photo-check": photo_check, "benchmark": benchmark, "memory": memory, "ablation": ablation,
-    "torch-comparison": torch_comparison, "regeneration": regeneration, "streaming": streaming,
-    "stream-latency": stream_latency, "paper-settings": paper_settings}
+    "quickstart": quickstart,
+    "quickstart-output": quickstart_output,
+    "embedded-training": embedded_training,
+    "conversion": conversion,
+    "robustness-shapes": robustness("shapes"),
+    "robustness-events": robustness("events"),
+    "energy": energy,
+    "activations": activations,
+    "findings": findings,
+    "analysis-runtimes": analysis_runtimes,
+    "photo-check": photo_check,
+    "benchmark": benchmark,
+    "memory": memory,
+    "ablation": ablation,
+    "torch-comparison": torch_comparison,
+    "regeneration": regeneration,
+    "streaming": streaming,
+    "stream-latency": stream_latency,
+    "paper-settings": paper_settings,
+}
 # The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
-PRODUCERS = {"embedded_deeplab": ("embedded", ()),  # every block not named below
-             "photo_check": ("photo", ("photo-check",)),
-             "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison",
-                                             "stream-latency")),
-             "paper_settings": ("paper", ("paper-settings",))}
-DOCSTRINGS = {"configs/shapes_deeplab.py": ("deeplab", "shapes"), "configs/events_deeplab.py": ("deeplab", "events"),
-              "configs/shapes_fcn.py": ("fcn", "shapes"), "configs/events_fcn.py": ("fcn", "events")}
+PRODUCERS = {
+    "embedded_deeplab": ("embedded", ()),  # every block not named below
+    "photo_check": ("photo", ("photo-check",)),
+    "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison", "stream-latency")),
+    "paper_settings": ("paper", ("paper-settings",)),
+}
+DOCSTRINGS = {
+    "configs/shapes_deeplab.py": ("deeplab", "shapes"),
+    "configs/events_deeplab.py": ("deeplab", "events"),
+    "configs/shapes_fcn.py": ("fcn", "shapes"),
+    "configs/events_fcn.py": ("fcn", "events"),
+}
 DOCSTRING_HEADER = "Expected, from docs/results/embedded_{arch}.json (scripts/regenerate_results.sh):"
 README_BLOCK = re.compile(r"(<!-- results: ([^\s>]+) -->\n)((?:(?!<!-- results: ).)*?)(<!-- /results -->)", re.DOTALL)
 
@@ -584,15 +820,20 @@ def load_results() -> dict[str, dict]:
 
 def render_readme(text: str, results: dict) -> str:
     """`text` (README.md) with every results block rendered from `results`."""
+
     def render(match: re.Match) -> str:
         name = match.group(2)
         if name not in BLOCKS:
             raise SystemExit(f"README.md: unknown results block {name!r}; known: {', '.join(BLOCKS)}")
         source = next((stem for stem, names in PRODUCERS.items() if name in names[1]), "embedded_deeplab")
-        text = (BLOCKS[name](results) if source in results else
-                f"*Not measured yet: `scripts/regenerate_results.sh {PRODUCERS[source][0]}` writes "
-                f"`docs/results/{source}.json`.*")
+        text = (
+            BLOCKS[name](results)
+            if source in results
+            else f"*Not measured yet: `scripts/regenerate_results.sh {PRODUCERS[source][0]}` writes "
+            f"`docs/results/{source}.json`.*"
+        )
         return match.group(1) + text + "\n" + match.group(4)
+
     return README_BLOCK.sub(render, text)
 
 
@@ -656,8 +897,15 @@ def main() -> None:
         result = collect_embedded(directory)
         write_json(result, args.out, "scripts/embedded_results.sh")
         results = {f"embedded_{result['arch']}": {**provenance("scripts/embedded_results.sh"), **result}}
-        for name in ("embedded-training", "conversion", "robustness-shapes", "robustness-events", "energy",
-                     "activations", "findings"):
+        for name in (
+            "embedded-training",
+            "conversion",
+            "robustness-shapes",
+            "robustness-events",
+            "energy",
+            "activations",
+            "findings",
+        ):
             try:
                 print(BLOCKS[name](results), end="\n\n")
             except (KeyError, TypeError):  # runs or analyses missing (or the FCNs' file): nothing to show

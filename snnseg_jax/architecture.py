@@ -33,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import operator
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 INPUT = "input"  # the name under which layers read the network input
 
@@ -95,7 +96,7 @@ class Architecture:
     def side_multiple(self) -> int:
         """What the input's sides must be divisible by: 2^pools when transposed convs undo the pools."""
         pools = sum(layer.op == POOL for layer in self.layers)
-        return 2 ** pools if any(layer.op == UP for layer in self.layers) else 1
+        return 2**pools if any(layer.op == UP for layer in self.layers) else 1
 
     def averaged(self, spiking: bool) -> frozenset[str]:
         """The layers that run once, on their inputs averaged over time.
@@ -111,8 +112,9 @@ class Architecture:
         for layer in reversed(self.layers):
             if activated(layer, spiking) or layer.name in feeds_neurons:
                 feeds_neurons.update(layer.inputs)
-        return frozenset(layer.name for layer in self.layers
-                         if not activated(layer, spiking) and layer.name not in feeds_neurons)
+        return frozenset(
+            layer.name for layer in self.layers if not activated(layer, spiking) and layer.name not in feeds_neurons
+        )
 
     def source(self, name: str) -> str:
         """The layer whose output reaches `name`'s main input through pools (INPUT for the first)."""
@@ -168,27 +170,39 @@ _FC6 = ("fc6", UNIT, 1024, 3, 12)  # DeepLab-LargeFOV: 3x3, dilation 12
 HEADS = {"paper": (_FC6, ("fc7", UNIT, 1024, 1, 1)), "released": (_FC6,)}  # the classifier before the output
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def deeplab(head: str = "paper") -> Architecture:
     """Spiking-DeepLab (and its ANN twin) with the classifier `head` (a key of `HEADS`)."""
     classifier = HEADS[head]
-    rows = _vgg((("conv1_1", 64, 1), ("conv1_2", 64, 1)), (("conv2_1", 128, 1), ("conv2_2", 128, 1)),
-                (("conv3_1", 256, 1), ("conv3_2", 256, 2), ("conv3_3", 256, 2)))
+    rows = _vgg(
+        (("conv1_1", 64, 1), ("conv1_2", 64, 1)),
+        (("conv2_1", 128, 1), ("conv2_2", 128, 1)),
+        (("conv3_1", 256, 1), ("conv3_2", 256, 2), ("conv3_3", 256, 2)),
+    )
     return Architecture("deeplab", _chain(*rows, *classifier, ("output", CLASSES, None, 1)), frames_meet="fc6")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fcn() -> Architecture:
     """Spiking-FCN (and its ANN twin)."""
-    rows = _vgg((("conv1_1", 64, 1), ("conv1_2", 64, 1)), (("conv2_1", 128, 1), ("conv2_2", 128, 1)),
-                (("conv3_1", 256, 1), ("conv3_2", 256, 1), ("conv3_3", 256, 1)),
-                (("fc6", 1024, 1), ("fc7", 1024, 1)))
+    rows = _vgg(
+        (("conv1_1", 64, 1), ("conv1_2", 64, 1)),
+        (("conv2_1", 128, 1), ("conv2_2", 128, 1)),
+        (("conv3_1", 256, 1), ("conv3_2", 256, 1), ("conv3_3", 256, 1)),
+        (("fc6", 1024, 1), ("fc7", 1024, 1)),
+    )
     skip = lambda name, source: Layer(name, CLASSES, (source,), kernel=1, bias=True)
     decoder = (
-        skip("skip_d", "fc7"), Layer("up0", UP, ("skip_d",)), skip("skip_c", "conv3_3"),
+        skip("skip_d", "fc7"),
+        Layer("up0", UP, ("skip_d",)),
+        skip("skip_c", "conv3_3"),
         Layer("lif_up0", NEURONS, ("up0", "skip_c")),
-        Layer("up1", UP, ("lif_up0",)), skip("skip_b", "conv2_2"), Layer("lif_up1", NEURONS, ("up1", "skip_b")),
-        Layer("up2", UP, ("lif_up1",)), skip("skip_a", "conv1_2"), Layer("logits", SUM, ("up2", "skip_a")),
+        Layer("up1", UP, ("lif_up0",)),
+        skip("skip_b", "conv2_2"),
+        Layer("lif_up1", NEURONS, ("up1", "skip_b")),
+        Layer("up2", UP, ("lif_up1",)),
+        skip("skip_a", "conv1_2"),
+        Layer("logits", SUM, ("up2", "skip_a")),
     )
     return Architecture("fcn", _chain(*rows) + decoder, frames_meet="fc6")
 

@@ -18,7 +18,8 @@ import functools
 import json
 import statistics
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -28,8 +29,8 @@ import numpy as np
 
 from snnseg_jax import cli, formulations, optimization, sharding, stream, train
 from snnseg_jax.analysis import energy
-from snnseg_jax.metrics import IGNORE_LABEL
 from snnseg_jax.data import ddd17, synthetic, voc
+from snnseg_jax.metrics import IGNORE_LABEL
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,10 @@ DATASET_INPUTS = {
 
 def input_shapes(config: ml_collections.ConfigDict) -> InputShapes:
     if config.dataset.name not in DATASET_INPUTS:
-        raise cli.UserError(f"unknown dataset {config.dataset.name!r} (config.dataset.name); the benchmark "
-                            f"knows {', '.join(sorted(DATASET_INPUTS))}")
+        raise cli.UserError(
+            f"unknown dataset {config.dataset.name!r} (config.dataset.name); the benchmark "
+            f"knows {', '.join(sorted(DATASET_INPUTS))}"
+        )
     return DATASET_INPUTS[config.dataset.name]
 
 
@@ -108,12 +111,14 @@ class Steps:
             self.model = self.model.clone(settings=dataclasses.replace(self.model.settings, tuning=tuning))
         optimizer = optimization.make_optimizer(config, steps=1_000_000)
         init_key, self.key, _ = train.run_keys(config.seed)
-        self.batch = sharding.put_batch(synthetic_batch(config, config.batch_size, config.seed),
-                                        sharding.batch_sharding(mesh))
+        self.batch = sharding.put_batch(
+            synthetic_batch(config, config.batch_size, config.seed), sharding.batch_sharding(mesh)
+        )
         init = functools.partial(train.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
         self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
-        self.train = train.compile_train_step(self.model, optimizer, mesh).lower(
-            self.state, self.batch, self.key).compile()
+        self.train = (
+            train.compile_train_step(self.model, optimizer, mesh).lower(self.state, self.batch, self.key).compile()
+        )
         self.eval = train.compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
 
     def train_once(self) -> dict:
@@ -131,12 +136,19 @@ def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: 
     variables = {"params": steps.state.params, "batch_stats": steps.state.batch_stats}
     flops = forward_flops(steps.model, variables, steps.batch["inputs"])
     result = {
-        "model": config.model.name, "batch_size": config.batch_size, "timesteps": config.model.timesteps,
-        "image_size": config.dataset.image_size, "width": config.model.width, "dtype": config.model.dtype,
-        "remat": config.model.remat, "fused": config.model.fused,
+        "model": config.model.name,
+        "batch_size": config.batch_size,
+        "timesteps": config.model.timesteps,
+        "image_size": config.dataset.image_size,
+        "width": config.model.width,
+        "dtype": config.model.dtype,
+        "remat": config.model.remat,
+        "fused": config.model.fused,
         "train_temp_bytes": int(steps.train.memory_analysis().temp_size_in_bytes),
         "eval_temp_bytes": int(steps.eval.memory_analysis().temp_size_in_bytes),
-        "forward_flops": flops, "device": device_description(), "jax": jax.__version__,
+        "forward_flops": flops,
+        "device": device_description(),
+        "jax": jax.__version__,
     }
     if compile_only:
         return result
@@ -144,13 +156,17 @@ def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: 
     train_seconds = time_calls(steps.train_once, repeats)
     time_calls(steps.eval_once, 1)
     eval_seconds = time_calls(steps.eval_once, repeats)
-    result.update({
-        "train_step_seconds": min(train_seconds), "train_step_median_seconds": statistics.median(train_seconds),
-        "eval_step_seconds": min(eval_seconds), "eval_step_median_seconds": statistics.median(eval_seconds),
-        # Training costs about 3 forward passes (forward, input and weight gradients).
-        "train_flops_per_second": 3 * flops / min(train_seconds),
-        "eval_flops_per_second": flops / min(eval_seconds),
-    })
+    result.update(
+        {
+            "train_step_seconds": min(train_seconds),
+            "train_step_median_seconds": statistics.median(train_seconds),
+            "eval_step_seconds": min(eval_seconds),
+            "eval_step_median_seconds": statistics.median(eval_seconds),
+            # Training costs about 3 forward passes (forward, input and weight gradients).
+            "train_flops_per_second": 3 * flops / min(train_seconds),
+            "eval_flops_per_second": flops / min(eval_seconds),
+        }
+    )
     return result
 
 
@@ -163,8 +179,10 @@ def tuning_variants(backend: str | None = None, fields: Sequence[str] = ()) -> d
     names = [field.name for field in dataclasses.fields(tuned)]
     unknown = sorted(set(fields) - set(names))
     if unknown:
-        raise cli.UserError(f"unknown formulation {', '.join(unknown)} in --ablate; the fields of "
-                            f"formulations.Tuning are {', '.join(names)}")
+        raise cli.UserError(
+            f"unknown formulation {', '.join(unknown)} in --ablate; the fields of "
+            f"formulations.Tuning are {', '.join(names)}"
+        )
     variants = {"all": tuned} if fields else {"all": tuned, "none": formulations.PLAIN}
     for name in fields or names:
         value = getattr(tuned, name)
@@ -175,8 +193,9 @@ def tuning_variants(backend: str | None = None, fields: Sequence[str] = ()) -> d
     return variants
 
 
-def ablate_tuning(config: ml_collections.ConfigDict, repeats: int, backend: str | None = None,
-                  fields: Sequence[str] = ()) -> list[dict]:
+def ablate_tuning(
+    config: ml_collections.ConfigDict, repeats: int, backend: str | None = None, fields: Sequence[str] = ()
+) -> list[dict]:
     """Train step seconds and temporary memory of each of `tuning_variants(backend, fields)`, as
     ratios to "all".
 
@@ -194,11 +213,21 @@ def ablate_tuning(config: ml_collections.ConfigDict, repeats: int, backend: str 
     memory = {name: int(variant.train.memory_analysis().temp_size_in_bytes) for name, variant in steps.items()}
     best = {name: min(values) for name, values in seconds.items()}
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    return [{"variant": name, "train_step_seconds": best[name], "train_step_median_seconds": median[name],
-             "ratio_best": best[name] / best["all"], "ratio_median": median[name] / median["all"],
-             "train_temp_bytes": memory[name], "memory_ratio": memory[name] / memory["all"],
-             "tuning_backend": backend or jax.default_backend(), "device": device_description(),
-             "jax": jax.__version__} for name in steps]
+    return [
+        {
+            "variant": name,
+            "train_step_seconds": best[name],
+            "train_step_median_seconds": median[name],
+            "ratio_best": best[name] / best["all"],
+            "ratio_median": median[name] / median["all"],
+            "train_temp_bytes": memory[name],
+            "memory_ratio": memory[name] / memory["all"],
+            "tuning_backend": backend or jax.default_backend(),
+            "device": device_description(),
+            "jax": jax.__version__,
+        }
+        for name in steps
+    ]
 
 
 def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
@@ -211,8 +240,7 @@ def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
     model = train.build_model(config, input_shapes(config))
     batch = synthetic_batch(config, 1, config.seed)
     init_key, key, _ = train.run_keys(config.seed)
-    variables = jax.jit(lambda x: model.init({"params": init_key, "spikes": init_key}, x, train=False))(
-        batch["inputs"])
+    variables = jax.jit(lambda x: model.init({"params": init_key, "spikes": init_key}, x, train=False))(batch["inputs"])
     window = jax.jit(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": key}))
     inputs = jnp.asarray(batch["inputs"])
     frames = stream.input_frames(key, inputs, model.settings.timesteps)
@@ -229,38 +257,53 @@ def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
             step_seconds.append(time.perf_counter() - start)
     window_ms, step_ms = 1e3 * statistics.median(window_seconds), 1e3 * statistics.median(step_seconds)
     timesteps = model.settings.timesteps
-    return {"model": config.model.name, "timesteps": timesteps, "image_size": config.dataset.image_size,
-            "width": config.model.width, "step_ms": step_ms, "window_ms": window_ms,
-            "ratio_to_window_share": step_ms / (window_ms / timesteps), "device": device_description()}
+    return {
+        "model": config.model.name,
+        "timesteps": timesteps,
+        "image_size": config.dataset.image_size,
+        "width": config.model.width,
+        "step_ms": step_ms,
+        "window_ms": window_ms,
+        "ratio_to_window_share": step_ms / (window_ms / timesteps),
+        "device": device_description(),
+    }
 
 
 def summary_lines(result: dict) -> list[str]:
-    gib = 2.0 ** 30
-    lines = [f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
-             f"{result['image_size']}x{result['image_size']} width {result['width']} {result['dtype']}",
-             f"train step temp memory {result['train_temp_bytes'] / gib:.3f} GiB, eval "
-             f"{result['eval_temp_bytes'] / gib:.3f} GiB; forward {result['forward_flops'] / 1e9:.1f} GFLOPs (Eq. 9)"]
+    gib = 2.0**30
+    lines = [
+        f"device {result['device']}, {result['model']} batch {result['batch_size']} T={result['timesteps']} "
+        f"{result['image_size']}x{result['image_size']} width {result['width']} {result['dtype']}",
+        f"train step temp memory {result['train_temp_bytes'] / gib:.3f} GiB, eval "
+        f"{result['eval_temp_bytes'] / gib:.3f} GiB; forward {result['forward_flops'] / 1e9:.1f} GFLOPs (Eq. 9)",
+    ]
     if "train_step_seconds" in result:
-        lines.append(f"train step {result['train_step_seconds']:.4f} s best, "
-                     f"{result['train_step_median_seconds']:.4f} s median "
-                     f"({result['train_flops_per_second'] / 1e9:.1f} GFLOP/s); "
-                     f"eval step {result['eval_step_seconds']:.4f} s best")
+        lines.append(
+            f"train step {result['train_step_seconds']:.4f} s best, "
+            f"{result['train_step_median_seconds']:.4f} s median "
+            f"({result['train_flops_per_second'] / 1e9:.1f} GFLOP/s); "
+            f"eval step {result['eval_step_seconds']:.4f} s best"
+        )
     return lines
 
 
 def main() -> None:
     if FLAGS.stream:
         result = stream_latency(FLAGS.config, FLAGS.repeats)
-        print(f"stream.step at batch 1: {result['step_ms']:.2f} ms median; whole window of T={result['timesteps']}: "
-              f"{result['window_ms']:.2f} ms, so {result['ratio_to_window_share']:.2f}x a T-th of it")
+        print(
+            f"stream.step at batch 1: {result['step_ms']:.2f} ms median; whole window of T={result['timesteps']}: "
+            f"{result['window_ms']:.2f} ms, so {result['ratio_to_window_share']:.2f}x a T-th of it"
+        )
         print(json.dumps(result))
         return
     if FLAGS.ablate_tuning:
         rows = ablate_tuning(FLAGS.config, FLAGS.repeats, FLAGS.tuning_backend or None, FLAGS.ablate)
         for row in rows:
-            print(f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
-                  f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
-                  f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)")
+            print(
+                f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
+                f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
+                f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)"
+            )
         print(json.dumps(rows))
         return
     result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
@@ -276,13 +319,28 @@ if __name__ == "__main__":
     config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).", lock_config=True)
     flags.DEFINE_bool("compile_only", False, "Compile and report memory and FLOPs without timing.")
     flags.DEFINE_integer("repeats", 5, "Timed calls per step after one warm-up call.")
-    flags.DEFINE_bool("stream", False, "Time stream.step at batch 1 against a T-th of the whole-window "
-                      "forward (spiking networks; --repeats rounds).")
-    flags.DEFINE_bool("ablate_tuning", False, "Time the train step with each faster formulation switched "
-                      "off in turn (snnseg_jax.formulations), as ratios to all of them.")
-    flags.DEFINE_list("ablate", [], "With --ablate_tuning: only these formulations (fields of "
-                      "formulations.Tuning), each switched off where in use and on where not.")
-    flags.DEFINE_string("tuning_backend", "", "With --ablate_tuning: the formulations of this backend "
-                        "(cpu, gpu, tpu) instead of the one running, e.g. to rehearse a GPU run on CPU.")
+    flags.DEFINE_bool(
+        "stream",
+        False,
+        "Time stream.step at batch 1 against a T-th of the whole-window forward (spiking networks; --repeats rounds).",
+    )
+    flags.DEFINE_bool(
+        "ablate_tuning",
+        False,
+        "Time the train step with each faster formulation switched "
+        "off in turn (snnseg_jax.formulations), as ratios to all of them.",
+    )
+    flags.DEFINE_list(
+        "ablate",
+        [],
+        "With --ablate_tuning: only these formulations (fields of "
+        "formulations.Tuning), each switched off where in use and on where not.",
+    )
+    flags.DEFINE_string(
+        "tuning_backend",
+        "",
+        "With --ablate_tuning: the formulations of this backend "
+        "(cpu, gpu, tpu) instead of the one running, e.g. to rehearse a GPU run on CPU.",
+    )
     flags.mark_flags_as_required(["config"])
     cli.run(main)

@@ -26,7 +26,8 @@ import json
 import logging
 import os
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
@@ -58,8 +59,11 @@ def directory(workdir: str) -> str:
 
 
 def _handlers() -> dict[str, ocp.CheckpointHandler]:
-    return {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(),
-            "run": ocp.JsonCheckpointHandler()}
+    return {
+        "state": ocp.StandardCheckpointHandler(),
+        "data": ocp.JsonCheckpointHandler(),
+        "run": ocp.JsonCheckpointHandler(),
+    }
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -75,18 +79,35 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=_handlers())
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, position: Position, *, log_window: dict,
-         config: dict, validation_owed: bool = False) -> None:
+def save(
+    mngr: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    position: Position,
+    *,
+    log_window: dict,
+    config: dict,
+    validation_owed: bool = False,
+) -> None:
     """Starts saving checkpoint `step`: `state`, `position`, and `log_window` and `config` (JSON).
 
     Waits for the previous save first; one that failed on the file system raises a `UserError`.
     """
-    run = {"config": config, "log_window": log_window, "state_sha256": state_digest(state),
-           "validation_owed": validation_owed}
+    run = {
+        "config": config,
+        "log_window": log_window,
+        "state_sha256": state_digest(state),
+        "validation_owed": validation_owed,
+    }
     with reporting_file_system_errors(str(mngr.directory)):
-        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                data=ocp.args.JsonSave(dataclasses.asdict(position)),
-                                                run=ocp.args.JsonSave(run)))
+        mngr.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(dataclasses.asdict(position)),
+                run=ocp.args.JsonSave(run),
+            ),
+        )
 
 
 def finish(mngr: ocp.CheckpointManager) -> None:
@@ -119,8 +140,12 @@ def reporting_file_system_errors(checkpoint_dir: str) -> Iterator[None]:
         if code is None:
             raise
         newest = max(complete_steps(checkpoint_dir), default=None)
-        kept = (f"Checkpoint {newest} is the newest complete one and is intact; running the same command "
-                f"again resumes from it" if newest is not None else "No checkpoint is complete yet")
+        kept = (
+            f"Checkpoint {newest} is the newest complete one and is intact; running the same command "
+            f"again resumes from it"
+            if newest is not None
+            else "No checkpoint is complete yet"
+        )
         raise UserError(f"{explain_os_error(OSError(code, os.strerror(code), checkpoint_dir))}. {kept}.") from None
 
 
@@ -160,8 +185,9 @@ def restore_newest(workdir: str, abstract_state: Any, config: dict, *, move_inva
     """
     if not os.path.isdir(directory(workdir)):
         return None
-    mngr = ocp.CheckpointManager(directory(workdir), options=ocp.CheckpointManagerOptions(create=False),
-                                 item_handlers=_handlers())
+    mngr = ocp.CheckpointManager(
+        directory(workdir), options=ocp.CheckpointManagerOptions(create=False), item_handlers=_handlers()
+    )
     unreadable: dict[int, str] = {}
     found = None
     try:
@@ -175,12 +201,16 @@ def restore_newest(workdir: str, abstract_state: Any, config: dict, *, move_inva
         mngr.close()
     if found is None and unreadable:
         listed = "; ".join(f"checkpoint {step}: {reason}" for step, reason in unreadable.items())
-        raise UserError(f"no checkpoint in {directory(workdir)} reads back whole ({listed}). Nothing was "
-                        f"moved or deleted: repair them, or move the directory away to start afresh.")
+        raise UserError(
+            f"no checkpoint in {directory(workdir)} reads back whole ({listed}). Nothing was "
+            f"moved or deleted: repair them, or move the directory away to start afresh."
+        )
     for step, reason in unreadable.items():
         if move_invalid:
-            warn(f"checkpoint {step} does not read back whole ({reason}); moved it to "
-                 f"{move_aside(workdir, step)} and resuming from checkpoint {found.step}.")
+            warn(
+                f"checkpoint {step} does not read back whole ({reason}); moved it to "
+                f"{move_aside(workdir, step)} and resuming from checkpoint {found.step}."
+            )
         else:
             warn(f"checkpoint {step} does not read back whole ({reason}); using checkpoint {found.step}.")
     return found
@@ -195,23 +225,31 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any, config
         raise Unreadable("its item 'state' is missing")
     mismatch = first_mismatch(leaf_shapes(metadata), leaf_shapes(abstract_state))
     if mismatch:
-        raise UserError(f"checkpoint {step} in {mngr.directory} does not fit this config: {mismatch}."
-                        f"{_explain_with_config(mngr, step, config)} Evaluate or resume it with the config "
-                        f"it was trained with (saved in checkpoints/{step}/run/metadata), or use another "
-                        f"--workdir.")
+        raise UserError(
+            f"checkpoint {step} in {mngr.directory} does not fit this config: {mismatch}."
+            f"{_explain_with_config(mngr, step, config)} Evaluate or resume it with the config "
+            f"it was trained with (saved in checkpoints/{step}/run/metadata), or use another "
+            f"--workdir."
+        )
     try:
         with _loops_that_finish_their_tasks():
-            restored = mngr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(),
-                run=ocp.args.JsonRestore()))
+            restored = mngr.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                    run=ocp.args.JsonRestore(),
+                ),
+            )
         position, run = Position(**restored["data"]), restored["run"]
         log_window, saved_config, digest = run["log_window"], run["config"], run["state_sha256"]
     except Exception as error:  # as above
         raise Unreadable(_reason(error)) from None
     if state_digest(restored["state"]) != digest:
         raise Unreadable("its arrays differ from the checksum saved with them")
-    return Checkpoint(step, restored["state"], position, log_window, saved_config,
-                      bool(run.get("validation_owed", False)))
+    return Checkpoint(
+        step, restored["state"], position, log_window, saved_config, bool(run.get("validation_owed", False))
+    )
 
 
 class _FinishingLoop(asyncio.SelectorEventLoop):
@@ -295,8 +333,10 @@ def move_aside(workdir: str, step: int) -> str:
 
 def leaf_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     """`{"params/<layer>/conv/kernel": (shape, dtype), ...}` for the arrays (or their metadata) of `tree`."""
-    return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype).name)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+        "/".join(_key_name(k) for k in path): (tuple(leaf.shape), np.dtype(leaf.dtype).name)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
 
 
 def _key_name(key: Any) -> str:
@@ -314,8 +354,9 @@ def first_mismatch(saved: dict[str, tuple], expected: dict[str, tuple]) -> str |
         if path not in saved:
             return f"this config's model has {path} {_describe(expected[path])}, which the checkpoint lacks"
         if saved[path] != expected[path]:
-            return (f"{path} is {_describe(saved[path])} in the checkpoint and {_describe(expected[path])} "
-                    f"with this config")
+            return (
+                f"{path} is {_describe(saved[path])} in the checkpoint and {_describe(expected[path])} with this config"
+            )
     return None
 
 
@@ -329,27 +370,36 @@ def _explain_with_config(mngr: ocp.CheckpointManager, step: int, config: dict) -
         saved = mngr.restore(step, args=ocp.args.Composite(run=ocp.args.JsonRestore()))["run"]["config"]
     except Exception:  # as above; the message then does without the saved config
         return ""
-    changed = [f"{field}={before!r} in the checkpoint, {after!r} now"
-               for field, (before, after) in config_differences(saved, config).items()
-               if field.startswith(CONFIG_GROUPS)]
+    changed = [
+        f"{field}={before!r} in the checkpoint, {after!r} now"
+        for field, (before, after) in config_differences(saved, config).items()
+        if field.startswith(CONFIG_GROUPS)
+    ]
     return f" Config fields that differ: {'; '.join(changed)}." if changed else ""
 
 
-def warn_config_differences(checkpoint: Checkpoint, config: dict, doing: str,
-                            fields: tuple[str, ...] = ("",)) -> None:
+def warn_config_differences(checkpoint: Checkpoint, config: dict, doing: str, fields: tuple[str, ...] = ("",)) -> None:
     """Warns that `config` (as JSON) differs from the one that saved `checkpoint` in these `fields` (prefixes)."""
-    changed = [f"{field} {before!r} -> {after!r}" for field, (before, after)
-               in config_differences(checkpoint.config, config).items() if field.startswith(fields)]
+    changed = [
+        f"{field} {before!r} -> {after!r}"
+        for field, (before, after) in config_differences(checkpoint.config, config).items()
+        if field.startswith(fields)
+    ]
     if changed:
-        warn(f"{doing} checkpoint {checkpoint.step} with a config that differs from the one that saved it: "
-             + "; ".join(changed))
+        warn(
+            f"{doing} checkpoint {checkpoint.step} with a config that differs from the one that saved it: "
+            + "; ".join(changed)
+        )
 
 
 def config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
     """`{"model.width": (saved value, current value), ...}` for the fields whose values differ."""
     before, after = _flatten(saved), _flatten(current)
-    return {field: (before.get(field), after.get(field)) for field in sorted(before.keys() | after.keys())
-            if before.get(field) != after.get(field)}
+    return {
+        field: (before.get(field), after.get(field))
+        for field in sorted(before.keys() | after.keys())
+        if before.get(field) != after.get(field)
+    }
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:

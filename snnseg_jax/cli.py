@@ -17,7 +17,8 @@ import re
 import sys
 import textwrap
 import traceback
-from typing import Callable, Iterator, NoReturn, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import NoReturn
 
 import ml_collections
 from absl import flags
@@ -51,9 +52,14 @@ def warn(message: str) -> None:
 def _paragraph(text: str) -> str:
     """`text` filled to 100 columns; lines after it that begin with 4 spaces (commands to paste) stay whole."""
     text, *commands = text.split("\n    ")
-    return "\n".join([textwrap.fill(" ".join(text.split()), width=100, break_long_words=False,
-                                     break_on_hyphens=False),  # paths stay whole
-                       *(f"    {' '.join(command.split())}" for command in commands)])
+    return "\n".join(
+        [
+            textwrap.fill(
+                " ".join(text.split()), width=100, break_long_words=False, break_on_hyphens=False
+            ),  # paths stay whole
+            *(f"    {' '.join(command.split())}" for command in commands),
+        ]
+    )
 
 
 def _config_file(argv: Sequence[str]) -> str:
@@ -109,8 +115,10 @@ def _unknown_field(error: KeyError, argv: Sequence[str]) -> str:
         return f"bad config override: {detail}."
     field, hint = named.groups()
     overrides = [a for a in argv if a.startswith("--config.") and f".{field}" in a.split("=")[0]]
-    return (f"unknown config field {field!r} in {' '.join(overrides) or 'an override'}. {hint} Overrides "
-            f"must name fields that exist in the config file.")
+    return (
+        f"unknown config field {field!r} in {' '.join(overrides) or 'an override'}. {hint} Overrides "
+        f"must name fields that exist in the config file."
+    )
 
 
 def _same_file(a: str | None, b: str) -> bool:
@@ -125,9 +133,9 @@ def _line_in(error: BaseException, path: str) -> int | None:
 
 _OS_ADVICE = {
     errno.ENOSPC: "no space left on its device: free some space or use a --workdir elsewhere, then run the "
-                  "same command again",
+    "same command again",
     errno.EDQUOT: "the disk quota is exceeded: free some space or use a --workdir elsewhere, then run the "
-                  "same command again",
+    "same command again",
     errno.EACCES: "permission denied: choose a path you can write to, or change its permissions",
     errno.EPERM: "operation not permitted: choose a path you can write to, or change its permissions",
     errno.EROFS: "it is on a read-only file system: choose a path elsewhere",

@@ -45,8 +45,9 @@ class Rule:
         if self.choices:
             return value in self.choices
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return math.isfinite(value) and (value > self.low if self.above else value >= self.low) \
-                and value <= self.high
+            return (
+                math.isfinite(value) and (value > self.low if self.above else value >= self.low) and value <= self.high
+            )
         return True
 
     def describe(self) -> str:
@@ -146,7 +147,7 @@ RULES: dict[str, Rule] = {
 def flatten(config: ml_collections.ConfigDict | dict, prefix: str = "") -> dict[str, Any]:
     """`{"model.width": 1.0, ...}`: every leaf field of `config` by its dotted name."""
     fields = {}
-    for key, value in (config.items() if isinstance(config, dict) else config.to_dict().items()):
+    for key, value in config.items() if isinstance(config, dict) else config.to_dict().items():
         if isinstance(value, dict):
             fields.update(flatten(value, f"{prefix}{key}."))
         else:

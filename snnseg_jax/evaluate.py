@@ -11,7 +11,8 @@ import functools
 import json
 import os
 import shlex
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -55,18 +56,33 @@ class Restored:
     def map_batches(self, step: Callable, operand: Any, dataset: data.Dataset | None = None) -> list:
         """`step(operand, batch, key, *, model)` over the evaluation batches of `dataset` (default: the
         evaluation split), with the evaluation's batch size and Poisson keys."""
-        return train_lib.map_batches(train_lib.compile_eval_step(self.model, self.mesh, step), operand,
-                                     self.dataset if dataset is None else dataset,
-                                     self.config.eval_batch_size, self.eval_key, self.mesh)
+        return train_lib.map_batches(
+            train_lib.compile_eval_step(self.model, self.mesh, step),
+            operand,
+            self.dataset if dataset is None else dataset,
+            self.config.eval_batch_size,
+            self.eval_key,
+            self.mesh,
+        )
 
-    def confusion(self, dataset: data.Dataset | None = None, step: Callable = train_lib.eval_step,
-                  operand: Any = None, threads: int = 1) -> np.ndarray:
+    def confusion(
+        self,
+        dataset: data.Dataset | None = None,
+        step: Callable = train_lib.eval_step,
+        operand: Any = None,
+        threads: int = 1,
+    ) -> np.ndarray:
         """The confusion matrix (or stack of them) of `step` (default: the plain evaluation of the
         restored state) summed over `dataset` (default: the evaluation split)."""
-        return train_lib.confusion_over(train_lib.compile_eval_step(self.model, self.mesh, step),
-                                        self.state if operand is None else operand,
-                                        self.dataset if dataset is None else dataset,
-                                        self.config.eval_batch_size, self.eval_key, self.mesh, threads)
+        return train_lib.confusion_over(
+            train_lib.compile_eval_step(self.model, self.mesh, step),
+            self.state if operand is None else operand,
+            self.dataset if dataset is None else dataset,
+            self.config.eval_batch_size,
+            self.eval_key,
+            self.mesh,
+            threads,
+        )
 
 
 def train_command(config_file: str, argv: Sequence[str], workdir: str, model_name: str | None = None) -> str:
@@ -86,8 +102,11 @@ def train_command(config_file: str, argv: Sequence[str], workdir: str, model_nam
 def kind_differences(config: ml_collections.ConfigDict, saved_config: dict) -> dict[str, tuple[Any, Any]]:
     """`{"model.name": (saved, configured)}`, and the same for `dataset.name`, where they differ: the run
     of a checkpoint's saved config is not of the kind `config` describes."""
-    return {f"{group}.name": (saved_config.get(group, {}).get("name"), config[group].name)
-            for group in ("model", "dataset") if saved_config.get(group, {}).get("name") != config[group].name}
+    return {
+        f"{group}.name": (saved_config.get(group, {}).get("name"), config[group].name)
+        for group in ("model", "dataset")
+        if saved_config.get(group, {}).get("name") != config[group].name
+    }
 
 
 def check_run(config: ml_collections.ConfigDict, workdir: str, train: str) -> None:
@@ -106,11 +125,12 @@ def check_run(config: ml_collections.ConfigDict, workdir: str, train: str) -> No
     if differences:
         saved_kind = " and ".join(f"{field}={saved!r}" for field, (saved, _) in differences.items())
         kind = " and ".join(f"{field}={now!r}" for field, (_, now) in differences.items())
-        hint = (f", here --config.model.name={differences['model.name'][0]}" if "model.name" in differences
-                else "")
-        raise UserError(f"--workdir={workdir} holds a run with {saved_kind} (its checkpoint {step}), and this "
-                        f"config describes one with {kind}. Evaluate it with the config it was trained with "
-                        f"(saved in checkpoints/{step}/run/metadata){hint}.")
+        hint = f", here --config.model.name={differences['model.name'][0]}" if "model.name" in differences else ""
+        raise UserError(
+            f"--workdir={workdir} holds a run with {saved_kind} (its checkpoint {step}), and this "
+            f"config describes one with {kind}. Evaluate it with the config it was trained with "
+            f"(saved in checkpoints/{step}/run/metadata){hint}."
+        )
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
@@ -120,8 +140,9 @@ def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
     mesh = sharding.data_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        raise UserError(f"no checkpoints in {workdir!r}; train first with "
-                        f"python train.py --config <config> --workdir {workdir}")
+        raise UserError(
+            f"no checkpoints in {workdir!r}; train first with python train.py --config <config> --workdir {workdir}"
+        )
     dataset = train_lib.load_split(config, config.dataset.eval_split)
     model = train_lib.build_model(config, dataset)
     init_key, train_key, eval_key = train_lib.run_keys(config.seed)
@@ -130,33 +151,46 @@ def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
     input_shape = dataset.read(np.arange(1))[0].shape[1:]
     init = functools.partial(train_lib.init_state, model, optimizer, input_shape, init_key)
     config_json = train_lib.config_as_json(config)
-    restored = checkpoints.restore_newest(workdir, train_lib.abstract_state(init, mesh), config_json,
-                                          move_invalid=False)
+    restored = checkpoints.restore_newest(
+        workdir, train_lib.abstract_state(init, mesh), config_json, move_invalid=False
+    )
     if restored is None:
         raise UserError(f"no checkpoints in {workdir!r}; train first with train.py")
     checkpoints.warn_config_differences(restored, config_json, "evaluating", fields=("model.",))
-    return Restored(config, workdir, model, restored.state, dataset, train_key, eval_key, mesh, input_shape,
-                    restored.config)
+    return Restored(
+        config, workdir, model, restored.state, dataset, train_key, eval_key, mesh, input_shape, restored.config
+    )
 
 
 # Config fields that change what an evaluation measures, as prefixes; less those that do not (`NOT_MEASURED`).
 MEASURED = ("dataset.", "model.", "eval_batch_size", "seed")  # the batch size and seed choose the Poisson keys
-NOT_MEASURED = ("dataset.root", "dataset.cache_dir", "dataset.train_split", "dataset.augment", "dataset.eval_split",
-                "model.fused", "model.remat", "model.tuned_ops")  # where the data is, training-only, speed only
+NOT_MEASURED = (
+    "dataset.root",
+    "dataset.cache_dir",
+    "dataset.train_split",
+    "dataset.augment",
+    "dataset.eval_split",
+    "model.fused",
+    "model.remat",
+    "model.tuned_ops",
+)  # where the data is, training-only, speed only
 
 
 def measured_differences(saved_config: dict, config: ml_collections.ConfigDict) -> dict[str, tuple[Any, Any]]:
     """`{field: (when trained, now)}` for the fields that make this evaluation differ from the training's."""
     not_measured = (*NOT_MEASURED, f"dataset.synthetic_sizes.{config.dataset.train_split}")
-    return {field: values for field, values in
-            checkpoints.config_differences(saved_config, train_lib.config_as_json(config)).items()
-            if field.startswith(MEASURED) and field not in not_measured}
+    return {
+        field: values
+        for field, values in checkpoints.config_differences(saved_config, train_lib.config_as_json(config)).items()
+        if field.startswith(MEASURED) and field not in not_measured
+    }
 
 
 def result_name(split: str, differences: dict[str, tuple[Any, Any]]) -> str:
     """`eval_<split>.json`, or with the settings that differ from training: `eval_val_dataset.image_size=48.json`."""
-    settings = "".join(f"_{field}={str(now).replace('/', '_').replace(' ', '')}"
-                       for field, (_, now) in differences.items())
+    settings = "".join(
+        f"_{field}={str(now).replace('/', '_').replace(' ', '')}" for field, (_, now) in differences.items()
+    )
     return f"eval_{split}{settings}.json"
 
 
@@ -172,16 +206,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run = restore(config, workdir)
     split = config.dataset.eval_split
     differences = measured_differences(run.saved_config, config)
-    result = {"split": split, "step": int(jax.device_get(run.state.step)), "num_images": len(run.dataset),
-              **metrics.summary(run.confusion(threads=config.loader_threads), run.dataset.class_names),
-              "differs_from_training": {field: list(values) for field, values in differences.items()}}
+    result = {
+        "split": split,
+        "step": int(jax.device_get(run.state.step)),
+        "num_images": len(run.dataset),
+        **metrics.summary(run.confusion(threads=config.loader_threads), run.dataset.class_names),
+        "differs_from_training": {field: list(values) for field, values in differences.items()},
+    }
     path = os.path.join(workdir, result_name(split, differences))
     if not sharding.is_primary():
         return result
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"{split} at step {result['step']}: MIoU {result['miou']:.4f}, pixel accuracy "
-          f"{result['pixel_accuracy']:.4f} over {len(run.dataset)} images; written to {path}")
+    print(
+        f"{split} at step {result['step']}: MIoU {result['miou']:.4f}, pixel accuracy "
+        f"{result['pixel_accuracy']:.4f} over {len(run.dataset)} images; written to {path}"
+    )
     if differences:
         changed = "; ".join(f"{field} {before!r} -> {now!r}" for field, (before, now) in differences.items())
         print(f"(not eval_{split}.json: this evaluation differs from the training's in {changed})")

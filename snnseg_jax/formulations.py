@@ -62,11 +62,18 @@ class Tuning:
 
 
 PLAIN = Tuning()
-_EVERY_BACKEND = Tuning(conv_1x1_as_matmul=True, avg_pool_interleaved_backward=True, time_sum_by_halves=True,
-                        recompute_conv_below_channels=5, order_by_data_dependence=True)
+_EVERY_BACKEND = Tuning(
+    conv_1x1_as_matmul=True,
+    avg_pool_interleaved_backward=True,
+    time_sum_by_halves=True,
+    recompute_conv_below_channels=5,
+    order_by_data_dependence=True,
+)
 # The CPU-only ones were measured on CPU only; on GPU and TPU XLA's (vendor) convolutions are used.
-_CPU = dataclasses.replace(_EVERY_BACKEND, conv_in_bounds_taps=True, conv_input_grad_as_forward=True,
-                           xla_cpu_library_fusions=True)
+_CPU = dataclasses.replace(
+    _EVERY_BACKEND, conv_in_bounds_taps=True, conv_input_grad_as_forward=True, xla_cpu_library_fusions=True
+)
+
 
 def for_backend(backend: str) -> Tuning:
     """The formulations that pay on `backend` ("cpu", "gpu", "tpu")."""
@@ -80,11 +87,10 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 # YNNPACK (XLA's CPU library for dots, convolutions and reductions) for matrix products and
 # reductions only: its convolution weight gradients ran 1.5-2x slower than XLA's own convolutions.
-_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-                "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_options() -> dict[str, str]:
     """`_CPU_OPTIONS` on CPU where this XLA knows them, else none."""
     if jax.default_backend() != "cpu":
@@ -160,8 +166,13 @@ def sum_by_halves(x: Array, axis: int) -> Array:
         length, half = x.shape[axis], x.shape[axis] // 2
         pairs = take(0, half) + take(half, 2 * half)
         if length % 2:
-            pairs = jnp.concatenate([jax.lax.slice_in_dim(pairs, 0, 1, axis=axis) + take(length - 1, length),
-                                     jax.lax.slice_in_dim(pairs, 1, half, axis=axis)], axis=axis)
+            pairs = jnp.concatenate(
+                [
+                    jax.lax.slice_in_dim(pairs, 0, 1, axis=axis) + take(length - 1, length),
+                    jax.lax.slice_in_dim(pairs, 1, half, axis=axis),
+                ],
+                axis=axis,
+            )
         x = pairs
     return jnp.squeeze(x, axis)
 
@@ -178,8 +189,9 @@ sum_by_halves.defvjp(lambda x, axis: (sum_by_halves(x, axis), x.shape[axis]), _s
 
 def avg_pool_sum(x_NHWC: Array) -> Array:
     """Sums over windows of 3x3 at stride 2 with padding 1 (XLA's reduce_window)."""
-    return jax.lax.reduce_window(x_NHWC, np.zeros((), x_NHWC.dtype), jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1),
-                                 ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jax.lax.reduce_window(
+        x_NHWC, np.zeros((), x_NHWC.dtype), jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+    )
 
 
 @jax.custom_vjp
@@ -196,8 +208,10 @@ def _spread_over_windows(g: Array, axis: int, n: int) -> Array:
 
     Input 2k lies in window k only, input 2k + 1 in windows k and k + 1.
     """
-    following = jnp.concatenate([jax.lax.slice_in_dim(g, 1, None, axis=axis),
-                                 jnp.zeros_like(jax.lax.slice_in_dim(g, 0, 1, axis=axis))], axis=axis)
+    following = jnp.concatenate(
+        [jax.lax.slice_in_dim(g, 1, None, axis=axis), jnp.zeros_like(jax.lax.slice_in_dim(g, 0, 1, axis=axis))],
+        axis=axis,
+    )
     interleaved = jnp.stack([g, g + following], axis=axis + 1)
     shape = list(g.shape)
     shape[axis] *= 2
@@ -222,8 +236,12 @@ def conv2d_xla(x_NHWC: Array, kernel_HWIO: Array, dilation: int = 1) -> Array:
     kh, kw = kernel_HWIO.shape[:2]
     pad = ((dilation * (kh // 2),) * 2, (dilation * (kw // 2),) * 2)
     return jax.lax.conv_general_dilated(
-        x_NHWC, kernel_HWIO.astype(x_NHWC.dtype), (1, 1), pad,
-        rhs_dilation=(dilation, dilation), dimension_numbers=_NHWC,
+        x_NHWC,
+        kernel_HWIO.astype(x_NHWC.dtype),
+        (1, 1),
+        pad,
+        rhs_dilation=(dilation, dilation),
+        dimension_numbers=_NHWC,
     )
 
 
@@ -251,7 +269,8 @@ def _forward_input_grad_bwd(dilation, residuals, g_NHWC):
 
 
 conv2d_forward_input_grad.defvjp(
-    lambda x, kernel, dilation: (conv2d_xla(x, kernel, dilation), (x, kernel)), _forward_input_grad_bwd)
+    lambda x, kernel, dilation: (conv2d_xla(x, kernel, dilation), (x, kernel)), _forward_input_grad_bwd
+)
 
 
 def _tap_offsets(kernel_size: int, dilation: int) -> list[int]:
@@ -275,8 +294,9 @@ def _bands(n: int, offsets: list[int]) -> list[tuple[int, int, list[int]]]:
     """Splits output positions `[0, n)` into intervals `(lo, hi, offsets in bounds on all of it)`."""
     ranges = [_in_bounds(n, o) for o in offsets]
     cuts = sorted({0, n, *(b for lo, hi in ranges if lo < hi for b in (lo, hi))})
-    return [(lo, hi, [o for o, (a, b) in zip(offsets, ranges) if a <= lo and hi <= b])
-            for lo, hi in zip(cuts, cuts[1:])]
+    return [
+        (lo, hi, [o for o, (a, b) in zip(offsets, ranges) if a <= lo and hi <= b]) for lo, hi in zip(cuts, cuts[1:])
+    ]
 
 
 def _in_bounds_forward(x_NHWC: Array, kernel_HWIO: Array, dilation: int) -> Array:
@@ -293,11 +313,12 @@ def _in_bounds_forward(x_NHWC: Array, kernel_HWIO: Array, dilation: int) -> Arra
     for r0, r1, dys in _bands(h, row_offsets):
         blocks = []
         for c0, c1, dxs in _bands(w, col_offsets):
-            patches = [x_NHWC[:, r0 + dy:r1 + dy, c0 + dx:c1 + dx] for dy in dys for dx in dxs]
+            patches = [x_NHWC[:, r0 + dy : r1 + dy, c0 + dx : c1 + dx] for dy in dys for dx in dxs]
             kernels = [kernel_HWIO[row_offsets.index(dy), col_offsets.index(dx)] for dy in dys for dx in dxs]
             if c_in < c_out:
-                blocks.append(jnp.einsum("nhwi,io->nhwo", jnp.concatenate(patches, axis=-1),
-                                         jnp.concatenate(kernels, axis=0)))
+                blocks.append(
+                    jnp.einsum("nhwi,io->nhwo", jnp.concatenate(patches, axis=-1), jnp.concatenate(kernels, axis=0))
+                )
             else:
                 blocks.append(sum(jnp.einsum("nhwi,io->nhwo", p, k) for p, k in zip(patches, kernels)))
         rows.append(jnp.concatenate(blocks, axis=2))
@@ -314,10 +335,10 @@ def _in_bounds_kernel_grad(x_NHWC: Array, g_NHWC: Array, kernel_shape, dilation:
     for r0, r1, dys in _bands(h, row_offsets):
         for c0, c1, dxs in _bands(w, col_offsets):
             taps = [(dy, dx) for dy in dys for dx in dxs]
-            patches = jnp.concatenate([x_NHWC[:, r0 + dy:r1 + dy, c0 + dx:c1 + dx] for dy, dx in taps], axis=-1)
+            patches = jnp.concatenate([x_NHWC[:, r0 + dy : r1 + dy, c0 + dx : c1 + dx] for dy, dx in taps], axis=-1)
             product = jnp.einsum("nhwk,nhwo->ko", patches, g_NHWC[:, r0:r1, c0:c1])
             for i, tap in enumerate(taps):
-                part = product[i * c_in:(i + 1) * c_in]
+                part = product[i * c_in : (i + 1) * c_in]
                 grads[tap] = grads[tap] + part if tap in grads else part
     zeros = jnp.zeros(kernel_shape[2:], g_NHWC.dtype)
     return jnp.stack([grads.get((dy, dx), zeros) for dy in row_offsets for dx in col_offsets]).reshape(kernel_shape)
@@ -342,4 +363,5 @@ def _in_bounds_bwd(dilation, residuals, g_NHWC):
 
 
 conv2d_in_bounds.defvjp(
-    lambda x, kernel, dilation: (_in_bounds_forward(x, kernel, dilation), (x, kernel)), _in_bounds_bwd)
+    lambda x, kernel, dilation: (_in_bounds_forward(x, kernel, dilation), (x, kernel)), _in_bounds_bwd
+)

@@ -69,7 +69,7 @@ TIME = 1  # the time axis of `[B, T, H, W, C]`
 
 def _step_shape(x_BTHWC: Array) -> tuple[int, ...]:
     """The shape of one step `[B, H, W, C]`."""
-    return x_BTHWC.shape[:TIME] + x_BTHWC.shape[TIME + 1:]
+    return x_BTHWC.shape[:TIME] + x_BTHWC.shape[TIME + 1 :]
 
 
 def _per_step(v_TC: Array, dtype=None) -> Array:
@@ -107,8 +107,7 @@ def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
 def _fresh_buffer(like: Array, spec: SpikingConvSpec, dtype=None, after: Array | None = None) -> Array:
     """A zero buffer shaped like `like`, filled only once `after` (default `like`) exists
     (`formulations.after`: XLA on CPU would otherwise zero-fill it early, raising the peak memory)."""
-    return formulations.after(jnp.zeros(like.shape, dtype or like.dtype), like if after is None else after,
-                              spec.tuning)
+    return formulations.after(jnp.zeros(like.shape, dtype or like.dtype), like if after is None else after, spec.tuning)
 
 
 def _bntt_step(c_t: Array, scale: Array, shift: Array, t) -> Array:
@@ -128,8 +127,9 @@ def _lif_forward(c_BTHWC: Array, scale: Array, shift: Array, spec: SpikingConvSp
     return _sweep(step, c_BTHWC, _fresh_buffer(c_BTHWC, spec), zeros)[1]
 
 
-def spiking_conv_eval(x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array,
-                      spec: SpikingConvSpec) -> Array:
+def spiking_conv_eval(
+    x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array, spec: SpikingConvSpec
+) -> Array:
     """Spikes `[B * T, H, W, C]` of the layer with given (running) BNTT statistics."""
     c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
     scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
@@ -142,7 +142,7 @@ def _code_bits(spec: SpikingConvSpec) -> int:
     if values.levels is None:
         return 0
     codes = values.levels * (2 if values.signed else 1) + 1
-    return next((bits for bits in (1, 2, 4) if codes <= 2 ** bits), 0)
+    return next((bits for bits in (1, 2, 4) if codes <= 2**bits), 0)
 
 
 def _packs(x_NHWC: Array, spec: SpikingConvSpec) -> bool:
@@ -172,7 +172,7 @@ def _decode_input(stored: Array, spec: SpikingConvSpec, dtype) -> Array:
         return stored
     bits = _code_bits(spec)
     shifts = jnp.arange(0, 8, bits, dtype=jnp.uint8)
-    codes = (stored[..., None] >> shifts) & jnp.uint8(2 ** bits - 1)
+    codes = (stored[..., None] >> shifts) & jnp.uint8(2**bits - 1)
     k = codes.reshape(*stored.shape[:-1], -1).astype(dtype)
     levels = spec.input_values.levels
     if spec.input_values.signed:
@@ -227,8 +227,9 @@ def _backward(spec, residuals, cotangents):
 _spiking_conv_train.defvjp(_forward_with_residuals, _backward)
 
 
-def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var: Array,
-                      spec: SpikingConvSpec) -> tuple[Array, Array]:
+def bntt_lif_backward(
+    c: Array, g_spikes: Array, gamma: Array, mean: Array, var: Array, spec: SpikingConvSpec
+) -> tuple[Array, Array]:
     """Gradients w.r.t. the BNTT input `c` `[B, T, H, W, C]` and the scales gamma, given those w.r.t. the spikes.
 
     With the reset detached, the membrane gradient obeys `g_u[t] = g_spikes[t] * s'(x_t) / threshold
@@ -264,13 +265,17 @@ def bntt_lif_backward(c: Array, g_spikes: Array, gamma: Array, mean: Array, var:
         g_gamma = jax.lax.dynamic_update_index_in_dim(g_gamma, sum_g_c_hat.reshape(-1), t, 0)
         return (g_u, g_gamma), g_c
 
-    (_, g_gamma), g_c = _sweep(bntt_step, (through_spikes, c), _fresh_buffer(c, spec, after=through_spikes),
-                               (zeros, jnp.zeros_like(gamma)), reverse=True)
+    (_, g_gamma), g_c = _sweep(
+        bntt_step,
+        (through_spikes, c),
+        _fresh_buffer(c, spec, after=through_spikes),
+        (zeros, jnp.zeros_like(gamma)),
+        reverse=True,
+    )
     return g_c, g_gamma
 
 
-def spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec
-                       ) -> tuple[Array, Array, Array]:
+def spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec) -> tuple[Array, Array, Array]:
     """Spikes `[B * T, H, W, C]` of the layer in training, and its BNTT batch mean and variance `[T, C]`.
 
     `x_NHWC` is `[B * T, H, W, C_in]` (time folded as by `ops.fold_time`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.

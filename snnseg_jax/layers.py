@@ -190,8 +190,13 @@ class Unit(nn.Module):
             return self._fused_spiking(x_NHWC, train)
         y = Conv(s.features(layer), layer.kernel, layer.dilation, dtype=s.dtype, tuning=s.tuning, name="conv")(x_NHWC)
         if not s.spiking:
-            y = nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON,
-                             dtype=s.dtype, name="bn")(y)
+            y = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=BATCHNORM_MOMENTUM,
+                epsilon=BATCHNORM_EPSILON,
+                dtype=s.dtype,
+                name="bn",
+            )(y)
             return nn.relu(y)
         y = BNTT(s.timesteps, s.neuron, name="bntt")(ops.unfold_time(y, s.timesteps), train)
         return ops.fold_time(LIF(s.neuron, name="lif")(y))
@@ -199,12 +204,20 @@ class Unit(nn.Module):
     def _fused_spiking(self, x_NHWC: Array, train: bool) -> Array:
         s, layer = self.settings, self.layer
         if x_NHWC.shape[0] % s.timesteps:
-            raise ValueError(f"BNTT has {s.timesteps} time steps but the input's leading axis "
-                             f"{x_NHWC.shape[0]} is not a multiple of it")
+            raise ValueError(
+                f"BNTT has {s.timesteps} time steps but the input's leading axis "
+                f"{x_NHWC.shape[0]} is not a multiple of it"
+            )
         kernel = ConvKernel(s.features(layer), layer.kernel, name="conv")(x_NHWC.shape[-1])
         gamma, ra_mean, ra_var = BNTTVariables(s.timesteps, s.features(layer), name="bntt")()
-        spec = fused.SpikingConvSpec(timesteps=s.timesteps, dilation=layer.dilation, input_values=self.input_values,
-                                     neuron=s.neuron, remat=s.remat, tuning=s.tuning)
+        spec = fused.SpikingConvSpec(
+            timesteps=s.timesteps,
+            dilation=layer.dilation,
+            input_values=self.input_values,
+            neuron=s.neuron,
+            remat=s.remat,
+            tuning=s.tuning,
+        )
         x_NHWC = x_NHWC.astype(s.dtype)
         if not train:
             return fused.spiking_conv_eval(x_NHWC, kernel, gamma, ra_mean.value, ra_var.value, spec)

@@ -46,6 +46,9 @@ def pixel_accuracy(confusion: np.ndarray) -> float:
 def summary(confusion: np.ndarray, class_names: tuple[str, ...]) -> dict:
     """The JSON-ready metrics of a confusion matrix."""
     iou = iou_per_class(confusion)
-    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
-            "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
-            "class_names": list(class_names)}
+    return {
+        "miou": mean_iou(confusion),
+        "pixel_accuracy": pixel_accuracy(confusion),
+        "iou_per_class": [None if np.isnan(v) else float(v) for v in iou],
+        "class_names": list(class_names),
+    }

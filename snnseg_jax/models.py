@@ -63,8 +63,13 @@ class Network(nn.Module):
                 inputs = [t.time_mean(self.settings.tuning) for t in inputs]
             out = self._layer(layer, inputs, train)
             if architecture.activated(layer, self.settings.spiking):
-                self.sow(ACTIVITY, _BY_LAYER, out.array, init_fn=dict,
-                         reduce_fn=lambda outputs, output: {**outputs, layer.name: output})
+                self.sow(
+                    ACTIVITY,
+                    _BY_LAYER,
+                    out.array,
+                    init_fn=dict,
+                    reduce_fn=lambda outputs, output: {**outputs, layer.name: output},
+                )
             return out
 
         logits = architecture.walk(self.architecture, self._input(x), apply).array
@@ -75,15 +80,18 @@ class Network(nn.Module):
         if x.ndim not in (4, 5) or x.shape[-1] != self.in_channels:
             raise ValueError(
                 f"expected images [B, H, W, {self.in_channels}] or event sequences "
-                f"[B, T, H, W, {self.in_channels}], got shape {tuple(x.shape)}")
+                f"[B, T, H, W, {self.in_channels}], got shape {tuple(x.shape)}"
+            )
         if x.ndim == 5 and self.settings.spiking and x.shape[1] != self.settings.timesteps:
-            raise ValueError(f"event sequence has {x.shape[1]} frames but the model "
-                             f"has timesteps={self.settings.timesteps}")
+            raise ValueError(
+                f"event sequence has {x.shape[1]} frames but the model has timesteps={self.settings.timesteps}"
+            )
         height, width = x.shape[-3:-1]
         multiple = self.architecture.side_multiple()
         if height % multiple or width % multiple:
-            raise ValueError(f"{self.architecture.name.upper()} needs an input side divisible by {multiple}, "
-                             f"got {height}x{width}")
+            raise ValueError(
+                f"{self.architecture.name.upper()} needs an input side divisible by {multiple}, got {height}x{width}"
+            )
         return height, width
 
     def _input(self, x: Array) -> Tensor:
@@ -120,8 +128,7 @@ def class_conv(layer: Layer, num_classes: int, settings: Settings, name: str | N
     """The module of a convolution to the classes (a CLASSES or UP layer of the table)."""
     if layer.op == architecture.UP:
         return ConvTransposeUp(num_classes, dtype=settings.dtype, name=name)
-    return Conv(num_classes, layer.kernel, use_bias=layer.bias, dtype=settings.dtype, tuning=settings.tuning,
-                name=name)
+    return Conv(num_classes, layer.kernel, use_bias=layer.bias, dtype=settings.dtype, tuning=settings.tuning, name=name)
 
 
 def spike_key(key: Array) -> Array:
@@ -169,12 +176,20 @@ def build(
     """
     table = architecture_of(name, head)
     if timesteps < 1 or num_classes < 1 or width <= 0:
-        raise ValueError(f"need timesteps >= 1, num_classes >= 1 and width > 0, got "
-                         f"{timesteps}, {num_classes}, {width}")
+        raise ValueError(
+            f"need timesteps >= 1, num_classes >= 1 and width > 0, got {timesteps}, {num_classes}, {width}"
+        )
     tuning = formulations.for_backend(jax.default_backend()) if tuned_ops else formulations.PLAIN
-    settings = Settings(spiking=name.startswith("spiking_"), timesteps=timesteps, width=width,
-                        neuron=neurons.Neuron(leak, threshold, surrogate, surrogate_scale),
-                        dtype=jnp.dtype(dtype), remat=remat, fused=fused, tuning=tuning)
+    settings = Settings(
+        spiking=name.startswith("spiking_"),
+        timesteps=timesteps,
+        width=width,
+        neuron=neurons.Neuron(leak, threshold, surrogate, surrogate_scale),
+        dtype=jnp.dtype(dtype),
+        remat=remat,
+        fused=fused,
+        tuning=tuning,
+    )
     return Network(table, num_classes, settings, in_channels)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Union
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +88,7 @@ def heaviside(x: Array) -> Array:
     return (x > 0).astype(x.dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def spike_function(name: str = "linear", param: float | None = None) -> SpikeFn:
     """`heaviside` whose gradient is the surrogate `name`.
 
@@ -112,15 +112,16 @@ def spike_function(name: str = "linear", param: float | None = None) -> SpikeFn:
     return spike
 
 
-Surrogate = Union[str, SpikeFn]
+Surrogate = str | SpikeFn
 
 
 def _as_spike_fn(surrogate: Surrogate) -> SpikeFn:
     return spike_function(surrogate) if isinstance(surrogate, str) else surrogate
 
 
-def lif_update(u: Array, current: Array, *, leak: float, threshold: float, spike_fn: SpikeFn = heaviside,
-               detach_reset: bool = True) -> tuple[Array, Array, Array]:
+def lif_update(
+    u: Array, current: Array, *, leak: float, threshold: float, spike_fn: SpikeFn = heaviside, detach_reset: bool = True
+) -> tuple[Array, Array, Array]:
     """One LIF step: `(u_next, spikes, x)`, with `x = u / threshold - 1` of the membrane before the reset.
 
     The one definition of the neuron; `lif_step` and the fused spiking layer both call it.
@@ -146,8 +147,9 @@ def lif_step(
     `surrogate` is a name from `SURROGATES` or a function from `spike_function`. With
     `detach_reset` the reset term carries no gradient, as in the authors' code.
     """
-    u_next, spikes, _ = lif_update(u, current, leak=leak, threshold=threshold, spike_fn=_as_spike_fn(surrogate),
-                                   detach_reset=detach_reset)
+    u_next, spikes, _ = lif_update(
+        u, current, leak=leak, threshold=threshold, spike_fn=_as_spike_fn(surrogate), detach_reset=detach_reset
+    )
     return u_next, spikes
 
 
@@ -165,8 +167,9 @@ def lif_scan(
     The membrane starts at `u0` (zeros by default) and `spikes` has the shape of `currents`.
     """
     currents = jnp.asarray(currents)
-    step = functools.partial(lif_step, leak=leak, threshold=threshold, surrogate=_as_spike_fn(surrogate),
-                             detach_reset=detach_reset)
+    step = functools.partial(
+        lif_step, leak=leak, threshold=threshold, surrogate=_as_spike_fn(surrogate), detach_reset=detach_reset
+    )
     u0 = jnp.zeros_like(currents[0]) if u0 is None else jnp.asarray(u0).astype(currents.dtype)
     u_final, spikes = jax.lax.scan(step, u0, currents)
     return spikes, u_final

@@ -58,8 +58,10 @@ def conv2d(x_NHWC: Array, kernel_HWIO: Array, dilation: int, tuning: Tuning) -> 
     kernel_HWIO = kernel_HWIO.astype(x_NHWC.dtype)
     if kernel_HWIO.shape[:2] == (1, 1) and tuning.conv_1x1_as_matmul:
         return jnp.einsum("nhwi,io->nhwo", x_NHWC, kernel_HWIO[0, 0])
-    if (tuning.conv_in_bounds_taps
-            and formulations.in_bounds_fraction(x_NHWC.shape[1:3], kernel_HWIO.shape[:2], dilation) < 0.5):
+    if (
+        tuning.conv_in_bounds_taps
+        and formulations.in_bounds_fraction(x_NHWC.shape[1:3], kernel_HWIO.shape[:2], dilation) < 0.5
+    ):
         return formulations.conv2d_in_bounds(x_NHWC, kernel_HWIO, dilation)
     if tuning.conv_input_grad_as_forward:
         return formulations.conv2d_forward_input_grad(x_NHWC, kernel_HWIO, dilation)
@@ -81,8 +83,12 @@ def conv_transpose_stride2(x_NHWC: Array, kernel_HWIO: Array) -> Array:
     """
     kh, kw = kernel_HWIO.shape[:2]
     return jax.lax.conv_general_dilated(
-        x_NHWC, kernel_HWIO[::-1, ::-1].astype(x_NHWC.dtype), (1, 1),
-        ((kh - 1, kh - 1), (kw - 1, kw - 1)), lhs_dilation=(2, 2), dimension_numbers=_NHWC,
+        x_NHWC,
+        kernel_HWIO[::-1, ::-1].astype(x_NHWC.dtype),
+        (1, 1),
+        ((kh - 1, kh - 1), (kw - 1, kw - 1)),
+        lhs_dilation=(2, 2),
+        dimension_numbers=_NHWC,
     )
 
 

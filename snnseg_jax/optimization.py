@@ -27,8 +27,9 @@ def make_optimizer(config: ml_collections.ConfigDict, steps: int) -> optax.Gradi
         if weight_decay:
             if params is None:
                 raise ValueError("weight decay needs the parameters: call update(grads, state, params)")
-            grads = jax.tree.map(lambda g, p, decayed: g + weight_decay * p if decayed else g,
-                                 grads, params, decays(params, scope))
+            grads = jax.tree.map(
+                lambda g, p, decayed: g + weight_decay * p if decayed else g, grads, params, decays(params, scope)
+            )
         return adam.update(grads, state, params)
 
     return optax.GradientTransformation(adam.init, update)
@@ -55,4 +56,5 @@ def decays(params: Any, scope: str) -> Any:
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps: int) -> optax.Schedule:
     """`learning_rate`, multiplied by `lr_decay_factor` from step `lr_decay_at * steps` on."""
     return optax.piecewise_constant_schedule(
-        config.learning_rate, {int(round(config.lr_decay_at * steps)): config.lr_decay_factor})
+        config.learning_rate, {int(round(config.lr_decay_at * steps)): config.lr_decay_factor}
+    )

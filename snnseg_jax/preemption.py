@@ -66,9 +66,11 @@ class StopRequests:
 def stopped_message(stops: StopRequests, step: int, validation_owed: bool) -> str:
     """What a run stopped after `step` with its checkpoint saved tells the user."""
     owed = "; the validation due at that step runs first when resuming" if validation_owed else ""
-    return (f"{stops.cause()}; saved checkpoint {step}, the last step computed, with the data position and "
-            f"the logging window{owed}. Run the same command again to resume from it; no step is computed "
-            f"twice.")
+    return (
+        f"{stops.cause()}; saved checkpoint {step}, the last step computed, with the data position and "
+        f"the logging window{owed}. Run the same command again to resume from it; no step is computed "
+        f"twice."
+    )
 
 
 def not_started_message(stops: StopRequests, newest_checkpoint: int | None) -> str:
@@ -76,5 +78,7 @@ def not_started_message(stops: StopRequests, newest_checkpoint: int | None) -> s
     cause = stops.cause() if stops.received else "interrupted"
     if newest_checkpoint is None:
         return f"{cause} before training began; no checkpoint yet, so the same command starts again from step 0."
-    return (f"{cause} before training began; nothing new was saved, and the same command resumes from "
-            f"checkpoint {newest_checkpoint}.")
+    return (
+        f"{cause} before training began; nothing new was saved, and the same command resumes from "
+        f"checkpoint {newest_checkpoint}."
+    )

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from snnseg_jax.data import Dataset
 
 
-def start_processes(initialize: bool, coordinator_address: str = "", num_processes: int = 0,
-                    process_id: int = -1) -> None:
+def start_processes(
+    initialize: bool, coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
+) -> None:
     """Joins the processes of a multi-host run with `jax.distributed.initialize()` if `initialize`.
 
     Empty / non-positive / negative arguments are left to JAX, which reads them from SLURM, Open
@@ -39,13 +40,17 @@ def start_processes(initialize: bool, coordinator_address: str = "", num_process
     with contextlib.suppress(AttributeError):
         jax.config.update("jax_enable_preemption_service", False)
     try:
-        jax.distributed.initialize(coordinator_address=coordinator_address or None,
-                                   num_processes=num_processes if num_processes > 0 else None,
-                                   process_id=process_id if process_id >= 0 else None)
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address or None,
+            num_processes=num_processes if num_processes > 0 else None,
+            process_id=process_id if process_id >= 0 else None,
+        )
     except (ValueError, TypeError) as error:  # what JAX could neither read nor detect
-        raise UserError(f"could not start the distributed run (config.distributed): {error}. Outside "
-                        f"SLURM, Open MPI and Cloud TPU pods set config.distributed.coordinator_address, "
-                        f"num_processes and process_id") from None
+        raise UserError(
+            f"could not start the distributed run (config.distributed): {error}. Outside "
+            f"SLURM, Open MPI and Cloud TPU pods set config.distributed.coordinator_address, "
+            f"num_processes and process_id"
+        ) from None
 
 
 def is_primary() -> bool:
@@ -82,7 +87,7 @@ def any_process(flag: bool, mesh: Mesh) -> jax.Array | np.bool_:
     return _any_of(mesh)(votes)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _any_of(mesh: Mesh):
     return jax.jit(jnp.any, out_shardings=replicated(mesh))
 
@@ -92,16 +97,17 @@ def describe(mesh: Mesh) -> str:
     devices, processes = mesh.devices.size, jax.process_count()
     kinds = sorted({device.device_kind for device in mesh.devices.flat})
     platform = mesh.devices.flat[0].platform
-    return (f"{devices} {platform} device{'s' if devices > 1 else ''} ({', '.join(kinds)}) in {processes} "
-            f"process{'es' if processes > 1 else ''}")
+    return (
+        f"{devices} {platform} device{'s' if devices > 1 else ''} ({', '.join(kinds)}) in {processes} "
+        f"process{'es' if processes > 1 else ''}"
+    )
 
 
 def check_batch_size(batch_size: int, mesh: Mesh, name: str) -> None:
     """Raises a `UserError` unless `batch_size` splits evenly over the mesh."""
     devices = mesh.devices.size
     if batch_size < 1 or batch_size % devices:
-        raise UserError(f"{name} must be a positive multiple of the number of devices ({devices}), "
-                        f"got {batch_size}")
+        raise UserError(f"{name} must be a positive multiple of the number of devices ({devices}), got {batch_size}")
 
 
 def local_rows(batch_size: int, mesh: Mesh) -> np.ndarray:
@@ -116,8 +122,10 @@ def put_batch(batch: dict, sharding: NamedSharding) -> dict:
     `batch` holds the global batch's shape; a process reads only its devices' rows of it (the rows
     `process_share` fills), so the other rows may be placeholders.
     """
-    return {name: jax.make_array_from_callback(rows.shape, sharding, lambda index, rows=rows: rows[index])
-            for name, rows in batch.items()}
+    return {
+        name: jax.make_array_from_callback(rows.shape, sharding, lambda index, rows=rows: rows[index])
+        for name, rows in batch.items()
+    }
 
 
 class ProcessShare:
@@ -136,8 +144,7 @@ class ProcessShare:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def read(self, indices: np.ndarray,
-             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         if len(indices) > self.batch_size:
             raise ValueError(f"read {len(indices)} examples from a share of batches of {self.batch_size}")
         mine = self.rows[self.rows < len(indices)]
@@ -145,8 +152,7 @@ class ProcessShare:
             inputs, labels = self.dataset.read(indices[mine])
         else:
             seeds = rng.integers(2**63, size=len(indices))  # the same draws on every process
-            examples = [self.dataset.read(indices[row:row + 1], np.random.default_rng(seeds[row]))
-                        for row in mine]
+            examples = [self.dataset.read(indices[row : row + 1], np.random.default_rng(seeds[row])) for row in mine]
             inputs, labels = (np.concatenate(arrays) for arrays in zip(*examples))
         if len(mine) == len(indices):
             return inputs, labels

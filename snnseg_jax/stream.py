@@ -23,7 +23,7 @@ followed each other). README "Streaming and latency" compares them on the events
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax
 import flax.linen as nn
@@ -67,25 +67,31 @@ def init(model: nn.Module, variables: dict, frame_shape: tuple[int, ...]) -> Sta
     frame = jax.ShapeDtypeStruct(tuple(frame_shape), jnp.float32)
     membranes, _, readout = jax.eval_shape(lambda f: _walk(model, variables, None, f, 0, "last"), frame)
     zeros = lambda shape: jnp.zeros(shape.shape, jnp.float32)
-    return State(steps=jnp.zeros((), jnp.int32), membranes=jax.tree.map(zeros, membranes),
-                 readouts=jnp.zeros((model.settings.timesteps, *readout.shape), jnp.float32))
+    return State(
+        steps=jnp.zeros((), jnp.int32),
+        membranes=jax.tree.map(zeros, membranes),
+        readouts=jnp.zeros((model.settings.timesteps, *readout.shape), jnp.float32),
+    )
 
 
-def step(model: nn.Module, variables: dict, state: State, frame: Array, *,
-         late_statistics: str = "last") -> tuple[State, Array]:
+def step(
+    model: nn.Module, variables: dict, state: State, frame: Array, *, late_statistics: str = "last"
+) -> tuple[State, Array]:
     """One step on `frame` `[B, H, W, C]`: the next state and the logits so far `[B, H, W, K]`."""
     state, logits, _ = advance(model, variables, state, frame, late_statistics=late_statistics)
     return state, logits
 
 
-def advance(model: nn.Module, variables: dict, state: State, frame: Array, *,
-            late_statistics: str = "last") -> tuple[State, Array, dict[str, Array]]:
+def advance(
+    model: nn.Module, variables: dict, state: State, frame: Array, *, late_statistics: str = "last"
+) -> tuple[State, Array, dict[str, Array]]:
     """`step`, and the spikes of this step of every layer with neurons (`[B, h, w, C]` by name)."""
     _check(model, late_statistics)
     timesteps = model.settings.timesteps
     membranes, spikes, readout = _walk(model, variables, state.membranes, frame, state.steps, late_statistics)
-    readouts = jax.lax.dynamic_update_index_in_dim(state.readouts, readout.astype(jnp.float32),
-                                                   state.steps % timesteps, 0)
+    readouts = jax.lax.dynamic_update_index_in_dim(
+        state.readouts, readout.astype(jnp.float32), state.steps % timesteps, 0
+    )
     taken = jnp.minimum(state.steps + 1, timesteps).astype(jnp.float32)
     height, width = frame.shape[1:3]
     logits = ops.resize_bilinear(readouts.sum(axis=0) / taken, height, width)
@@ -99,8 +105,9 @@ def _check(model: nn.Module, late_statistics: str = "last") -> None:
         raise ValueError(f"unknown late_statistics {late_statistics!r}; choose one of {', '.join(LATE_STATISTICS)}")
 
 
-def _walk(model: nn.Module, variables: dict, membranes: dict | None, frame: Array, steps,
-          late_statistics: str) -> tuple[dict[str, Array], dict[str, Array], Array]:
+def _walk(
+    model: nn.Module, variables: dict, membranes: dict | None, frame: Array, steps, late_statistics: str
+) -> tuple[dict[str, Array], dict[str, Array], Array]:
     """One step through the table: the new membranes, the spikes and the readout at feature resolution.
 
     `membranes` None starts every neuron at zero (for shapes: see `init`).
@@ -111,8 +118,9 @@ def _walk(model: nn.Module, variables: dict, membranes: dict | None, frame: Arra
 
     def neurons_of(layer: Layer, current: Array) -> Array:
         membrane = jnp.zeros(current.shape, jnp.float32) if membranes is None else membranes[layer.name]
-        new_membranes[layer.name], fired, _ = neurons.lif_update(membrane, current.astype(jnp.float32),
-                                                                 leak=s.neuron.leak, threshold=s.neuron.threshold)
+        new_membranes[layer.name], fired, _ = neurons.lif_update(
+            membrane, current.astype(jnp.float32), leak=s.neuron.leak, threshold=s.neuron.threshold
+        )
         spikes[layer.name] = fired.astype(s.dtype)
         return spikes[layer.name]
 
@@ -121,8 +129,12 @@ def _walk(model: nn.Module, variables: dict, membranes: dict | None, frame: Arra
         if layer.op == architecture.POOL:
             return ops.avg_pool(x, s.tuning)
         if layer.op == architecture.UNIT:
-            p, bntt = params[layer.name], _bntt_at(params[layer.name]["bntt"]["scale"], stats[layer.name]["bntt"],
-                                                 steps, s.timesteps, late_statistics)
+            p, bntt = (
+                params[layer.name],
+                _bntt_at(
+                    params[layer.name]["bntt"]["scale"], stats[layer.name]["bntt"], steps, s.timesteps, late_statistics
+                ),
+            )
             c = ops.conv2d(x, p["conv"]["kernel"], layer.dilation, s.tuning)
             scale, shift = neurons.bntt_affine(*bntt, s.neuron.bntt_epsilon)
             return neurons_of(layer, c.astype(jnp.float32) * scale + shift)

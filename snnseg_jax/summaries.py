@@ -76,8 +76,9 @@ class Summaries:
             return
         with cli.naming(self.workdir):  # writes name no file; the event files are in the workdir
             if self._writer is None:
-                self._writer = EventsWriter(os.path.join(self.workdir, "events"),
-                                            f".from_step_{self._begins_after:09d}")
+                self._writer = EventsWriter(
+                    os.path.join(self.workdir, "events"), f".from_step_{self._begins_after:09d}"
+                )
             for summary in summaries:
                 self._writer.write_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
             self._writer.flush()

@@ -10,6 +10,7 @@ with `skip_nonfinite_steps`): validation and checkpoints take only a `Verified` 
 once every step up to it was checked. SIGTERM, SIGUSR1 and SIGINT stop training after the step in
 flight, saving it (`preemption`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,8 @@ import functools
 import json
 import os
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -29,8 +31,18 @@ import optax
 import orbax.checkpoint as ocp
 import tqdm
 
-from snnseg_jax import (checkpoints, cli, config_rules, data, metrics, models, optimization, preemption, sharding,
-                        summaries)
+from snnseg_jax import (
+    checkpoints,
+    cli,
+    config_rules,
+    data,
+    metrics,
+    models,
+    optimization,
+    preemption,
+    sharding,
+    summaries,
+)
 from snnseg_jax.cli import Stopped, UserError
 from snnseg_jax.data import pipeline
 
@@ -57,12 +69,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if fine("model.name", "model.head", "dataset.image_size"):
         table = models.architecture_of(config.model.name, config.model.head)
         if config.dataset.image_size % table.side_multiple():
-            problems.append(f"the {table.name.upper()}s need dataset.image_size divisible by "
-                            f"{table.side_multiple()}, got {config.dataset.image_size}")
+            problems.append(
+                f"the {table.name.upper()}s need dataset.image_size divisible by "
+                f"{table.side_multiple()}, got {config.dataset.image_size}"
+            )
     d = config.distributed
     if fine("distributed.num_processes", "distributed.process_id") and 0 < d.num_processes <= d.process_id:
-        problems.append(f"distributed.process_id must be below distributed.num_processes ({d.num_processes}), "
-                        f"got {d.process_id}")
+        problems.append(
+            f"distributed.process_id must be below distributed.num_processes ({d.num_processes}), got {d.process_id}"
+        )
     if problems:
         raise UserError("bad config: " + "; ".join(problems) + ".")
 
@@ -70,17 +85,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def load_split(config: ml_collections.ConfigDict, split: str) -> data.Dataset:
     """Split `split` of the configured dataset."""
     d = config.dataset
-    options = data.Options(root=d.root, image_size=d.image_size, timesteps=config.model.timesteps,
-                           augment=d.augment, synthetic_seed=d.synthetic_seed,
-                           synthetic_sizes=dict(d.synthetic_sizes), cache_dir=d.cache_dir)
+    options = data.Options(
+        root=d.root,
+        image_size=d.image_size,
+        timesteps=config.model.timesteps,
+        augment=d.augment,
+        synthetic_seed=d.synthetic_seed,
+        synthetic_sizes=dict(d.synthetic_sizes),
+        cache_dir=d.cache_dir,
+    )
     return data.load(d.name, split, options)
 
 
 def build_model(config: ml_collections.ConfigDict, dataset: data.Dataset) -> nn.Module:
     """The configured network, sized for `dataset`."""
     try:
-        return models.build(**config.model, num_classes=len(dataset.class_names),
-                            in_channels=dataset.in_channels)
+        return models.build(**config.model, num_classes=len(dataset.class_names), in_channels=dataset.in_channels)
     except ValueError as error:
         raise UserError(f"bad model config (config.model): {error}") from None
 
@@ -98,20 +118,24 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return init_key, train_key, eval_key
 
 
-def init_state(model: nn.Module, optimizer: optax.GradientTransformation, input_shape: tuple[int, ...],
-               key: jax.Array) -> TrainState:
+def init_state(
+    model: nn.Module, optimizer: optax.GradientTransformation, input_shape: tuple[int, ...], key: jax.Array
+) -> TrainState:
     """A fresh train state for inputs of shape `[B, *input_shape]` (not yet placed; see `place`)."""
     variables = model.init({"params": key, "spikes": key}, jnp.zeros((1, *input_shape)), train=False)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=optimizer.init(params))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=optimizer.init(params),
+    )
 
 
 def abstract_state(init: Callable[[], TrainState], mesh: jax.sharding.Mesh) -> TrainState:
     """Shapes, dtypes and (replicated) shardings of the state `init` would build."""
     replicated = sharding.replicated(mesh)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                        jax.eval_shape(init))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), jax.eval_shape(init))
 
 
 # ---------------------------------------------------------------- pure steps
@@ -124,8 +148,15 @@ def cross_entropy(logits_BHWK: jax.Array, labels_BHW: jax.Array) -> jax.Array:
     return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
 
 
-def train_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module,
-               optimizer: optax.GradientTransformation, skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    key: jax.Array,
+    *,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    skip_nonfinite: bool = False,
+) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`; the Poisson spikes come from `fold_in(key, state.step)`.
 
     The metrics say whether the loss, the gradients and the updated state are all finite. With
@@ -134,15 +165,23 @@ def train_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Modu
     step_key = jax.random.fold_in(key, state.step)
 
     def loss_fn(params):
-        logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                      batch["inputs"], train=True, rngs={"spikes": step_key},
-                                      mutable=["batch_stats"])
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["inputs"],
+            train=True,
+            rngs={"spikes": step_key},
+            mutable=["batch_stats"],
+        )
         return cross_entropy(logits, batch["labels"].astype(jnp.int32)), updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                           batch_stats=batch_stats, opt_state=opt_state)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
     finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(new_state)
     if skip_nonfinite:
         kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -158,43 +197,70 @@ def all_finite(tree: Any) -> jax.Array:
 
 def eval_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
     """Confusion matrix `[K, K]` of the model's predictions on `batch` (ignored labels left out)."""
-    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
-                         train=False, rngs={"spikes": key})
+    logits = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"], train=False, rngs={"spikes": key}
+    )
     return metrics.confusion_matrix(batch["labels"], jnp.argmax(logits, axis=-1), logits.shape[-1])
 
 
-def compile_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
-                       mesh: jax.sharding.Mesh, skip_nonfinite: bool = False) -> Callable:
+def compile_train_step(
+    model: nn.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh, skip_nonfinite: bool = False
+) -> Callable:
     """`train_step` jitted for `mesh` (the state is donated): what training runs and the benchmark times."""
     replicated = sharding.replicated(mesh)
-    return jax.jit(functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite),
-                   in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-                   out_shardings=(replicated, replicated), donate_argnums=0,
-                   compiler_options=model.settings.tuning.compiler_options())
+    return jax.jit(
+        functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+        compiler_options=model.settings.tuning.compiler_options(),
+    )
 
 
-@functools.lru_cache(maxsize=None)  # one compilation per (model, mesh, step) and operand shapes
+@functools.cache  # one compilation per (model, mesh, step) and operand shapes
 def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, step: Callable = eval_step) -> Callable:
     """`step(operand, batch, key, *, model)` (by default `eval_step`) compiled for `model`: the batch
     sharded, the operand and key replicated."""
     replicated = sharding.replicated(mesh)
-    return jax.jit(functools.partial(step, model=model),
-                   in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-                   out_shardings=replicated, compiler_options=model.settings.tuning.compiler_options())
+    return jax.jit(
+        functools.partial(step, model=model),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=replicated,
+        compiler_options=model.settings.tuning.compiler_options(),
+    )
 
 
-def map_batches(compiled_step: Callable, operand: Any, dataset: data.Dataset, batch_size: int,
-                key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> list:
+def map_batches(
+    compiled_step: Callable,
+    operand: Any,
+    dataset: data.Dataset,
+    batch_size: int,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    threads: int = 1,
+) -> list:
     """`compiled_step(operand, batch, fold_in(key, i))` on every padded evaluation batch i, on the host."""
     share = sharding.process_share(dataset, batch_size, mesh)
-    batches = placed_batches(functools.partial(pipeline.read_eval_batch, share, batch_size),
-                             range(0, len(dataset), batch_size), mesh, threads)
-    return jax.device_get([compiled_step(operand, batch, jax.random.fold_in(key, i))
-                           for i, batch in enumerate(batches)])
+    batches = placed_batches(
+        functools.partial(pipeline.read_eval_batch, share, batch_size),
+        range(0, len(dataset), batch_size),
+        mesh,
+        threads,
+    )
+    return jax.device_get(
+        [compiled_step(operand, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
+    )
 
 
-def confusion_over(compiled_eval_step: Callable, state: Any, dataset: data.Dataset, batch_size: int,
-                   key: jax.Array, mesh: jax.sharding.Mesh, threads: int = 1) -> np.ndarray:
+def confusion_over(
+    compiled_eval_step: Callable,
+    state: Any,
+    dataset: data.Dataset,
+    batch_size: int,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    threads: int = 1,
+) -> np.ndarray:
     """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`).
 
     A step returning a stack of matrices `[..., K, K]` gives their sums.
@@ -203,12 +269,14 @@ def confusion_over(compiled_eval_step: Callable, state: Any, dataset: data.Datas
     return np.sum(np.asarray(per_batch, np.int64), axis=0)
 
 
-def placed_batches(read: Callable[[Any], dict], items: Iterable, mesh: jax.sharding.Mesh, threads: int,
-                   ahead: int = 2) -> Iterator[dict]:
+def placed_batches(
+    read: Callable[[Any], dict], items: Iterable, mesh: jax.sharding.Mesh, threads: int, ahead: int = 2
+) -> Iterator[dict]:
     """`read(item)` for each item, on the devices, up to `ahead` prepared by `threads` loader threads."""
     batch_sharding = sharding.batch_sharding(mesh)
-    return pipeline.prefetch(iter(items), lambda item: sharding.put_batch(read(item), batch_sharding),
-                             size=ahead, threads=threads)
+    return pipeline.prefetch(
+        iter(items), lambda item: sharding.put_batch(read(item), batch_sharding), size=ahead, threads=threads
+    )
 
 
 # ---------------------------------------------------------------- metrics.jsonl
@@ -247,8 +315,10 @@ def _logged_step(line: str, number: int, path: str) -> int:
     try:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
-        raise UserError(f"line {number} of {path} is not a metrics record with a step: {line[:80]!r}; "
-                        f"repair or remove that line, then run again") from None
+        raise UserError(
+            f"line {number} of {path} is not a metrics record with a step: {line[:80]!r}; "
+            f"repair or remove that line, then run again"
+        ) from None
 
 
 def final_validation(workdir: str) -> dict | None:
@@ -263,12 +333,15 @@ def final_validation(workdir: str) -> dict | None:
 
 def nonfinite_message(step: int, loss: float, newest_checkpoint: int | None, learning_rate: float) -> str:
     """The error stopping training at non-finite step `step`."""
-    kept = (f"checkpoint {newest_checkpoint} is intact" if newest_checkpoint is not None
-            else "no checkpoint had been saved")
+    kept = (
+        f"checkpoint {newest_checkpoint} is intact" if newest_checkpoint is not None else "no checkpoint had been saved"
+    )
     what = "gradient or update" if np.isfinite(loss) else "loss"
-    return (f"step {step} gave a non-finite {what} (loss {loss}); training "
-            f"stopped before saving it, and {kept}. Lower learning_rate (now {learning_rate}), or set "
-            f"skip_nonfinite_steps=True to skip such steps.")
+    return (
+        f"step {step} gave a non-finite {what} (loss {loss}); training "
+        f"stopped before saving it, and {kept}. Lower learning_rate (now {learning_rate}), or set "
+        f"skip_nonfinite_steps=True to skip such steps."
+    )
 
 
 def config_as_json(config: ml_collections.ConfigDict) -> dict:
@@ -345,8 +418,13 @@ class LogWindow:
     def record(self, step: int, learning_rate: float, images_per_sec: float) -> dict:
         """The training line of `metrics.jsonl` closing this window at `step`."""
         loss = float(np.mean(np.array(self.losses))) if self.losses else None
-        return {"step": step, "loss": loss, "learning_rate": learning_rate, "images_per_sec": images_per_sec,
-                "skipped_steps": self.skipped}
+        return {
+            "step": step,
+            "loss": loss,
+            "learning_rate": learning_rate,
+            "images_per_sec": images_per_sec,
+            "skipped_steps": self.skipped,
+        }
 
 
 TENSORBOARD_TRAINING = ("loss", "learning_rate", "images_per_sec", "skipped_steps")  # from each training line
@@ -370,8 +448,16 @@ class TrainingLog:
         self.timed = False  # whether the bar measures the rate: from the end of the first step on
 
     def _progress_bar(self, initial: int, bar_format: str | None = None) -> tqdm.tqdm:
-        return tqdm.tqdm(total=self.run.steps, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0,
-                         bar_format=bar_format, leave=bar_format is None, disable=not sharding.is_primary())
+        return tqdm.tqdm(
+            total=self.run.steps,
+            initial=initial,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            bar_format=bar_format,
+            leave=bar_format is None,
+            disable=not sharding.is_primary(),
+        )
 
     def add(self, step: int, loss: float, finite: bool) -> tuple[int, float] | None:
         """Adds a finished step, writing its window's line where it ends; returns it as (step, loss) if
@@ -395,8 +481,9 @@ class TrainingLog:
         record = self.window.record(step, float(self.run.schedule(step - 1)), images_per_sec)
         append_metrics(self.run.workdir, record)
         self.tensorboard.scalars(step, {f"train/{name}": record[name] for name in TENSORBOARD_TRAINING})
-        self.bar.set_postfix(loss=f"{record['loss']:.4f}" if self.window.losses else "-",
-                             images_per_sec=f"{images_per_sec:.1f}")
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}" if self.window.losses else "-", images_per_sec=f"{images_per_sec:.1f}"
+        )
         self.window = LogWindow()
 
     def close(self) -> None:
@@ -408,8 +495,9 @@ class StepChecker:
     """Fetches the metrics of each dispatched step one step late (so the host never waits on the step
     it just launched), stops at a non-finite one, and hands the others to the training log."""
 
-    def __init__(self, log: TrainingLog, start: int, newest_checkpoint: Callable[[], int | None],
-                 learning_rate: float) -> None:
+    def __init__(
+        self, log: TrainingLog, start: int, newest_checkpoint: Callable[[], int | None], learning_rate: float
+    ) -> None:
         self.log, self.newest_checkpoint, self.learning_rate = log, newest_checkpoint, learning_rate
         self.checked = start  # every step up to this one fetched and found finite (or skipped)
         self.pending: tuple[int, dict] | None = None  # the step dispatched last, if not yet checked
@@ -425,8 +513,9 @@ class StepChecker:
         self._check_pending()
         state_step = int(state.step)  # no wait: the step that made it has been fetched
         if self.checked != step or state_step != step:
-            raise ValueError(f"asked to verify step {step} with the state of step {state_step}, "
-                             f"steps checked up to {self.checked}")
+            raise ValueError(
+                f"asked to verify step {step} with the state of step {state_step}, steps checked up to {self.checked}"
+            )
         return Verified(state, step, dataclasses.asdict(self.log.window))
 
     def _check_pending(self) -> None:
@@ -464,10 +553,21 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     optimizer = optimization.make_optimizer(config, steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     init = functools.partial(init_state, model, optimizer, train_set.read(np.arange(1))[0].shape[1:], init_key)
-    return Run(config=config, config_json=config_as_json(config), workdir=workdir, mesh=mesh, train_set=train_set,
-               eval_set=eval_set, model=model, optimizer=optimizer,
-               schedule=optimization.learning_rate_schedule(config, steps), steps=steps, init=init,
-               train_key=train_key, eval_key=eval_key)
+    return Run(
+        config=config,
+        config_json=config_as_json(config),
+        workdir=workdir,
+        mesh=mesh,
+        train_set=train_set,
+        eval_set=eval_set,
+        model=model,
+        optimizer=optimizer,
+        schedule=optimization.learning_rate_schedule(config, steps),
+        steps=steps,
+        init=init,
+        train_key=train_key,
+        eval_key=eval_key,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -484,8 +584,9 @@ class Start:
 def restore_or_init(run: Run) -> Start:
     """The state, data position and open logging window of the newest checkpoint, or a fresh start."""
     # Every process reads the checkpoint; only the first moves damaged ones aside (one rename each).
-    resumed = checkpoints.restore_newest(run.workdir, abstract_state(run.init, run.mesh), run.config_json,
-                                         move_invalid=sharding.is_primary())
+    resumed = checkpoints.restore_newest(
+        run.workdir, abstract_state(run.init, run.mesh), run.config_json, move_invalid=sharding.is_primary()
+    )
     if resumed is None:
         state = jax.jit(run.init, out_shardings=sharding.replicated(run.mesh))()
         return Start(state, pipeline.Position(), LogWindow())
@@ -500,27 +601,49 @@ def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iter
     """The training batches from `position` on, placed on the devices (close it when done)."""
     share = sharding.process_share(run.train_set, run.config.batch_size, run.mesh)
     read_batch = functools.partial(pipeline.read_train_batch, share, run.config.batch_size, run.config.seed)
-    return placed_batches(read_batch, pipeline.train_positions(position, per_epoch), run.mesh,
-                          run.config.loader_threads, run.config.prefetch_batches)
+    return placed_batches(
+        read_batch,
+        pipeline.train_positions(position, per_epoch),
+        run.mesh,
+        run.config.loader_threads,
+        run.config.prefetch_batches,
+    )
 
 
 def validate(run: Run, verified: Verified, tensorboard: summaries.Summaries | None = None) -> dict:
     """Validates the verified state on the evaluation split; writes and prints its line (and logs its
     metrics and a few predictions to `tensorboard`)."""
-    confusion = confusion_over(compile_eval_step(run.model, run.mesh), verified.state, run.eval_set,
-                               run.config.eval_batch_size, run.eval_key, run.mesh, run.config.loader_threads)
+    confusion = confusion_over(
+        compile_eval_step(run.model, run.mesh),
+        verified.state,
+        run.eval_set,
+        run.config.eval_batch_size,
+        run.eval_key,
+        run.mesh,
+        run.config.loader_threads,
+    )
     split = run.config.dataset.eval_split
-    result = {"step": verified.step, "split": split, "num_images": len(run.eval_set),
-              **metrics.summary(confusion, run.eval_set.class_names)}
+    result = {
+        "step": verified.step,
+        "split": split,
+        "num_images": len(run.eval_set),
+        **metrics.summary(confusion, run.eval_set.class_names),
+    }
     append_metrics(run.workdir, result)
     if sharding.is_primary():
-        tqdm.tqdm.write(f"step {verified.step}: {split} MIoU {result['miou']:.4f}, "
-                        f"pixel accuracy {result['pixel_accuracy']:.4f}")
+        tqdm.tqdm.write(
+            f"step {verified.step}: {split} MIoU {result['miou']:.4f}, pixel accuracy {result['pixel_accuracy']:.4f}"
+        )
     if tensorboard is not None:
         per_class = zip(result["class_names"], result["iou_per_class"])
-        tensorboard.scalars(verified.step, {f"{split}/miou": result["miou"],
-                                            f"{split}/pixel_accuracy": result["pixel_accuracy"],
-                                            **{f"{split}/iou/{name}": iou for name, iou in per_class}})
+        tensorboard.scalars(
+            verified.step,
+            {
+                f"{split}/miou": result["miou"],
+                f"{split}/pixel_accuracy": result["pixel_accuracy"],
+                **{f"{split}/iou/{name}": iou for name, iou in per_class},
+            },
+        )
         tensorboard.images(verified.step, prediction_images(run, verified.state))
     return result
 
@@ -534,8 +657,16 @@ def prediction_images(run: Run, state: TrainState) -> dict[str, np.ndarray]:
     inputs, labels = run.eval_set.read(np.arange(count))
     first = data.ArrayDataset(inputs, labels, run.eval_set.class_names)
     batch_size = -(-count // run.mesh.devices.size) * run.mesh.devices.size
-    predictions = np.concatenate(map_batches(compile_eval_step(run.model, run.mesh, samples.predict_step),
-                                             state, first, batch_size, run.eval_key, run.mesh))[:count]
+    predictions = np.concatenate(
+        map_batches(
+            compile_eval_step(run.model, run.mesh, samples.predict_step),
+            state,
+            first,
+            batch_size,
+            run.eval_key,
+            run.mesh,
+        )
+    )[:count]
     if not sharding.is_primary():
         return {}
     palette = samples.palette_for(run.config.dataset.name, len(run.eval_set.class_names))
@@ -544,17 +675,32 @@ def prediction_images(run: Run, state: TrainState) -> dict[str, np.ndarray]:
         shown, style = samples.displayable(inputs[i])
         images[f"{run.config.dataset.eval_split}/prediction_{i}"] = summaries.side_by_side(
             summaries.as_rgb(shown, style.get("vmin"), style.get("vmax")),
-            samples.colour_labels(predictions[i], palette), samples.colour_labels(labels[i], palette))
+            samples.colour_labels(predictions[i], palette),
+            samples.colour_labels(labels[i], palette),
+        )
     return images
 
 
-def save(mngr: ocp.CheckpointManager, run: Run, verified: Verified, position: pipeline.Position,
-         tensorboard: summaries.Summaries, validation_owed: bool = False) -> None:
+def save(
+    mngr: ocp.CheckpointManager,
+    run: Run,
+    verified: Verified,
+    position: pipeline.Position,
+    tensorboard: summaries.Summaries,
+    validation_owed: bool = False,
+) -> None:
     """Starts saving the verified state with the data position after it and its logging window (once
     the TensorBoard events up to its step are written)."""
     tensorboard.checkpointed(verified.step)
-    checkpoints.save(mngr, verified.step, verified.state, position, log_window=verified.log_window,
-                     config=run.config_json, validation_owed=validation_owed)
+    checkpoints.save(
+        mngr,
+        verified.step,
+        verified.state,
+        position,
+        log_window=verified.log_window,
+        config=run.config_json,
+        validation_owed=validation_owed,
+    )
 
 
 def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict | None:

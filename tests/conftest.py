@@ -40,8 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run_prepare(config: str, *overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snnseg_jax.data.prepare", f"--config={REPO / config}",
-                           *overrides], cwd=REPO, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "snnseg_jax.data.prepare", f"--config={REPO / config}", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -55,8 +60,10 @@ def random_variables(model, input_shape, seed=0):
     `model.init`): kernels with the variance of the Xavier gain-2 initialization, scales 1, biases
     and running means 0, running variances 1."""
     rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(lambda x: model.init({"params": jax.random.PRNGKey(0), "spikes": jax.random.PRNGKey(0)},
-                                                 x, train=False), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    shapes = jax.eval_shape(
+        lambda x: model.init({"params": jax.random.PRNGKey(0), "spikes": jax.random.PRNGKey(0)}, x, train=False),
+        jax.ShapeDtypeStruct((1, *input_shape), jnp.float32),
+    )
 
     def draw(path, leaf):
         name = path[-1].key
@@ -79,8 +86,11 @@ def lively_variables(model, input_shape, seed=0):
     keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 256))
     draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}
     stats = jax.tree_util.tree_map_with_path(
-        lambda path, v: jax.random.uniform(next(keys), v.shape, minval=draws[path[-1].key][0],
-                                           maxval=draws[path[-1].key][1]), variables["batch_stats"])
+        lambda path, v: jax.random.uniform(
+            next(keys), v.shape, minval=draws[path[-1].key][0], maxval=draws[path[-1].key][1]
+        ),
+        variables["batch_stats"],
+    )
     return {"params": variables["params"], "batch_stats": stats}
 
 
@@ -91,17 +101,23 @@ def read_events(workdir) -> list[tuple[str, int, object]]:
     Reads the files' TFRecord framing (length, its CRC, the Event, its CRC) without checking CRCs.
     """
     from tensorboardX.proto import event_pb2
+
     found = []
     for name in sorted(n for n in os.listdir(workdir) if n.startswith("events.out.tfevents.")):
         data = Path(workdir, name).read_bytes()
         at = 0
         while at + 12 <= len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
+            (length,) = struct.unpack("<Q", data[at : at + 8])
             if at + 12 + length + 4 > len(data):
                 break
-            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
             at += 12 + length + 4
             for value in event.summary.value:
-                found.append((value.tag, event.step, value.image.encoded_image_string if value.HasField("image")
-                              else value.simple_value))
+                found.append(
+                    (
+                        value.tag,
+                        event.step,
+                        value.image.encoded_image_string if value.HasField("image") else value.simple_value,
+                    )
+                )
     return found

@@ -9,8 +9,13 @@ from PIL import Image
 
 from snnseg_jax.data import voc
 
-VOC_SIZES = {"2007_000032": (37, 53), "2007_000039": (60, 45), "2008_000123": (24, 24),
-             "2009_001000": (50, 71), "2011_003276": (33, 40)}  # id: (H, W)
+VOC_SIZES = {
+    "2007_000032": (37, 53),
+    "2007_000039": (60, 45),
+    "2008_000123": (24, 24),
+    "2009_001000": (50, 71),
+    "2011_003276": (33, 40),
+}  # id: (H, W)
 VOC_TRAIN, VOC_VAL = ("2007_000032", "2007_000039", "2008_000123"), ("2009_001000", "2011_003276")
 # DDD17 recordings: frame numbers cross a digit boundary (9 -> 10) to check numeric ordering.
 DDD17_TRAIN = {1487339175: (8, 9, 10, 11), 1487779465: (3, 4, 5)}
@@ -23,7 +28,7 @@ def voc_label(rng: np.random.Generator, height: int, width: int, num_classes: in
     label = np.zeros((height, width), np.uint8)
     for _ in range(3):
         y0, x0 = rng.integers(0, height - 6), rng.integers(0, width - 6)
-        label[y0:y0 + rng.integers(4, 12), x0:x0 + rng.integers(4, 12)] = rng.integers(1, num_classes)
+        label[y0 : y0 + rng.integers(4, 12), x0 : x0 + rng.integers(4, 12)] = rng.integers(1, num_classes)
     edges = np.zeros_like(label, bool)
     edges[1:] |= label[1:] != label[:-1]
     edges[:, 1:] |= label[:, 1:] != label[:, :-1]
@@ -44,18 +49,20 @@ def make_voc(base: Path, nested: bool = True, seed: int = 0) -> tuple[Path, dict
     labels = {}
     for image_id, (h, w) in VOC_SIZES.items():
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-            folder / "JPEGImages" / f"{image_id}.jpg", quality=95)
+            folder / "JPEGImages" / f"{image_id}.jpg", quality=95
+        )
         labels[f"SegmentationClass/{image_id}"] = voc_label(rng, h, w)
-        voc.save_label_png(labels[f"SegmentationClass/{image_id}"],
-                           folder / "SegmentationClass" / f"{image_id}.png")
+        voc.save_label_png(labels[f"SegmentationClass/{image_id}"], folder / "SegmentationClass" / f"{image_id}.png")
         labels[f"SegmentationClassAug/{image_id}"] = voc_label(rng, h, w)
         Image.fromarray(labels[f"SegmentationClassAug/{image_id}"]).save(
-            folder / "SegmentationClassAug" / f"{image_id}.png")
+            folder / "SegmentationClassAug" / f"{image_id}.png"
+        )
     lists = folder / "ImageSets" / "Segmentation"
     (lists / "train.txt").write_text("".join(f"{i}\n" for i in VOC_TRAIN))
     (lists / "val.txt").write_text("".join(f"{i}\n" for i in VOC_VAL))
     (lists / "train_aug.txt").write_text(
-        "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in VOC_TRAIN))
+        "".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png\n" for i in VOC_TRAIN)
+    )
     return (base if nested else folder), labels
 
 
@@ -76,8 +83,11 @@ def make_ddd17(root: Path, layout: str, seed: int = 0) -> dict[str, tuple[np.nda
     rng = np.random.default_rng(seed)
     frames = {}
     for split, recordings in (("train", DDD17_TRAIN), ("test", DDD17_TEST)):
-        events_dir, labels_dir = ((root / split / "events", root / split / "labels") if layout == "evsegnet"
-                                  else (root / "events" / split, root / "labels" / split))
+        events_dir, labels_dir = (
+            (root / split / "events", root / split / "labels")
+            if layout == "evsegnet"
+            else (root / "events" / split, root / "labels" / split)
+        )
         events_dir.mkdir(parents=True, exist_ok=True)
         labels_dir.mkdir(parents=True, exist_ok=True)
         lines = []

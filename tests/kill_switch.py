@@ -72,8 +72,7 @@ def plant_in_step(step: int, act=None) -> None:
             act()
 
     train.StepChecker.dispatched = recording
-    atexit.register(lambda: print(f"kill_switch: last step dispatched {last[0]}, {len(SENT)} SIGTERM",
-                                  file=sys.stderr))
+    atexit.register(lambda: print(f"kill_switch: last step dispatched {last[0]}, {len(SENT)} SIGTERM", file=sys.stderr))
 
 
 def plant_before_training() -> None:
@@ -111,7 +110,7 @@ def plant_in_line(step: int, whole: bool) -> None:
         else:
             line = json.dumps(record) + "\n"
             with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                f.write(line[:len(line) // 2])
+                f.write(line[: len(line) // 2])
         die()
 
     train.append_metrics = appending

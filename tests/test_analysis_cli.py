@@ -18,13 +18,25 @@ from snnseg_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
-TINY = {"dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 2, "dataset.synthetic_sizes.train": 40,
-        "dataset.synthetic_sizes.val": 13, "eval_batch_size": 5}
+TINY = {
+    "dataset.image_size": 16,
+    "model.width": 0.0625,
+    "model.timesteps": 2,
+    "dataset.synthetic_sizes.train": 40,
+    "dataset.synthetic_sizes.val": 13,
+    "eval_batch_size": 5,
+}
 ACTIVATION_IMAGES = 7  # over 2 evaluation batches of 5, the second padded
-ANALYSIS = ["--config.analysis.conversion_timesteps=(1,4,32)", "--config.analysis.conversion_images=5",
-            "--config.analysis.balance_batch_size=4", "--config.analysis.balance_timesteps=8",
-            f"--config.analysis.activation_images={ACTIVATION_IMAGES}", "--config.analysis.num_samples=2",
-            "--config.analysis.noise_sigmas=(0.05,0.2)", "--config.analysis.conversion_threshold_scale=0.6"]
+ANALYSIS = [
+    "--config.analysis.conversion_timesteps=(1,4,32)",
+    "--config.analysis.conversion_images=5",
+    "--config.analysis.balance_batch_size=4",
+    "--config.analysis.balance_timesteps=8",
+    f"--config.analysis.activation_images={ACTIVATION_IMAGES}",
+    "--config.analysis.num_samples=2",
+    "--config.analysis.noise_sigmas=(0.05,0.2)",
+    "--config.analysis.conversion_threshold_scale=0.6",
+]
 
 
 def tiny_config(model_name):
@@ -49,12 +61,21 @@ def runs(tmp_path_factory):
     for name in ("spiking_deeplab", "deeplab"):
         workdirs[name] = str(tmp_path_factory.mktemp(name))
         config, _, _, variables = tiny_network(name)
-        state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                                 batch_stats=variables["batch_stats"],
-                                 opt_state=optimization.make_optimizer(config, 1).init(variables["params"]))
+        state = train.TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=variables["params"],
+            batch_stats=variables["batch_stats"],
+            opt_state=optimization.make_optimizer(config, 1).init(variables["params"]),
+        )
         mngr = checkpoints.manager(workdirs[name], 1)
-        checkpoints.save(mngr, 0, state, pipeline.Position(), log_window=dataclasses.asdict(train.LogWindow()),
-                         config=train.config_as_json(config))
+        checkpoints.save(
+            mngr,
+            0,
+            state,
+            pipeline.Position(),
+            log_window=dataclasses.asdict(train.LogWindow()),
+            config=train.config_as_json(config),
+        )
         mngr.wait_until_finished()
         mngr.close()
     return workdirs
@@ -62,9 +83,22 @@ def runs(tmp_path_factory):
 
 def evaluate(workdir, model_name, *args):
     overrides = [f"--config.{field}={value}" for field, value in TINY.items()]
-    return subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--config={CONFIG}",
-                           f"--workdir={workdir}", f"--config.model.name={model_name}", *overrides, *ANALYSIS, *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "evaluate.py"),
+            f"--config={CONFIG}",
+            f"--workdir={workdir}",
+            f"--config.model.name={model_name}",
+            *overrides,
+            *ANALYSIS,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
 
 
 def read(workdir, name):
@@ -80,8 +114,12 @@ def assert_written(workdir, names):
 
 
 def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
-    result = evaluate(runs["deeplab"], "deeplab", "--analyses=robustness,conversion,activations,samples",
-                      f"--compare_workdir={runs['spiking_deeplab']}")
+    result = evaluate(
+        runs["deeplab"],
+        "deeplab",
+        "--analyses=robustness,conversion,activations,samples",
+        f"--compare_workdir={runs['spiking_deeplab']}",
+    )
     assert result.returncode == 0, result.stderr
     assert_written(runs["deeplab"], ["robustness", "conversion", "activations", "samples"])
     headlines = {line.split(": ")[0]: line for line in result.stdout.splitlines()}
@@ -96,7 +134,9 @@ def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
     robustness = read(runs["deeplab"], "robustness")
     assert robustness["sigmas"] == pytest.approx([0.0, 12.75, 51.0])
     assert robustness["miou"][0] == clean_miou  # sigma 0 is the plain evaluation, same Poisson keys
-    assert robustness["relative_drop"] == pytest.approx([(clean_miou - m) / clean_miou * 100 for m in robustness["miou"]])
+    assert robustness["relative_drop"] == pytest.approx(
+        [(clean_miou - m) / clean_miou * 100 for m in robustness["miou"]]
+    )
     assert robustness["compare"]["model"] == "spiking_deeplab" and len(robustness["compare"]["miou"]) == 3
 
     conversion = read(runs["deeplab"], "conversion")
@@ -113,15 +153,25 @@ def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
     assert len(first["channel_max"]) == 4 and len(first["spatial_max"]) == 16 * 16
     # The maxima of conv1_1 (ReLU outputs [B, H, W, C]) over the first images, from one plain forward pass.
     _, dataset, model, variables = tiny_network("deeplab")
-    _, captured = model.apply(variables, jnp.asarray(dataset.read(np.arange(ACTIVATION_IMAGES))[0]), train=False,
-                              rngs={"spikes": jax.random.PRNGKey(0)}, capture_intermediates=True,
-                              mutable=["intermediates"])
+    _, captured = model.apply(
+        variables,
+        jnp.asarray(dataset.read(np.arange(ACTIVATION_IMAGES))[0]),
+        train=False,
+        rngs={"spikes": jax.random.PRNGKey(0)},
+        capture_intermediates=True,
+        mutable=["intermediates"],
+    )
     conv1_1 = np.asarray(captured["intermediates"]["conv1_1"]["__call__"][0])
     assert conv1_1.shape == (ACTIVATION_IMAGES, 16, 16, 4)
     assert first["layer_max"] == pytest.approx(conv1_1.max(), rel=1e-5)
     for name, expected in (("channel_max", conv1_1.max(axis=(0, 1, 2))), ("spatial_max", conv1_1.max(axis=(0, 3)))):
-        np.testing.assert_allclose(np.multiply(first[name], first["layer_max"]), expected.ravel(), rtol=1e-5,
-                                   atol=1e-6 * conv1_1.max(), err_msg=name)
+        np.testing.assert_allclose(
+            np.multiply(first[name], first["layer_max"]),
+            expected.ravel(),
+            rtol=1e-5,
+            atol=1e-6 * conv1_1.max(),
+            err_msg=name,
+        )
 
     assert read(runs["deeplab"], "samples")["num_samples"] == 2
 
@@ -144,13 +194,16 @@ def test_energy_json_is_consistent_with_its_own_per_layer_numbers(runs):
     assert all(0 <= layer["output_spike_rate"] <= 2 for layer in layers[:-1])
 
 
-@pytest.mark.parametrize("model_name, analyses, message", [
-    ("spiking_deeplab", "conversion", "the conversion analysis turns a trained ANN into an SNN"),
-    ("deeplab", "energy", "the energy analysis counts spikes, so it needs a spiking network"),
-    ("deeplab", "energy,pictures", "unknown analysis 'pictures'"),
-    ("deeplab", "latency", "the latency analysis steps the network through time, carrying its membranes"),
-    ("spiking_deeplab", "streaming", "runs over event recordings frame by frame, but config.dataset.name='shapes'"),
-])
+@pytest.mark.parametrize(
+    "model_name, analyses, message",
+    [
+        ("spiking_deeplab", "conversion", "the conversion analysis turns a trained ANN into an SNN"),
+        ("deeplab", "energy", "the energy analysis counts spikes, so it needs a spiking network"),
+        ("deeplab", "energy,pictures", "unknown analysis 'pictures'"),
+        ("deeplab", "latency", "the latency analysis steps the network through time, carrying its membranes"),
+        ("spiking_deeplab", "streaming", "runs over event recordings frame by frame, but config.dataset.name='shapes'"),
+    ],
+)
 def test_analyses_that_do_not_apply_stop_with_one_paragraph(runs, model_name, analyses, message):
     result = evaluate(runs[model_name], model_name, f"--analyses={analyses}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -166,14 +219,17 @@ def twin_command(workdir, model_name):
 def test_a_missing_or_wrong_twin_stops_before_any_work_naming_the_command_that_trains_it(runs, tmp_path, compare):
     """The message says what --compare_workdir must hold, and the train.py command on a line of its own."""
     twin_dir = str(tmp_path / "demo_ann") if compare == "missing" else runs["spiking_deeplab"]
-    result = evaluate(runs["spiking_deeplab"], "spiking_deeplab", "--analyses=robustness",
-                      f"--compare_workdir={twin_dir}")
+    result = evaluate(
+        runs["spiking_deeplab"], "spiking_deeplab", "--analyses=robustness", f"--compare_workdir={twin_dir}"
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""  # nothing evaluated
     message = " ".join(result.stderr.split())
     assert message.startswith(f"error: --compare_workdir={twin_dir} holds ")
     assert ("no checkpoint" if compare == "missing" else "a run with model.name='spiking_deeplab'") in message
-    assert ("it must hold the ANN twin of the 'spiking_deeplab' run evaluated: a run of --config.model.name=deeplab "
-            "trained with the same config") in message
+    assert (
+        "it must hold the ANN twin of the 'spiking_deeplab' run evaluated: a run of --config.model.name=deeplab "
+        "trained with the same config"
+    ) in message
     assert result.stderr.splitlines()[-1] == f"    {twin_command(twin_dir, 'deeplab')}"
 
 
@@ -197,7 +253,9 @@ def test_an_evaluation_with_other_settings_than_training_gets_its_own_file(runs)
         assert json.load(f)["differs_from_training"] == {"eval_batch_size": [5, 13]}  # fused changes no value
     with open(eval_json) as f:
         assert json.load(f) == as_trained
-    assert "(not eval_val.json: this evaluation differs from the training's in eval_batch_size 5 -> 13)" in result.stdout
+    assert (
+        "(not eval_val.json: this evaluation differs from the training's in eval_batch_size 5 -> 13)" in result.stdout
+    )
 
 
 def test_latency_and_streaming_on_event_recordings(tmp_path):
@@ -208,17 +266,37 @@ def test_latency_and_streaming_on_event_recordings(tmp_path):
     dataset = train.load_split(config, config.dataset.eval_split)
     model = train.build_model(config, dataset)
     variables = random_variables(model, dataset.read(np.arange(1))[0].shape[1:])
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                             batch_stats=variables["batch_stats"],
-                             opt_state=optimization.make_optimizer(config, 1).init(variables["params"]))
+    state = train.TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=optimization.make_optimizer(config, 1).init(variables["params"]),
+    )
     mngr = checkpoints.manager(workdir, 1)
-    checkpoints.save(mngr, 0, state, pipeline.Position(), log_window=dataclasses.asdict(train.LogWindow()),
-                     config=train.config_as_json(config))
+    checkpoints.save(
+        mngr,
+        0,
+        state,
+        pipeline.Position(),
+        log_window=dataclasses.asdict(train.LogWindow()),
+        config=train.config_as_json(config),
+    )
     mngr.wait_until_finished()
     mngr.close()
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--config={CONFIG}",
-                             f"--workdir={workdir}", *[f"--config.{k}={v}" for k, v in overrides.items()],
-                             "--analyses=latency,streaming"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "evaluate.py"),
+            f"--config={CONFIG}",
+            f"--workdir={workdir}",
+            *[f"--config.{k}={v}" for k, v in overrides.items()],
+            "--analyses=latency,streaming",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert_written(workdir, ["latency", "streaming"])
     evaluation = json.load(open(os.path.join(workdir, "eval_val.json")))

@@ -48,9 +48,10 @@ def test_converted_snn_output_approaches_the_anns_as_t_grows(name, random_variab
     expected = ann_logits(model, layers, images)
     for per_channel in (False, True):
         thresholds = conversion.balance_thresholds(model, layers, images, KEY, 64, per_channel)
-        _, logits = conversion._simulate(model, layers, thresholds, images, jax.random.PRNGKey(3),
-                                         *conversion.readout_slots([16, 128, 1024]))
-        errors = [float(jnp.abs(l - expected).mean() / jnp.abs(expected).mean()) for l in logits]
+        _, logits = conversion._simulate(
+            model, layers, thresholds, images, jax.random.PRNGKey(3), *conversion.readout_slots([16, 128, 1024])
+        )
+        errors = [float(jnp.abs(one - expected).mean() / jnp.abs(expected).mean()) for one in logits]
         # Relative error about 1.0, 0.5, 0.08 (and 0.01 at T = 8192): rate coding converges, slowly.
         assert errors[0] > errors[1] > errors[2] and errors[2] < 0.2, (per_channel, errors)
 
@@ -59,22 +60,31 @@ def test_thresholds_are_the_maximum_currents_with_silent_channels_taking_the_lay
     maxima = np.array([0.5, -0.2, 2.0, 0.0], np.float32)
     np.testing.assert_array_equal(conversion.thresholds_from_maxima(maxima, per_channel=False), [2.0] * 4)
     np.testing.assert_array_equal(conversion.thresholds_from_maxima(maxima, per_channel=True), [0.5, 2.0, 2.0, 2.0])
-    np.testing.assert_array_equal(conversion.thresholds_from_maxima(-maxima ** 2, per_channel=True), [1.0] * 4)
+    np.testing.assert_array_equal(conversion.thresholds_from_maxima(-(maxima**2), per_channel=True), [1.0] * 4)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.7])
-def test_balancing_is_sequential_each_threshold_the_scaled_max_current_given_the_earlier_ones(
-        scale, random_variables):
+def test_balancing_is_sequential_each_threshold_the_scaled_max_current_given_the_earlier_ones(scale, random_variables):
     model, variables = ann_with_random_batchnorm("deeplab", random_variables)
     images = jax.random.uniform(KEY, (4, 16, 16, 3), minval=-0.5, maxval=0.5)
     layers = conversion.fold_batchnorm(variables["params"], variables["batch_stats"])
     thresholds = conversion.balance_thresholds(model, layers, images, KEY, 64, per_channel=False, scale=scale)
-    assert list(thresholds) == ["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
-                                "fc6", "fc7"]
+    assert list(thresholds) == [
+        "conv1_1",
+        "conv1_2",
+        "conv2_1",
+        "conv2_2",
+        "conv3_1",
+        "conv3_2",
+        "conv3_3",
+        "fc6",
+        "fc7",
+    ]
     # With every threshold set, the maximum current of each layer is the one it was balanced on: a
     # threshold scaled after the whole pass (rather than before the next layer) would fail this.
-    maxima, _ = conversion._simulate(model, layers, thresholds, images, KEY, jnp.zeros((0,), jnp.int32),
-                                     jnp.zeros((64,), jnp.int32))
+    maxima, _ = conversion._simulate(
+        model, layers, thresholds, images, KEY, jnp.zeros((0,), jnp.int32), jnp.zeros((64,), jnp.int32)
+    )
     for name in thresholds:
         np.testing.assert_allclose(thresholds[name], scale * jnp.max(maxima[name]), rtol=1e-5, err_msg=name)
 

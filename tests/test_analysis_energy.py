@@ -20,10 +20,16 @@ def test_flops_of_spiking_deeplab_match_eq9_by_hand():
     model = models.build("spiking_deeplab", num_classes=5, timesteps=2, width=0.0625)
     variables = init_shapes(model, jnp.zeros((1, 16, 16, 3)))
     expected = {
-        "conv1_1": 9 * 16**2 * 3 * 4, "conv1_2": 9 * 16**2 * 4 * 4,
-        "conv2_1": 9 * 8**2 * 4 * 8, "conv2_2": 9 * 8**2 * 8 * 8,
-        "conv3_1": 9 * 4**2 * 8 * 16, "conv3_2": 9 * 4**2 * 16 * 16, "conv3_3": 9 * 4**2 * 16 * 16,
-        "fc6": 9 * 4**2 * 16 * 64, "fc7": 1 * 4**2 * 64 * 64, "output": 1 * 4**2 * 64 * 5,
+        "conv1_1": 9 * 16**2 * 3 * 4,
+        "conv1_2": 9 * 16**2 * 4 * 4,
+        "conv2_1": 9 * 8**2 * 4 * 8,
+        "conv2_2": 9 * 8**2 * 8 * 8,
+        "conv3_1": 9 * 4**2 * 8 * 16,
+        "conv3_2": 9 * 4**2 * 16 * 16,
+        "conv3_3": 9 * 4**2 * 16 * 16,
+        "fc6": 9 * 4**2 * 16 * 64,
+        "fc7": 1 * 4**2 * 64 * 64,
+        "output": 1 * 4**2 * 64 * 5,
     }
     assert energy.layer_flops(model, variables, (16, 16, 3)) == expected
 
@@ -59,8 +65,11 @@ def test_spike_rates_equal_an_independent_count_of_the_layers_spikes(random_vari
     keys = iter(jax.random.split(jax.random.PRNGKey(1), 64))
     draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}  # non-trivial running statistics, lively layers
     stats = jax.tree_util.tree_map_with_path(
-        lambda path, v: jax.random.uniform(next(keys), v.shape, minval=draws[path[-1].key][0],
-                                           maxval=draws[path[-1].key][1]), variables["batch_stats"])
+        lambda path, v: jax.random.uniform(
+            next(keys), v.shape, minval=draws[path[-1].key][0], maxval=draws[path[-1].key][1]
+        ),
+        variables["batch_stats"],
+    )
     state = train.TrainState(step=0, params=variables["params"], batch_stats=stats, opt_state=None)
     rates = jax.jit(lambda s, b: energy.spike_rate_step(s, b, KEY, model=model))(state, {"inputs": events})
 

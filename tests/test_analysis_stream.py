@@ -19,7 +19,8 @@ def test_anytime_curve_ends_at_the_evaluation_and_counts_each_steps_spikes():
     labels = jax.random.randint(KEY, (3, 16, 16), 0, 4)
     variables = lively_variables(model, images.shape[1:])
     confusions, spikes = jax.jit(lambda v, b, k: latency.anytime_step(v, b, k, model=model))(
-        variables, {"inputs": images, "labels": labels}, KEY)
+        variables, {"inputs": images, "labels": labels}, KEY
+    )
     logits, sown = model.apply(variables, images, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
     np.testing.assert_array_equal(confusions[-1], metrics.confusion_matrix(labels, jnp.argmax(logits, -1), 4))
     # Spikes per neuron of each step, from the window's spikes of every layer (rows b * T + t).

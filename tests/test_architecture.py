@@ -10,17 +10,31 @@ from snnseg_jax import architecture
 from snnseg_jax.architecture import INPUT, Architecture, Layer
 
 PACKAGE = pathlib.Path(architecture.__file__).parent
-TABLES = {"deeplab": architecture.deeplab("paper"), "released": architecture.deeplab("released"),
-          "fcn": architecture.fcn()}
+TABLES = {
+    "deeplab": architecture.deeplab("paper"),
+    "released": architecture.deeplab("released"),
+    "fcn": architecture.fcn(),
+}
 
 
 def test_deeplab_table_is_the_papers():
     table = TABLES["deeplab"]
-    units = [(layer.name, layer.channels, layer.kernel, layer.dilation) for layer in table.layers
-             if layer.op == architecture.UNIT]
-    assert units == [("conv1_1", 64, 3, 1), ("conv1_2", 64, 3, 1), ("conv2_1", 128, 3, 1), ("conv2_2", 128, 3, 1),
-                     ("conv3_1", 256, 3, 1), ("conv3_2", 256, 3, 2), ("conv3_3", 256, 3, 2),
-                     ("fc6", 1024, 3, 12), ("fc7", 1024, 1, 1)]
+    units = [
+        (layer.name, layer.channels, layer.kernel, layer.dilation)
+        for layer in table.layers
+        if layer.op == architecture.UNIT
+    ]
+    assert units == [
+        ("conv1_1", 64, 3, 1),
+        ("conv1_2", 64, 3, 1),
+        ("conv2_1", 128, 3, 1),
+        ("conv2_2", 128, 3, 1),
+        ("conv3_1", 256, 3, 1),
+        ("conv3_2", 256, 3, 2),
+        ("conv3_3", 256, 3, 2),
+        ("fc6", 1024, 3, 12),
+        ("fc7", 1024, 1, 1),
+    ]
     assert [layer.op for layer in table.layers].count(architecture.POOL) == 2
     assert table.layers[-1] == Layer("output", architecture.CLASSES, ("fc7",), None, 1)
     assert [layer.name for layer in TABLES["released"].layers if layer.op == architecture.UNIT][-1] == "fc6"
@@ -40,26 +54,40 @@ def test_derived_facts():
     deeplab, fcn = TABLES["deeplab"], TABLES["fcn"]
     assert deeplab.averaged(spiking=True) == {"output"}
     assert fcn.averaged(spiking=True) == {"up2", "skip_a", "logits"}
-    assert fcn.averaged(spiking=False) == {layer.name for layer in fcn.layers[fcn.layers.index(fcn["fc6"]):]}
+    assert fcn.averaged(spiking=False) == {layer.name for layer in fcn.layers[fcn.layers.index(fcn["fc6"]) :]}
     assert (deeplab.side_multiple(), fcn.side_multiple()) == (1, 8)
     assert (fcn.source("conv1_1"), fcn.source("conv2_1"), fcn.source("fc6"), fcn.source("up0")) == (
-        INPUT, "conv1_2", "conv3_3", "skip_d")
+        INPUT,
+        "conv1_2",
+        "conv3_3",
+        "skip_d",
+    )
     assert fcn.driven_neurons("up0") == "lif_up0" and fcn.driven_neurons("skip_c") is None
     assert fcn.driven_neurons("conv1_1") == "conv1_1" and deeplab.driven_neurons("output") is None
 
 
 def test_walk_sums_the_inputs_in_order():
-    table = Architecture("toy", (Layer("a", architecture.UNIT, (INPUT,), 1), Layer("b", architecture.UNIT, ("a",), 1),
-                                 Layer("c", architecture.SUM, ("b", INPUT))), frames_meet="c")
+    table = Architecture(
+        "toy",
+        (
+            Layer("a", architecture.UNIT, (INPUT,), 1),
+            Layer("b", architecture.UNIT, ("a",), 1),
+            Layer("c", architecture.SUM, ("b", INPUT)),
+        ),
+        frames_meet="c",
+    )
     trace = architecture.walk(table, "x", lambda layer, inputs: f"{layer.name}({'+'.join(inputs)})")
     assert trace == "c(b(a(x))+x)"
 
 
-@pytest.mark.parametrize("layers", [
-    (Layer("a", "conv", (INPUT,)),),  # unknown op
-    (Layer("a", architecture.POOL, (INPUT,)), Layer("a", architecture.POOL, ("a",))),  # repeated name
-    (Layer("a", architecture.POOL, ("b",)),),  # input not defined before
-])
+@pytest.mark.parametrize(
+    "layers",
+    [
+        (Layer("a", "conv", (INPUT,)),),  # unknown op
+        (Layer("a", architecture.POOL, (INPUT,)), Layer("a", architecture.POOL, ("a",))),  # repeated name
+        (Layer("a", architecture.POOL, ("b",)),),  # input not defined before
+    ],
+)
 def test_bad_tables_are_refused(layers):
     with pytest.raises(ValueError, match="bad layer"):
         Architecture("bad", layers, frames_meet="a")
@@ -80,6 +108,9 @@ def test_layers_are_named_only_in_the_tables():
             continue
         text = path.read_text()
         offenders += [f"{path.name}: {m.group()}" for m in distinctive.finditer(text)]
-        offenders += [f"{path.name}: {node.value!r}" for node in ast.walk(ast.parse(text))
-                      if isinstance(node, ast.Constant) and node.value in names]
+        offenders += [
+            f"{path.name}: {node.value!r}"
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.Constant) and node.value in names
+        ]
     assert not offenders

@@ -25,15 +25,26 @@ def tiny_config():
 
 def test_forward_flops_follow_eq9_layer_by_layer():
     # Spiking-DeepLab at width 0.125 on 32x32: (output side, kernel, C_in, C_out) of every conv.
-    convs = [(32, 3, 3, 8), (32, 3, 8, 8), (16, 3, 8, 16), (16, 3, 16, 16), (8, 3, 16, 32), (8, 3, 32, 32),
-             (8, 3, 32, 32), (8, 3, 32, 128), (8, 1, 128, 128), (8, 1, 128, 21)]
+    convs = [
+        (32, 3, 3, 8),
+        (32, 3, 8, 8),
+        (16, 3, 8, 16),
+        (16, 3, 16, 16),
+        (8, 3, 16, 32),
+        (8, 3, 32, 32),
+        (8, 3, 32, 32),
+        (8, 3, 32, 128),
+        (8, 1, 128, 128),
+        (8, 1, 128, 21),
+    ]
     steps, batch = 2, 3
     per_sample_step = sum(k * k * o * o * c_in * c_out for o, k, c_in, c_out in convs)
     output_conv = 8 * 8 * 128 * 21  # applied once to the time-averaged input
     model = models.build("spiking_deeplab", num_classes=21, timesteps=steps, width=0.125)
     image = jnp.zeros((batch, 32, 32, 3))
-    variables = jax.eval_shape(lambda x: model.init({"params": jax.random.PRNGKey(0), "spikes": jax.random.PRNGKey(0)},
-                                                    x, train=False), image)
+    variables = jax.eval_shape(
+        lambda x: model.init({"params": jax.random.PRNGKey(0), "spikes": jax.random.PRNGKey(0)}, x, train=False), image
+    )
     got = benchmark.forward_flops(model, variables, image)
     assert got == batch * (steps * (per_sample_step - output_conv) + output_conv)
 
@@ -60,20 +71,36 @@ def test_event_configs_get_event_sequences():
 
 @pytest.mark.slow
 def test_command_line_prints_json_last():
-    overrides = ["--config.batch_size=1", "--config.model.timesteps=2", "--config.model.width=0.125",
-                 "--config.dataset.image_size=32"]
-    result = subprocess.run([sys.executable, "-m", "snnseg_jax.benchmark", "--config", "configs/voc_deeplab.py",
-                             *overrides, "--repeats=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    overrides = [
+        "--config.batch_size=1",
+        "--config.model.timesteps=2",
+        "--config.model.width=0.125",
+        "--config.dataset.image_size=32",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "snnseg_jax.benchmark", "--config", "configs/voc_deeplab.py", *overrides, "--repeats=1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("train_step_seconds", "eval_step_seconds", "train_temp_bytes", "device", "forward_flops",
-                "train_flops_per_second"):
+    for key in (
+        "train_step_seconds",
+        "eval_step_seconds",
+        "train_temp_bytes",
+        "device",
+        "forward_flops",
+        "train_flops_per_second",
+    ):
         assert key in report
     assert report["train_temp_bytes"] > 0 and report["train_step_seconds"] > 0 and report["batch_size"] == 1
 
 
 def test_tuning_ablation_switches_off_one_formulation_at_a_time():
     from snnseg_jax import formulations
+
     variants = benchmark.tuning_variants()
     tuned = formulations.for_backend(jax.default_backend())
     assert variants["all"] == tuned and variants["none"] == formulations.PLAIN
@@ -88,6 +115,7 @@ def test_tuning_ablation_switches_off_one_formulation_at_a_time():
 def test_another_backends_formulations_are_tried_by_switching_on_what_it_leaves_off():
     from snnseg_jax import formulations
     from snnseg_jax.cli import UserError
+
     variants = benchmark.tuning_variants("gpu")
     gpu = formulations.for_backend("gpu")
     assert variants["all"] == gpu and not gpu.conv_in_bounds_taps
@@ -102,8 +130,11 @@ def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_o
     """What a GPU or TPU compiles, exported from here (StableHLO for both platforms): no custom call
     (a host callback is one) that would tie the steps to this machine."""
     import functools
+
     from jax import export
+
     from snnseg_jax import formulations, sharding, train
+
     config = tiny_config()
     tuning = formulations.for_backend("gpu")
     assert formulations.for_backend("tpu") == tuning
@@ -111,8 +142,9 @@ def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_o
     model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
     optimizer, mesh = optimization.make_optimizer(config, 100), sharding.data_mesh()
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), benchmark.synthetic_batch(config, 2))
-    state = jax.eval_shape(functools.partial(train.init_state, model, optimizer, batch["inputs"].shape[1:],
-                                             jax.random.PRNGKey(0)))
+    state = jax.eval_shape(
+        functools.partial(train.init_state, model, optimizer, batch["inputs"].shape[1:], jax.random.PRNGKey(0))
+    )
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
     for step in (train.compile_train_step(model, optimizer, mesh), train.compile_eval_step(model, mesh)):
         exported = export.export(step, platforms=("cuda", "tpu"))(state, batch, key)
@@ -125,12 +157,19 @@ def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_o
 def test_the_gpu_check_refuses_to_measure_without_a_gpu_unless_rehearsing(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_CHECK_", "JAX_PLATFORMS"))}
     command = ["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), str(tmp_path / "no_reference.py")]
-    refused = subprocess.run(command, cwd=REPO, env={**env, "OUT": str(tmp_path / "gpu")}, capture_output=True,
-                             text=True, timeout=300)
+    refused = subprocess.run(
+        command, cwd=REPO, env={**env, "OUT": str(tmp_path / "gpu")}, capture_output=True, text=True, timeout=300
+    )
     assert refused.returncode == 3, refused.stderr
     assert "JAX found no cuda device" in refused.stderr and "stopping before measuring anything" in refused.stderr
-    rehearsal = subprocess.run(command, cwd=REPO, env={**env, "OUT": str(tmp_path / "cpu"), "GPU_CHECK_DEVICE": "cpu"},
-                               capture_output=True, text=True, timeout=300)
+    rehearsal = subprocess.run(
+        command,
+        cwd=REPO,
+        env={**env, "OUT": str(tmp_path / "cpu"), "GPU_CHECK_DEVICE": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rehearsal.returncode == 2 and "backend cpu: [CpuDevice(id=0)]" in rehearsal.stderr  # then: no reference
 
 
@@ -141,6 +180,7 @@ def test_the_hlo_report_finds_time_loops_with_their_trip_counts_and_the_convolut
         def step(carry, _):
             y = jax.lax.conv_general_dilated(carry, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
             return jnp.tanh(y), y.sum()
+
         return jax.lax.scan(step, x, None, length=7)
 
     x, kernel = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))

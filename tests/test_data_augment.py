@@ -13,8 +13,11 @@ IDENTITY = Geometry(flip=False, scale=1.0, angle_degrees=0.0, shift_y=0.0, shift
 def coded_sequence():
     """Frames whose values encode (source pixel, t, c), and a label that encodes the source pixel."""
     source = np.arange(H * W, dtype=np.float32).reshape(H, W)
-    frames = (source[None, :, :, None] + 10_000 * np.arange(T)[:, None, None, None]
-              + 100_000 * np.arange(C)[None, None, None, :]).astype(np.float32)
+    frames = (
+        source[None, :, :, None]
+        + 10_000 * np.arange(T)[:, None, None, None]
+        + 100_000 * np.arange(C)[None, None, None, :]
+    ).astype(np.float32)
     return frames, (source % 250).astype(np.uint8), source
 
 
@@ -78,8 +81,12 @@ def test_same_generator_seed_same_result_and_parameters_in_range():
     rng = np.random.default_rng(0)
     draws = [augment.random_geometry(rng) for _ in range(2000)]
     assert 0.45 < np.mean([g.flip for g in draws]) < 0.55
-    for field, low, high in (("scale", 0.5, 2.0), ("angle_degrees", -15, 15), ("shift_x", -0.25, 0.25),
-                             ("shift_y", -0.25, 0.25)):
+    for field, low, high in (
+        ("scale", 0.5, 2.0),
+        ("angle_degrees", -15, 15),
+        ("shift_x", -0.25, 0.25),
+        ("shift_y", -0.25, 0.25),
+    ):
         values = np.array([getattr(g, field) for g in draws])
         margin = 0.05 * (high - low)
         assert low <= values.min() < low + margin and high - margin < values.max() <= high

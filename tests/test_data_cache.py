@@ -7,8 +7,8 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from datasets_on_disk import VOC_VAL, make_dataset, make_voc
+
 from snnseg_jax.data import cache, loading, preprocess
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.split import Split
@@ -61,7 +61,9 @@ def test_a_cache_from_another_preprocessing_version_is_rejected(tmp_path, monkey
     path, _, _ = loading.prepare_split("voc2012", root, "val", SIZE)
     monkeypatch.setattr(cache, "PREPROCESS_VERSION", preprocess.PREPROCESS_VERSION + 1)
     version = preprocess.PREPROCESS_VERSION
-    with pytest.raises(DatasetError, match=rf"preprocess_version {version} -> {version + 1}\).*snnseg_jax.data.prepare"):
+    with pytest.raises(
+        DatasetError, match=rf"preprocess_version {version} -> {version + 1}\).*snnseg_jax.data.prepare"
+    ):
         loading.load_split("voc2012", root, "val", SIZE)
     with h5py.File(path) as f:
         assert json.loads(f.attrs["settings"])["image_size"] == SIZE
@@ -77,8 +79,9 @@ def test_a_damaged_cache_file_is_a_clear_error(tmp_path):
 
 def test_prepare_cli_writes_train_and_eval_caches(tmp_path, run_prepare):
     root, _ = make_voc(tmp_path)
-    result = run_prepare("configs/voc_deeplab.py", f"--config.dataset.root={root}",
-                         f"--config.dataset.image_size={SIZE}")
+    result = run_prepare(
+        "configs/voc_deeplab.py", f"--config.dataset.root={root}", f"--config.dataset.image_size={SIZE}"
+    )
     assert result.returncode == 0, result.stderr
     for split in ("train_aug", "val"):
         assert (root / "snnseg_cache" / f"voc2012_{split}_{SIZE}.h5").exists()
@@ -91,9 +94,12 @@ def test_a_train_aug_sized_cache_reads_back_whole_in_one_read_per_array(tmp_path
     in one read (reading image by image would take minutes; the time is printed, not asserted)."""
     n, size = 10_582, 64
     rng = np.random.default_rng(0)
-    split = Split(rng.standard_normal((n, size, size, 3), np.float32),
-                  rng.integers(0, 21, (n, size, size), np.uint8),
-                  tuple(f"{2007 + i % 5}_{i:06d}" for i in range(n)), ("c",) * 21)
+    split = Split(
+        rng.standard_normal((n, size, size, 3), np.float32),
+        rng.integers(0, 21, (n, size, size), np.uint8),
+        tuple(f"{2007 + i % 5}_{i:06d}" for i in range(n)),
+        ("c",) * 21,
+    )
     settings = {"dataset": "voc2012", "split": "train_aug", "image_size": size}
     path = tmp_path / "train_aug.h5"
     cache.write(path, split, settings)

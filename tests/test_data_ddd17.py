@@ -4,23 +4,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from datasets_on_disk import DDD17_TEST, DDD17_TRAIN, EVENTS_HW, make_ddd17
 from PIL import Image
 
-from datasets_on_disk import DDD17_TEST, DDD17_TRAIN, EVENTS_HW, make_ddd17
 from snnseg_jax.data import preprocess
 from snnseg_jax.data.errors import DatasetError
-from snnseg_jax.data.split import EventSequences, sequence_windows
 from snnseg_jax.data.loading import load_split
+from snnseg_jax.data.split import EventSequences, sequence_windows
 
 SIZE = 16
 
 
 def expected_frame(events, size):
     """Independent normalization: channels 0-1 resized, then each min-max scaled over the whole frame."""
-    resized = np.asarray(jax.image.resize(jnp.asarray(events[..., :2], jnp.float32), (size, size, 2), "bilinear",
-                                          antialias=True), np.float64)
-    return np.stack([(resized[..., c] - resized[..., c].min()) / np.ptp(resized[..., c]) - 0.5
-                     for c in range(2)], axis=-1)
+    resized = np.asarray(
+        jax.image.resize(jnp.asarray(events[..., :2], jnp.float32), (size, size, 2), "bilinear", antialias=True),
+        np.float64,
+    )
+    return np.stack(
+        [(resized[..., c] - resized[..., c].min()) / np.ptp(resized[..., c]) - 0.5 for c in range(2)], axis=-1
+    )
 
 
 def names_in_order(recordings):
@@ -95,13 +98,14 @@ def test_windows_do_not_bridge_gaps_in_frame_numbers():
     recordings = np.array([1, 1, 1, 1, 1, 2, 2, 2])
     frame_numbers = np.array([10, 11, 12, 40, 41, 0, 2, 4])  # 12 -> 40 is a gap; recording 2 steps by 2
     windows = sequence_windows(recordings, frame_numbers, 3)
-    np.testing.assert_array_equal(windows, [[0, 0, 0], [0, 0, 1], [0, 1, 2], [3, 3, 3], [3, 3, 4],
-                                            [5, 5, 5], [5, 5, 6], [5, 6, 7]])
+    np.testing.assert_array_equal(
+        windows, [[0, 0, 0], [0, 0, 1], [0, 1, 2], [3, 3, 3], [3, 3, 4], [5, 5, 5], [5, 5, 6], [5, 6, 7]]
+    )
 
 
 def _break(root, what):
     """Damage the Ev-SegNet tree one way; return the expected path fragment and phrase."""
-    name = f"rec1487417411_export_100"
+    name = "rec1487417411_export_100"
     events = root / "test/events" / f"{name}.npy"
     if what == "missing_split":
         return "datalists/val.txt", "No DDD17 split"
@@ -123,8 +127,9 @@ def _break(root, what):
     raise ValueError(what)
 
 
-@pytest.mark.parametrize("what", ["missing_split", "wrong_shape", "wrong_dtype", "missing_label",
-                                  "size_mismatch", "unparsable_name"])
+@pytest.mark.parametrize(
+    "what", ["missing_split", "wrong_shape", "wrong_dtype", "missing_label", "size_mismatch", "unparsable_name"]
+)
 def test_bad_input_raises_a_message_naming_the_file(tmp_path, what):
     make_ddd17(tmp_path, "evsegnet")
     fragment, phrase = _break(tmp_path, what)
@@ -137,8 +142,9 @@ def test_bad_input_raises_a_message_naming_the_file(tmp_path, what):
 def test_bad_input_through_prepare_exits_non_zero_without_traceback(tmp_path, what, run_prepare):
     make_ddd17(tmp_path, "evsegnet")
     fragment, phrase = _break(tmp_path, what)
-    result = run_prepare("configs/ddd17_deeplab.py", f"--config.dataset.root={tmp_path}",
-                         f"--config.dataset.image_size={SIZE}")
+    result = run_prepare(
+        "configs/ddd17_deeplab.py", f"--config.dataset.root={tmp_path}", f"--config.dataset.image_size={SIZE}"
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())

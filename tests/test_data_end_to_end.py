@@ -6,21 +6,39 @@ import sys
 
 import numpy as np
 import pytest
-
-from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset
 from conftest import REPO
+from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset
+
 from snnseg_jax.data import loading
 
 # The ANN twins compile fastest; the spiking networks' own end-to-end tests run on the synthetic data.
-TINY = ["--config.dataset.image_size=16", "--config.model.width=0.0625", "--config.model.timesteps=2",
-        "--config.batch_size=2", "--config.eval_batch_size=2", "--config.num_train_steps=2",
-        "--config.log_every_steps=1"]
+TINY = [
+    "--config.dataset.image_size=16",
+    "--config.model.width=0.0625",
+    "--config.model.timesteps=2",
+    "--config.batch_size=2",
+    "--config.eval_batch_size=2",
+    "--config.num_train_steps=2",
+    "--config.log_every_steps=1",
+]
 
 
 def run(script, config, workdir, root, *overrides):
-    result = subprocess.run([sys.executable, str(REPO / script), f"--config={REPO / config}",
-                             f"--workdir={workdir}", f"--config.dataset.root={root}", *TINY, *overrides],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / script),
+            f"--config={REPO / config}",
+            f"--workdir={workdir}",
+            f"--config.dataset.root={root}",
+            *TINY,
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return result
 
@@ -30,12 +48,25 @@ def trained_losses(workdir):
     return [line["loss"] for line in lines if "loss" in line]
 
 
-@pytest.mark.parametrize("config,layout,split,count,extra", [
-    ("configs/voc_deeplab.py", "voc", "val", len(VOC_VAL),
-     ["--config.model.name=deeplab", "--config.dataset.train_split=train"]),
-    ("configs/ddd17_deeplab.py", "lists", "test", sum(map(len, DDD17_TEST.values())),
-     ["--config.model.name=deeplab", "--config.dataset.augment=true"]),
-])
+@pytest.mark.parametrize(
+    "config,layout,split,count,extra",
+    [
+        (
+            "configs/voc_deeplab.py",
+            "voc",
+            "val",
+            len(VOC_VAL),
+            ["--config.model.name=deeplab", "--config.dataset.train_split=train"],
+        ),
+        (
+            "configs/ddd17_deeplab.py",
+            "lists",
+            "test",
+            sum(map(len, DDD17_TEST.values())),
+            ["--config.model.name=deeplab", "--config.dataset.augment=true"],
+        ),
+    ],
+)
 def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, layout, split, count, extra):
     root = make_dataset(tmp_path / "data", layout)
     workdir = tmp_path / "run"
@@ -55,12 +86,27 @@ def test_a_small_ann_learns_on_real_photographs(tmp_path):
     root, workdir = tmp_path / "photo_voc", tmp_path / "run"
     subprocess.run([sys.executable, str(REPO / "scripts/make_photo_voc.py"), f"--out={root}"], check=True)
     settings = ["--config.model.name=deeplab", "--config.model.width=0.25"]
-    run_full = ["--config.num_train_steps=400", "--config.eval_every_steps=0",
-                "--config.checkpoint_every_steps=400", "--config.log_every_steps=100"]
+    run_full = [
+        "--config.num_train_steps=400",
+        "--config.eval_every_steps=0",
+        "--config.checkpoint_every_steps=400",
+        "--config.log_every_steps=100",
+    ]
     for script in ("train.py", "evaluate.py"):
-        subprocess.run([sys.executable, str(REPO / script), "--config=configs/voc_deeplab.py",
-                        f"--workdir={workdir}", f"--config.dataset.root={root}", *settings,
-                        *(run_full if script == "train.py" else [])], check=True, cwd=REPO, timeout=1200)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / script),
+                "--config=configs/voc_deeplab.py",
+                f"--workdir={workdir}",
+                f"--config.dataset.root={root}",
+                *settings,
+                *(run_full if script == "train.py" else []),
+            ],
+            check=True,
+            cwd=REPO,
+            timeout=1200,
+        )
     report = json.loads((workdir / "eval_val.json").read_text())
     labels = loading.load_split("voc2012", root, "val", 64).labels
     valid = labels[labels != 255]

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from datasets_on_disk import VOC_SIZES, VOC_TRAIN, VOC_VAL, make_voc
 from PIL import Image
 
-from datasets_on_disk import VOC_SIZES, VOC_TRAIN, VOC_VAL, make_voc
 from snnseg_jax.data import voc
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.loading import load_split
@@ -55,10 +55,12 @@ def test_bare_ids_take_the_folder_named_by_the_split_and_pairs_the_folder_they_n
     root, labels = voc_tree
     lists = root / "VOCdevkit/VOC2012/ImageSets/Segmentation"
     (lists / "val_aug.txt").write_text("".join(f"{i}\n" for i in VOC_VAL))
-    (lists / "val_pairs.txt").write_text(
-        "".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in VOC_VAL))
-    for split_name, folder in (("val", "SegmentationClass"), ("val_aug", "SegmentationClassAug"),
-                               ("val_pairs", "SegmentationClass")):
+    (lists / "val_pairs.txt").write_text("".join(f"JPEGImages/{i}.jpg SegmentationClass/{i}.png\n" for i in VOC_VAL))
+    for split_name, folder in (
+        ("val", "SegmentationClass"),
+        ("val_aug", "SegmentationClassAug"),
+        ("val_pairs", "SegmentationClass"),
+    ):
         split = load_split("voc2012", root, split_name, SIZE)
         for i, image_id in enumerate(VOC_VAL):
             np.testing.assert_array_equal(split.labels[i], nearest(labels[f"{folder}/{image_id}"], SIZE))
@@ -126,13 +128,21 @@ def _break(root: Path, what: str) -> tuple[str, str]:
         return f"SegmentationClass/{image_id}.png", "must have the same size"
     if what == "colour_label":
         Image.fromarray(np.zeros((*VOC_SIZES[image_id], 3), np.uint8)).save(
-            folder / "SegmentationClass" / f"{image_id}.png")
+            folder / "SegmentationClass" / f"{image_id}.png"
+        )
         return f"SegmentationClass/{image_id}.png", "expected a single-channel PNG"
     raise ValueError(what)
 
 
-BAD_INPUTS = ["missing_root", "missing_list", "missing_image", "missing_label", "undecodable_image",
-              "size_mismatch", "colour_label"]
+BAD_INPUTS = [
+    "missing_root",
+    "missing_list",
+    "missing_image",
+    "missing_label",
+    "undecodable_image",
+    "size_mismatch",
+    "colour_label",
+]
 
 
 @pytest.mark.parametrize("what", BAD_INPUTS)
@@ -149,8 +159,12 @@ def test_bad_input_raises_a_message_naming_the_file(voc_tree, what):
 def test_bad_input_through_prepare_exits_non_zero_without_traceback(voc_tree, what, run_prepare):
     root, _ = voc_tree
     fragment, phrase = _break(root, what)
-    result = run_prepare("configs/voc_deeplab.py", f"--config.dataset.root={root}",
-                         "--config.dataset.train_split=val", f"--config.dataset.image_size={SIZE}")
+    result = run_prepare(
+        "configs/voc_deeplab.py",
+        f"--config.dataset.root={root}",
+        "--config.dataset.train_split=val",
+        f"--config.dataset.image_size={SIZE}",
+    )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())

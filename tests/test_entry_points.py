@@ -10,21 +10,34 @@ import sys
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from conftest import read_events
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
 # 40 training images in batches of 8: 5 steps per epoch; 8 steps cross an epoch boundary.
-TINY = ["--config.dataset.image_size=16", "--config.model.width=0.0625", "--config.model.timesteps=2",
-        "--config.dataset.synthetic_sizes.train=40", "--config.dataset.synthetic_sizes.val=13",
-        "--config.batch_size=8", "--config.eval_batch_size=5", "--config.num_train_steps=8",
-        "--config.log_every_steps=2", "--config.checkpoint_every_steps=3", "--config.eval_every_steps=4"]
+TINY = [
+    "--config.dataset.image_size=16",
+    "--config.model.width=0.0625",
+    "--config.model.timesteps=2",
+    "--config.dataset.synthetic_sizes.train=40",
+    "--config.dataset.synthetic_sizes.val=13",
+    "--config.batch_size=8",
+    "--config.eval_batch_size=5",
+    "--config.num_train_steps=8",
+    "--config.log_every_steps=2",
+    "--config.checkpoint_every_steps=3",
+    "--config.eval_every_steps=4",
+]
 
 
 def run(script, workdir, *overrides, config=CONFIG):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), f"--config={config}",
-                           f"--workdir={workdir}", *TINY, *overrides],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, script), f"--config={config}", f"--workdir={workdir}", *TINY, *overrides],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def read_metrics(workdir):
@@ -46,12 +59,12 @@ def uninterrupted(tmp_path_factory):
 
 def test_training_writes_metrics_checkpoints_and_validation(uninterrupted):
     lines = read_metrics(uninterrupted)
-    train_lines = [l for l in lines if "loss" in l]
-    assert [l["step"] for l in train_lines] == [2, 4, 6, 8]
-    assert all(np.isfinite(l["loss"]) for l in train_lines)
-    val_lines = [l for l in lines if l.get("split") == "val"]
-    assert [l["step"] for l in val_lines] == [4, 8]
-    assert all(l["num_images"] == 13 and 0 <= l["miou"] <= 1 for l in val_lines)
+    train_lines = [record for record in lines if "loss" in record]
+    assert [record["step"] for record in train_lines] == [2, 4, 6, 8]
+    assert all(np.isfinite(record["loss"]) for record in train_lines)
+    val_lines = [record for record in lines if record.get("split") == "val"]
+    assert [record["step"] for record in val_lines] == [4, 8]
+    assert all(record["num_images"] == 13 and 0 <= record["miou"] <= 1 for record in val_lines)
     assert sorted(os.listdir(os.path.join(uninterrupted, "checkpoints"))) == ["3", "6", "8"]
     assert int(saved_state(uninterrupted, 8)["step"]) == 8
 
@@ -89,7 +102,7 @@ def test_resumed_run_continues_from_the_checkpoint_and_ends_with_the_same_parame
     # Lines after the checkpoint were dropped and logged again. The window of step 4 began before
     # the checkpoint (step 3's loss is saved with it), so every line matches the uninterrupted run's.
     before, after = read_metrics(uninterrupted), read_metrics(workdir)
-    assert [l["step"] for l in after] == [l["step"] for l in before]
+    assert [record["step"] for record in after] == [record["step"] for record in before]
     for a, b in zip(before, after):
         assert a.get("loss") == b.get("loss") and a.get("miou") == b.get("miou")
 
@@ -99,7 +112,7 @@ def test_evaluate_writes_eval_json_over_every_image_matching_the_final_validatio
     assert result.returncode == 0, result.stderr
     with open(os.path.join(uninterrupted, "eval_val.json")) as f:
         report = json.load(f)
-    final = [l for l in read_metrics(uninterrupted) if l.get("split") == "val"][-1]
+    final = [record for record in read_metrics(uninterrupted) if record.get("split") == "val"][-1]
     assert report["step"] == 8 and report["num_images"] == 13
     assert report["class_names"] == ["background", "disk", "square", "triangle", "cross"]
     assert len(report["iou_per_class"]) == 5
@@ -109,50 +122,84 @@ def test_evaluate_writes_eval_json_over_every_image_matching_the_final_validatio
 # Bad command lines: (script, arguments after the script, what the message must say). In the
 # arguments, {tmp} is a directory holding the files below, {config} the demo config; --workdir is
 # {tmp}/run unless given. Each must end with exit status 2, one paragraph and no traceback.
-BAD_FILES = {"syntax.py": "def get_config(:\n", "no_get_config.py": "x = 1\n",
-             "raises.py": "def get_config():\n    return 1 / 0\n", "a_file": "",
-             "raises_value_error.py": "def get_config():\n    raise ValueError('no such setting')\n",
-             "metrics_is_a_directory/metrics.jsonl/": None, "config_is_a_directory.py/": None}
+BAD_FILES = {
+    "syntax.py": "def get_config(:\n",
+    "no_get_config.py": "x = 1\n",
+    "raises.py": "def get_config():\n    return 1 / 0\n",
+    "a_file": "",
+    "raises_value_error.py": "def get_config():\n    raise ValueError('no such setting')\n",
+    "metrics_is_a_directory/metrics.jsonl/": None,
+    "config_is_a_directory.py/": None,
+}
 BAD_COMMAND_LINES = {
     "misspelt-field": ("train.py", ["--config.model.nme=x"], "unknown config field 'nme' in --config.model.nme=x"),
-    "misspelt-parent-field": ("train.py", ["--config.modle.width=1"],
-                              "unknown config field 'modle' in --config.modle.width=1. Did you mean \"model\""),
+    "misspelt-parent-field": (
+        "train.py",
+        ["--config.modle.width=1"],
+        "unknown config field 'modle' in --config.modle.width=1. Did you mean \"model\"",
+    ),
     "missing-config": ("train.py", ["--config", "configs/nope.py"], "could not load the config file 'configs/nope.py'"),
     "config-is-a-directory": ("train.py", ["--config={tmp}/config_is_a_directory.py"], "Is a directory"),
     "config-syntax-error": ("train.py", ["--config={tmp}/syntax.py"], "syntax.py' has a syntax error at line 1"),
     "config-without-get_config": ("train.py", ["--config={tmp}/no_get_config.py"], "has no get_config() function"),
     "config-raising": ("train.py", ["--config={tmp}/raises.py"], "raises.py' raised ZeroDivisionError at line 2"),
-    "config-raising-value-error": ("train.py", ["--config={tmp}/raises_value_error.py"],
-                                   "raised at line 2: ValueError: no such setting"),
-    "unknown-dtype": ("train.py", ["--config.model.dtype=float8"],
-                      "model.dtype must be one of float32, bfloat16, got 'float8'"),
+    "config-raising-value-error": (
+        "train.py",
+        ["--config={tmp}/raises_value_error.py"],
+        "raised at line 2: ValueError: no such setting",
+    ),
+    "unknown-dtype": (
+        "train.py",
+        ["--config.model.dtype=float8"],
+        "model.dtype must be one of float32, bfloat16, got 'float8'",
+    ),
     "workdir-is-a-file": ("train.py", ["--workdir={tmp}/a_file"], "a_file': it exists and is not a directory"),
     "workdir-under-a-file": ("train.py", ["--workdir={tmp}/a_file/run"], "a_file/run': part of the path is a file"),
-    "workdir-cannot-be-created": ("train.py", ["--workdir=/proc/no_such_process/run"],
-                                  "could not use '/proc/no_such_process'"),
+    "workdir-cannot-be-created": (
+        "train.py",
+        ["--workdir=/proc/no_such_process/run"],
+        "could not use '/proc/no_such_process'",
+    ),
     "empty-workdir": ("train.py", ["--workdir="], "--workdir is empty"),
-    "metrics-file-is-a-directory": ("train.py", ["--workdir={tmp}/metrics_is_a_directory"],
-                                    "metrics.jsonl': it is a directory where a file was expected"),
+    "metrics-file-is-a-directory": (
+        "train.py",
+        ["--workdir={tmp}/metrics_is_a_directory"],
+        "metrics.jsonl': it is a directory where a file was expected",
+    ),
     "unknown-dataset": ("train.py", ["--config.dataset.name=imagenet"], "dataset.name must be one of shapes, events"),
     "unknown-model": ("train.py", ["--config.model.name=spiking_vgg"], "model.name must be one of spiking_deeplab"),
     "negative-batch": ("train.py", ["--config.batch_size=-4"], "batch_size must be a positive integer, got -4"),
     "unparsable-value": ("train.py", ["--config.batch_size=many"], "--config.batch_size=many"),
     "leak-above-1": ("train.py", ["--config.model.leak=1.5"], "model.leak must be a number in (0, 1], got 1.5"),
-    "nan-learning-rate": ("train.py", ["--config.learning_rate=nan"], "learning_rate must be a positive number, got nan"),
+    "nan-learning-rate": (
+        "train.py",
+        ["--config.learning_rate=nan"],
+        "learning_rate must be a positive number, got nan",
+    ),
     "negative-seed": ("train.py", ["--config.seed=-1"], "seed must be a non-negative integer, got -1"),
-    "process-id-out-of-range": ("train.py", ["--config.distributed.num_processes=2",
-                                             "--config.distributed.process_id=2"],
-                                "distributed.process_id must be below distributed.num_processes (2), got 2"),
+    "process-id-out-of-range": (
+        "train.py",
+        ["--config.distributed.num_processes=2", "--config.distributed.process_id=2"],
+        "distributed.process_id must be below distributed.num_processes (2), got 2",
+    ),
     "unknown-nested-field": ("train.py", ["--config.dataset.synthetic_sizes.test=4"], "unknown config field 'test'"),
     "field-of-a-number": ("train.py", ["--config.model.width.x=1"], "model.width.x"),
     "stray-argument": ("train.py", ["stray"], "unexpected arguments stray"),
-    "image-size-the-fcn-cannot-take": ("train.py", ["--config.model.name=spiking_fcn",
-                                                    "--config.dataset.image_size=20"],
-                                       "the FCNs need dataset.image_size divisible by 8, got 20"),
-    "every-problem-at-once": ("train.py", ["--config.model.leak=0", "--config.eval_batch_size=0"],
-                              "eval_batch_size must be a positive integer, got 0; model.leak must be"),
-    "bad-noise-levels": ("evaluate.py", ["--config.analysis.noise_sigmas=abc", "--analyses=robustness"],
-                         "analysis.noise_sigmas must be a non-empty list, each item a non-negative number"),
+    "image-size-the-fcn-cannot-take": (
+        "train.py",
+        ["--config.model.name=spiking_fcn", "--config.dataset.image_size=20"],
+        "the FCNs need dataset.image_size divisible by 8, got 20",
+    ),
+    "every-problem-at-once": (
+        "train.py",
+        ["--config.model.leak=0", "--config.eval_batch_size=0"],
+        "eval_batch_size must be a positive integer, got 0; model.leak must be",
+    ),
+    "bad-noise-levels": (
+        "evaluate.py",
+        ["--config.analysis.noise_sigmas=abc", "--analyses=robustness"],
+        "analysis.noise_sigmas must be a non-empty list, each item a non-negative number",
+    ),
     "nothing-to-evaluate": ("evaluate.py", [], "holds no checkpoint to evaluate. Train it first with: python train.py"),
 }
 
@@ -170,11 +217,19 @@ def bad_command_lines(tmp_path_factory):
     def run_one(case):
         script, arguments, _ = case
         arguments = [a.format(tmp=tmp) for a in arguments]
-        config = [] if any(a.startswith("--config") and "." not in a.split("=")[0] for a in arguments) \
+        config = (
+            []
+            if any(a.startswith("--config") and "." not in a.split("=")[0] for a in arguments)
             else [f"--config={CONFIG}"]
+        )
         workdir = [] if any(a.startswith("--workdir") for a in arguments) else [f"--workdir={tmp}/run"]
-        return subprocess.run([sys.executable, os.path.join(ROOT, script), *config, *workdir, *arguments],
-                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+        return subprocess.run(
+            [sys.executable, os.path.join(ROOT, script), *config, *workdir, *arguments],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=300,
+        )
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         return dict(zip(BAD_COMMAND_LINES, pool.map(run_one, BAD_COMMAND_LINES.values())))

@@ -22,19 +22,29 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from conftest import REPO, read_events
 
 from configs import shapes_deeplab
-from conftest import REPO, read_events
 from snnseg_jax import checkpoints, cli, models, optimization, sharding, train
 from snnseg_jax.cli import UserError
 
 CONFIG = REPO / "configs" / "shapes_deeplab.py"
 # 40 training images in batches of 8: 5 steps per epoch, 12 steps cross two epoch boundaries.
 # Logging windows (3 steps) straddle checkpoints (every 2), so a resumed run must carry one over.
-TINY = {"dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 2,
-        "dataset.synthetic_sizes.train": 40, "dataset.synthetic_sizes.val": 13, "batch_size": 8,
-        "eval_batch_size": 5, "num_train_steps": 12, "log_every_steps": 3, "checkpoint_every_steps": 2,
-        "eval_every_steps": 5, "keep_checkpoints": 2}
+TINY = {
+    "dataset.image_size": 16,
+    "model.width": 0.0625,
+    "model.timesteps": 2,
+    "dataset.synthetic_sizes.train": 40,
+    "dataset.synthetic_sizes.val": 13,
+    "batch_size": 8,
+    "eval_batch_size": 5,
+    "num_train_steps": 12,
+    "log_every_steps": 3,
+    "checkpoint_every_steps": 2,
+    "eval_every_steps": 5,
+    "keep_checkpoints": 2,
+}
 STEPS, EVERY = TINY["num_train_steps"], TINY["checkpoint_every_steps"]
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -42,19 +52,29 @@ TMP_SUFFIX = ".orbax-checkpoint-tmp"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("xla_cache")
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return dict(
+        os.environ,
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+    )
 
 
 def command(script, workdir, changes=None):
     fields = {**TINY, **(changes or {})}
-    return [sys.executable, str(REPO / script), f"--config={CONFIG}", f"--workdir={workdir}",
-            *(f"--config.{field}={value}" for field, value in fields.items())]
+    return [
+        sys.executable,
+        str(REPO / script),
+        f"--config={CONFIG}",
+        f"--workdir={workdir}",
+        *(f"--config.{field}={value}" for field, value in fields.items()),
+    ]
 
 
 def run(script, workdir, env, changes=None):
-    return subprocess.run(command(script, workdir, changes), capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=600)
+    return subprocess.run(
+        command(script, workdir, changes), capture_output=True, text=True, cwd=REPO, env=env, timeout=600
+    )
 
 
 def tiny_config(changes=None):
@@ -76,8 +96,8 @@ def without_timing(records):
 
 def saved_state(workdir, step):
     return ocp.tree.to_flat_dict(
-        ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state")))
-
+        ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+    )
 
 
 def step_dirs(workdir):
@@ -160,8 +180,13 @@ def metrics_text(workdir):
 def kill_from_outside_during_a_save(workdir, env, rng):
     """SIGKILL from this process as soon as it sees a save before the last begun: wherever the run is then."""
     launched_ns = time.time_ns()
-    process = subprocess.Popen(command("train.py", workdir, loader_changes(rng)), cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command("train.py", workdir, loader_changes(rng)),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while process.poll() is None and not any(s < STEPS for s in fresh_saves(workdir, launched_ns)):
             time.sleep(0.001)
@@ -263,8 +288,11 @@ def test_ctrl_c_before_training_says_where_the_same_command_starts(reference, en
     assert result.returncode == cli.EXIT_STOPPED and "Traceback" not in result.stderr, result.stderr[-3000:]
     message = " ".join(result.stderr.split())
     assert message.startswith("stopped: SIGINT received before training began; ")
-    assert ("the same command resumes from checkpoint 12" if resuming else
-            "no checkpoint yet, so the same command starts again from step 0") in message
+    assert (
+        "the same command resumes from checkpoint 12"
+        if resuming
+        else "no checkpoint yet, so the same command starts again from step 0"
+    ) in message
 
 
 # ---------------------------------------------------------------- a full disk
@@ -273,8 +301,12 @@ def test_ctrl_c_before_training_says_where_the_same_command_starts(reference, en
 def can_mount_a_small_disk():
     """Whether this machine lets a user namespace mount a tmpfs (a disk that fills up)."""
     try:
-        return subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"],
-                              capture_output=True, timeout=30).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, timeout=30
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -291,13 +323,20 @@ def test_a_full_disk_while_saving_stops_with_a_message_and_keeps_the_last_checkp
         mount -t tmpfs -o size=3m tmpfs {disk} && cp -r {reference} {workdir} && rm -r {workdir}/checkpoints/{STEPS}
         mkdir {outside}/before {outside}/after && cp -r {workdir}/checkpoints {outside}/before
         head -c $(( ($(df -k --output=avail {disk} | tail -1) - 120) * 1024 )) /dev/zero > {disk}/filler
-        {quoted(command("train.py", workdir))} > {outside}/full.out 2> {outside}/full.err; echo $? > {outside}/full.status
+        {quoted(command("train.py", workdir))} > {outside}/full.out 2> {outside}/full.err
+        echo $? > {outside}/full.status
         cp -r {workdir}/checkpoints {outside}/after && rm {disk}/filler
-        {quoted(command("train.py", workdir))} > {outside}/freed.out 2> {outside}/freed.err; echo $? > {outside}/freed.status
+        {quoted(command("train.py", workdir))} > {outside}/freed.out 2> {outside}/freed.err
+        echo $? > {outside}/freed.status
         cp -r {workdir} {outside}/run
     """
-    subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script], cwd=REPO, env=env,
-                   check=True, timeout=600)
+    subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", script],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=600,
+    )
     read = lambda name: (outside / name).read_text()
     assert read("full.status").strip() == "2", read("full.err")[-3000:]
     message = " ".join(read("full.err").split()).rsplit("error: ", 1)[-1]
@@ -337,10 +376,12 @@ def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_good_check
     assert complete_steps(workdir) == [last_good - EVERY, last_good] and not fresh_saves(workdir, 0)
     # The run equals the reference up to its last good checkpoint and logged nothing after.
     assert without_timing(read_metrics(workdir)) == [
-        r for r in without_timing(read_metrics(reference)) if r["step"] < first_nonfinite]
+        r for r in without_timing(read_metrics(reference)) if r["step"] < first_nonfinite
+    ]
     config = tiny_config(DIVERGING)
-    restored = checkpoints.restore_newest(workdir, abstract_state(config), train.config_as_json(config),
-                                          move_invalid=False)
+    restored = checkpoints.restore_newest(
+        workdir, abstract_state(config), train.config_as_json(config), move_invalid=False
+    )
     assert restored.step == last_good
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored.state))
 
@@ -358,7 +399,8 @@ def test_skip_nonfinite_steps_keeps_the_state_as_it_was_and_counts_the_steps(ref
     assert [r["step"] for r in lines if "miou" in r] == [5, 10, 12]
     # Up to the first non-finite step, skipping changes nothing; after it, no update is applied.
     assert without_timing([r for r in lines if r["step"] < first_nonfinite]) == [
-        r for r in without_timing(read_metrics(reference)) if r["step"] < first_nonfinite]
+        r for r in without_timing(read_metrics(reference)) if r["step"] < first_nonfinite
+    ]
     assert_same_arrays(saved_state(stopped, LAST_FINITE_LR_STEP), saved_state(workdir, LAST_FINITE_LR_STEP))
     after = [saved_state(workdir, s) for s in range(EVERY, STEPS + 1, EVERY) if s >= first_nonfinite]
     assert len(after) >= 2
@@ -370,8 +412,13 @@ def test_skip_nonfinite_steps_keeps_the_state_as_it_was_and_counts_the_steps(ref
 def abstract_state(config):
     dataset = train.load_split(config, config.dataset.train_split)
     model = train.build_model(config, dataset)
-    init = functools.partial(train.init_state, model, optimization.make_optimizer(config, STEPS),
-                             dataset.read(np.arange(1))[0].shape[1:], jax.random.PRNGKey(0))
+    init = functools.partial(
+        train.init_state,
+        model,
+        optimization.make_optimizer(config, STEPS),
+        dataset.read(np.arange(1))[0].shape[1:],
+        jax.random.PRNGKey(0),
+    )
     return train.abstract_state(init, sharding.data_mesh())
 
 
@@ -421,11 +468,13 @@ def damaged_copy(reference, tmp_path, damage, steps):
 def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_it_used(reference, tmp_path, capsys, damage):
     workdir = damaged_copy(reference, tmp_path, damage, [STEPS])
     config = tiny_config()
-    restored = checkpoints.restore_newest(workdir, abstract_state(config), train.config_as_json(config),
-                                          move_invalid=False)
+    restored = checkpoints.restore_newest(
+        workdir, abstract_state(config), train.config_as_json(config), move_invalid=False
+    )
     assert restored.step == STEPS - EVERY
-    assert_same_arrays(saved_state(reference, STEPS - EVERY),
-                       ocp.tree.to_flat_dict(jax.tree.map(np.asarray, restored.state.__dict__)))
+    assert_same_arrays(
+        saved_state(reference, STEPS - EVERY), ocp.tree.to_flat_dict(jax.tree.map(np.asarray, restored.state.__dict__))
+    )
     assert f"checkpoint {STEPS} does not read back whole" in " ".join(capsys.readouterr().err.split())
     assert complete_steps(workdir) == [STEPS - EVERY, STEPS]  # left in place when not training
     del restored
@@ -462,8 +511,9 @@ def test_training_moves_a_damaged_checkpoint_aside_and_ends_as_the_uninterrupted
     moved = os.path.join(workdir, checkpoints.INVALID_DIR, str(STEPS))
     assert f"checkpoint {STEPS} does not read back whole" in message and f"moved it to {moved}" in message
     assert f"Resuming from step {STEPS - EVERY}" in result.stdout
-    with open(os.path.join(moved, os.path.relpath(damaged, os.path.join(workdir, "checkpoints", str(STEPS)))),
-              "rb") as f:
+    with open(
+        os.path.join(moved, os.path.relpath(damaged, os.path.join(workdir, "checkpoints", str(STEPS)))), "rb"
+    ) as f:
         assert f.read() == damaged_bytes  # kept as it was
     assert_ends_like(reference, workdir)
 
@@ -471,18 +521,35 @@ def test_training_moves_a_damaged_checkpoint_aside_and_ends_as_the_uninterrupted
 # ---------------------------------------------------------------- checkpoints that do not fit the config
 
 
-@pytest.mark.parametrize("changes, parameter, field", [
-    ({"model.width": 0.125}, "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[2, 8]",
-     "model.width=0.0625 in the checkpoint, 0.125 now"),
-    ({"model.timesteps": 3}, "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[3, 4]",
-     "model.timesteps=2 in the checkpoint, 3 now"),
-    ({"model.name": "deeplab"}, "this config's model has params/conv1_1/bn/bias float32[4], which the checkpoint "
-     "lacks", "model.name='spiking_deeplab' in the checkpoint"),
-    ({"dataset.name": "events"}, "params/conv1_1/conv/kernel is float32[3, 3, 3, 4] in the checkpoint and "
-     "float32[3, 3, 2, 4]", "dataset.name='shapes' in the checkpoint, 'events' now"),
-], ids=["width", "timesteps", "model", "input-channels"])
-def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter_and_the_fields(reference, changes, parameter,
-                                                                                      field):
+@pytest.mark.parametrize(
+    "changes, parameter, field",
+    [
+        (
+            {"model.width": 0.125},
+            "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[2, 8]",
+            "model.width=0.0625 in the checkpoint, 0.125 now",
+        ),
+        (
+            {"model.timesteps": 3},
+            "params/conv1_1/bntt/scale is float32[2, 4] in the checkpoint and float32[3, 4]",
+            "model.timesteps=2 in the checkpoint, 3 now",
+        ),
+        (
+            {"model.name": "deeplab"},
+            "this config's model has params/conv1_1/bn/bias float32[4], which the checkpoint lacks",
+            "model.name='spiking_deeplab' in the checkpoint",
+        ),
+        (
+            {"dataset.name": "events"},
+            "params/conv1_1/conv/kernel is float32[3, 3, 3, 4] in the checkpoint and float32[3, 3, 2, 4]",
+            "dataset.name='shapes' in the checkpoint, 'events' now",
+        ),
+    ],
+    ids=["width", "timesteps", "model", "input-channels"],
+)
+def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter_and_the_fields(
+    reference, changes, parameter, field
+):
     config = tiny_config(changes)
     with pytest.raises(UserError) as error:
         checkpoints.restore_newest(reference, abstract_state(config), train.config_as_json(config), move_invalid=True)
@@ -495,12 +562,20 @@ def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter_and_the_f
 def test_a_class_count_that_does_not_fit_names_the_output_layer(reference):
     model = models.build("spiking_deeplab", num_classes=21, timesteps=2, width=0.0625)
     config = tiny_config()
-    init = functools.partial(train.init_state, model, optimization.make_optimizer(config, STEPS), (16, 16, 3),
-                             jax.random.PRNGKey(0))
-    with pytest.raises(UserError, match=r"params/output/kernel is float32\[1, 1, 64, 5\] in the checkpoint and "
-                                        r"float32\[1, 1, 64, 21\]"):
-        checkpoints.restore_newest(reference, train.abstract_state(init, sharding.data_mesh()),
-                                   train.config_as_json(config), move_invalid=False)
+    init = functools.partial(
+        train.init_state, model, optimization.make_optimizer(config, STEPS), (16, 16, 3), jax.random.PRNGKey(0)
+    )
+    with pytest.raises(
+        UserError,
+        match=r"params/output/kernel is float32\[1, 1, 64, 5\] in the checkpoint and "
+        r"float32\[1, 1, 64, 21\]",
+    ):
+        checkpoints.restore_newest(
+            reference,
+            train.abstract_state(init, sharding.data_mesh()),
+            train.config_as_json(config),
+            move_invalid=False,
+        )
 
 
 def test_evaluating_with_a_config_that_does_not_fit_is_a_one_paragraph_error(reference, env):
@@ -516,7 +591,8 @@ def test_config_differences_are_warned_about_for_the_fields_asked(capsys):
     checkpoint = checkpoints.Checkpoint(step=4, state=None, position=None, log_window={}, config=saved)
     current = {"model": {"leak": 0.9, "width": 1.0}, "seed": 1}
     checkpoints.warn_config_differences(checkpoint, current, "evaluating", fields=("model.",))
-    assert " ".join(capsys.readouterr().err.split()) == ("warning: evaluating checkpoint 4 with a config that "
-                                                         "differs from the one that saved it: model.leak 0.99 -> 0.9")
+    assert " ".join(capsys.readouterr().err.split()) == (
+        "warning: evaluating checkpoint 4 with a config that differs from the one that saved it: model.leak 0.99 -> 0.9"
+    )
     checkpoints.warn_config_differences(checkpoint, saved, "resuming")
     assert capsys.readouterr().err == ""

@@ -12,8 +12,9 @@ from snnseg_jax import formulations
 rng = np.random.default_rng(1)
 
 
-@pytest.mark.parametrize("size,dilation,channels", [((16, 16), 12, (3, 5)), ((16, 16), 12, (6, 2)),
-                                                    ((9, 7), 4, (3, 4)), ((5, 5), 6, (2, 3))])
+@pytest.mark.parametrize(
+    "size,dilation,channels", [((16, 16), 12, (3, 5)), ((16, 16), 12, (6, 2)), ((9, 7), 4, (3, 4)), ((5, 5), 6, (2, 3))]
+)
 def test_in_bounds_conv_matches_xla_conv_and_its_gradients(size, dilation, channels):
     assert formulations.in_bounds_fraction(size, (3, 3), dilation) < 0.5
     x = jnp.asarray(rng.normal(size=(2, *size, channels[0])), jnp.float32)
@@ -43,10 +44,14 @@ def test_avg_pool_gradient_matches_reduce_window_autodiff(size):
     g = jnp.asarray(rng.normal(size=formulations.avg_pool_interleaved(x).shape), jnp.float32)
 
     def plain(x):
-        return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))) / 9.0
+        return (
+            jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+            / 9.0
+        )
 
-    np.testing.assert_allclose(jax.vjp(formulations.avg_pool_interleaved, x)[1](g)[0], jax.vjp(plain, x)[1](g)[0],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.vjp(formulations.avg_pool_interleaved, x)[1](g)[0], jax.vjp(plain, x)[1](g)[0], rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("axis", [0, 1])
@@ -57,8 +62,10 @@ def test_sum_by_halves_and_its_gradient(length, axis):
     x = jnp.asarray(rng.normal(size=shape), jnp.float32)
     np.testing.assert_allclose(formulations.sum_by_halves(x, axis), x.sum(axis=axis), rtol=1e-5, atol=1e-6)
     g = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
-    np.testing.assert_array_equal(jax.vjp(lambda x: formulations.sum_by_halves(x, axis), x)[1](g)[0],
-                                  jnp.broadcast_to(jnp.expand_dims(g, axis), x.shape))
+    np.testing.assert_array_equal(
+        jax.vjp(lambda x: formulations.sum_by_halves(x, axis), x)[1](g)[0],
+        jnp.broadcast_to(jnp.expand_dims(g, axis), x.shape),
+    )
 
 
 def test_each_backends_formulations_compute_the_plain_values():
@@ -70,7 +77,9 @@ def test_each_backends_formulations_compute_the_plain_values():
     pools the interleaved backward.
     """
     import dataclasses
+
     from snnseg_jax import models
+
     x = jax.random.uniform(jax.random.PRNGKey(0), (2, 64, 64, 3), minval=-1, maxval=1)
     labels = jax.random.randint(jax.random.PRNGKey(1), (2, 64, 64), 0, 3)
 
@@ -79,8 +88,9 @@ def test_each_backends_formulations_compute_the_plain_values():
         if tuning is not None:
             model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
         variables = model.init({"params": jax.random.PRNGKey(2)}, x[:1], train=False)
-        fc6_as_dilated_conv = "rhs_dilation=(12, 12)" in str(jax.make_jaxpr(
-            lambda x: model.apply(variables, x, train=False))(x))
+        fc6_as_dilated_conv = "rhs_dilation=(12, 12)" in str(
+            jax.make_jaxpr(lambda x: model.apply(variables, x, train=False))(x)
+        )
 
         def loss(params):
             logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
@@ -103,7 +113,9 @@ def test_every_formulation_has_its_measurement():
     """The committed ablation (docs/results/performance.json) times each CPU formulation switched off."""
     import dataclasses
     import json
+
     from conftest import REPO
+
     performance = json.loads((REPO / "docs" / "results" / "performance.json").read_text())
     rows = {row["variant"]: row for row in performance["runs"]["ablation"]}
     cpu = formulations.for_backend("cpu")

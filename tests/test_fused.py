@@ -15,8 +15,9 @@ rng = np.random.default_rng(0)
 
 def layer_spec(levels=None, signed=False, **settings):
     """A layer's spec with the formulations the networks use on CPU."""
-    return fused.SpikingConvSpec(T, input_values=InputValues(levels, signed),
-                                 tuning=formulations.for_backend("cpu"), **settings)
+    return fused.SpikingConvSpec(
+        T, input_values=InputValues(levels, signed), tuning=formulations.for_backend("cpu"), **settings
+    )
 
 
 def plain_layer(x, kernel, gamma, spec, stats=None):
@@ -65,12 +66,19 @@ SPECS = [
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"d{s.dilation}-L{s.input_values.levels}-{s.neuron.surrogate}-"
-                                                      f"remat{s.remat}-eps{s.neuron.bntt_epsilon}")
+@pytest.mark.parametrize(
+    "spec",
+    SPECS,
+    ids=lambda s: (
+        f"d{s.dilation}-L{s.input_values.levels}-{s.neuron.surrogate}-remat{s.remat}-eps{s.neuron.bntt_epsilon}"
+    ),
+)
 def test_fused_layer_matches_plain_composition(spec):
     x, kernel, gamma, weights = random_problem(spec)
     (loss, (spikes, mean, var)), grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, spec)
-    (ref_loss, (ref_spikes, ref_mean, ref_var)), ref_grads = loss_and_grads(plain_layer, x, kernel, gamma, weights, spec)
+    (ref_loss, (ref_spikes, ref_mean, ref_var)), ref_grads = loss_and_grads(
+        plain_layer, x, kernel, gamma, weights, spec
+    )
     assert 0.05 < float(spikes.mean()) < 0.95  # both regimes present, so the comparison means something
     np.testing.assert_array_equal(spikes, ref_spikes)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
@@ -125,7 +133,10 @@ def test_backward_pass_keeps_the_input_packed_and_no_float_input(remat):
     spec = layer_spec(1, remat=remat)
     x, kernel, gamma, _ = random_problem(spec, channels=16)
     _, vjp = jax.vjp(lambda x, k, g: fused.spiking_conv_train(x, k, g, spec)[0], x, kernel, gamma)
-    residuals = sorted((leaf.dtype.name, leaf.shape) for leaf in jax.tree_util.tree_leaves(vjp)
-                       if hasattr(leaf, "shape") and leaf.size > T * 4)
+    residuals = sorted(
+        (leaf.dtype.name, leaf.shape)
+        for leaf in jax.tree_util.tree_leaves(vjp)
+        if hasattr(leaf, "shape") and leaf.size > T * 4
+    )
     conv_output = [] if remat else [("float32", (B, T, H, W, 4))]
     assert residuals == sorted([*conv_output, ("float32", kernel.shape), ("uint8", (T * B, H, W, 2))])

@@ -17,8 +17,10 @@ T, B, H, W, C = 4, 3, 5, 5, 2
 def make_input():
     rng = np.random.default_rng(0)
     # Every step gets its own offset and spread, so mixing steps' statistics would show.
-    return (rng.normal(size=(T, B, H, W, C)) * np.arange(1, T + 1)[:, None, None, None, None]
-            + 3.0 * np.arange(T)[:, None, None, None, None]).astype(np.float32)
+    return (
+        rng.normal(size=(T, B, H, W, C)) * np.arange(1, T + 1)[:, None, None, None, None]
+        + 3.0 * np.arange(T)[:, None, None, None, None]
+    ).astype(np.float32)
 
 
 def test_bntt_training_uses_each_steps_batch_statistics_and_gamma():
@@ -44,8 +46,10 @@ def test_bntt_eval_uses_each_steps_running_statistics():
     rng = np.random.default_rng(2)
     mean, var = rng.normal(size=(T, C)), rng.uniform(0.5, 3.0, (T, C))
     gamma = rng.uniform(0.5, 2.0, (T, C))
-    variables = {"params": {"scale": jnp.asarray(gamma, jnp.float32)},
-                 "batch_stats": {"mean": jnp.asarray(mean, jnp.float32), "var": jnp.asarray(var, jnp.float32)}}
+    variables = {
+        "params": {"scale": jnp.asarray(gamma, jnp.float32)},
+        "batch_stats": {"mean": jnp.asarray(mean, jnp.float32), "var": jnp.asarray(var, jnp.float32)},
+    }
     out = BNTT(T).apply(variables, x, train=False)
     expected = (x - mean[:, None, None, None]) / np.sqrt(var[:, None, None, None] + 1e-4) * gamma[:, None, None, None]
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-4)
@@ -64,8 +68,10 @@ def test_bntt_rejects_wrong_number_of_steps():
 def test_spiking_unit_uses_the_neurons_bntt_settings(fused):
     """BNTT's epsilon and momentum reach both the fused and the plain spiking layer."""
     neuron = Neuron(leak=0.9, bntt_epsilon=0.3, bntt_momentum=0.5)
-    unit = Unit(Layer("unit", architecture.UNIT, (architecture.INPUT,), 4),
-                Settings(spiking=True, timesteps=T, neuron=neuron, fused=fused))
+    unit = Unit(
+        Layer("unit", architecture.UNIT, (architecture.INPUT,), 4),
+        Settings(spiking=True, timesteps=T, neuron=neuron, fused=fused),
+    )
     x_TB = jnp.asarray(make_input()[..., :1] > 0, jnp.float32)  # spikes [T, B, H, W, 1]
     variables = unit.init(jax.random.PRNGKey(0), ops.fold_time(x_TB), train=False)
     spikes, updates = unit.apply(variables, ops.fold_time(x_TB), train=True, mutable=["batch_stats"])

@@ -74,13 +74,13 @@ def test_lif_scan_gradient_matches_hand_bptt(surrogate, detach_reset, leak, thre
     w_spikes, w_final = rng.normal(size=currents.shape), rng.normal(size=currents.shape[1:])
 
     def loss(c):
-        spikes, u_final = neurons.lif_scan(c, leak=leak, threshold=threshold, surrogate=surrogate,
-                                           detach_reset=detach_reset)
+        spikes, u_final = neurons.lif_scan(
+            c, leak=leak, threshold=threshold, surrogate=surrogate, detach_reset=detach_reset
+        )
         return jnp.sum(spikes * w_spikes) + jnp.sum(u_final * w_final)
 
     grads = jax.grad(loss)(jnp.asarray(currents, jnp.float32))
-    expected = reference_bptt(currents, w_spikes, w_final, leak, threshold,
-                              SURROGATE_FORMULAS[surrogate], detach_reset)
+    expected = reference_bptt(currents, w_spikes, w_final, leak, threshold, SURROGATE_FORMULAS[surrogate], detach_reset)
     np.testing.assert_allclose(np.asarray(grads), expected, rtol=2e-4, atol=2e-5)
 
 
@@ -120,9 +120,11 @@ def test_bfloat16_keeps_dtype_and_matches_float32():
     assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads)))
 
 
-@pytest.mark.parametrize("make", [float, np.float32, lambda v: np.array(v, np.float32), jnp.bfloat16,
-                                  lambda v: jnp.array(v, jnp.float16)],
-                         ids=["python", "numpy_scalar", "numpy_array", "bfloat16", "float16"])
+@pytest.mark.parametrize(
+    "make",
+    [float, np.float32, lambda v: np.array(v, np.float32), jnp.bfloat16, lambda v: jnp.array(v, jnp.float16)],
+    ids=["python", "numpy_scalar", "numpy_array", "bfloat16", "float16"],
+)
 def test_cells_take_whatever_jnp_takes_and_keep_its_dtype(make):
     spike = neurons.spike_function()
     expected = jnp.asarray(make(0.0)).dtype  # a Python float is a weakly typed float32

@@ -26,18 +26,28 @@ import pytest
 from configs import shapes_deeplab
 from snnseg_jax import train
 
-TINY = {"dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 4, "dataset.synthetic_sizes.train": 48,
-        "dataset.synthetic_sizes.val": 16, "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 6,
-        "log_every_steps": 1, "eval_every_steps": 0, "checkpoint_every_steps": 100,
-        "weight_decay": 5e-4}  # the paper configs' decay (the embedded-data configs train without)
+TINY = {
+    "dataset.image_size": 16,
+    "model.width": 0.0625,
+    "model.timesteps": 4,
+    "dataset.synthetic_sizes.train": 48,
+    "dataset.synthetic_sizes.val": 16,
+    "batch_size": 8,
+    "eval_batch_size": 8,
+    "num_train_steps": 6,
+    "log_every_steps": 1,
+    "eval_every_steps": 0,
+    "checkpoint_every_steps": 100,
+    "weight_decay": 5e-4,
+}  # the paper configs' decay (the embedded-data configs train without)
 LOSS_RTOL, MIOU_ATOL = 1e-5, 1e-6
 
 # {model name: (training loss after each step, final validation MIoU)}
 PINNED = {
-    'spiking_deeplab': ([1.994412, 1.936561, 1.896873, 1.746227, 1.808766, 1.818856], 0.01923828125),
-    'spiking_fcn': ([1.941585, 1.956906, 1.890909, 1.8499, 1.872031, 1.792449], 0.05653248748492432),
-    'deeplab': ([2.507131, 2.341327, 2.13507, 1.943917, 2.113303, 2.172557], 0.030689525417960106),
-    'fcn': ([2.290942, 2.235101, 1.86014, 1.883442, 1.881958, 1.828321], 0.11527704813844128),
+    "spiking_deeplab": ([1.994412, 1.936561, 1.896873, 1.746227, 1.808766, 1.818856], 0.01923828125),
+    "spiking_fcn": ([1.941585, 1.956906, 1.890909, 1.8499, 1.872031, 1.792449], 0.05653248748492432),
+    "deeplab": ([2.507131, 2.341327, 2.13507, 1.943917, 2.113303, 2.172557], 0.030689525417960106),
+    "fcn": ([2.290942, 2.235101, 1.86014, 1.883442, 1.881958, 1.828321], 0.11527704813844128),
 }
 
 
@@ -54,8 +64,11 @@ def run(model_name: str, **changes) -> tuple[list[float], float]:
 
 def differs_from_pinned(model_name: str, losses: list[float], miou: float) -> bool:
     pinned_losses, pinned_miou = PINNED[model_name]
-    return (len(losses) != len(pinned_losses) or abs(miou - pinned_miou) > MIOU_ATOL
-            or any(abs(a - b) > LOSS_RTOL * abs(b) for a, b in zip(losses, pinned_losses)))
+    return (
+        len(losses) != len(pinned_losses)
+        or abs(miou - pinned_miou) > MIOU_ATOL
+        or any(abs(a - b) > LOSS_RTOL * abs(b) for a, b in zip(losses, pinned_losses))
+    )
 
 
 @pytest.mark.parametrize("model_name", ["spiking_deeplab", "spiking_fcn", "deeplab", "fcn"])

@@ -1,6 +1,5 @@
 """Array ops against direct numpy definitions."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,13 +18,12 @@ def numpy_conv(x, w, dilation):
     out = np.zeros((n, h, wd, w.shape[-1]))
     for i in range(k):
         for j in range(k):
-            patch = xp[:, i * dilation:i * dilation + h, j * dilation:j * dilation + wd]
+            patch = xp[:, i * dilation : i * dilation + h, j * dilation : j * dilation + wd]
             out += patch @ w[i, j]
     return out
 
 
-TUNINGS = {"plain": formulations.PLAIN, "cpu": formulations.for_backend("cpu"),
-           "gpu": formulations.for_backend("gpu")}
+TUNINGS = {"plain": formulations.PLAIN, "cpu": formulations.for_backend("cpu"), "gpu": formulations.for_backend("gpu")}
 
 
 @pytest.mark.parametrize("tuning", TUNINGS)
@@ -59,7 +57,7 @@ def test_avg_pool_counts_padding(size, tuning):
     ref = np.zeros((2, out, out, 3))
     for i in range(out):
         for j in range(out):
-            ref[:, i, j] = xp[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum(axis=(1, 2)) / 9.0
+            ref[:, i, j] = xp[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].sum(axis=(1, 2)) / 9.0
     got = ops.avg_pool(jnp.asarray(x, jnp.float32), TUNINGS[tuning])
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-6)
 
@@ -92,8 +90,9 @@ def test_resize_bilinear_align_corners(src, dst):
 def test_time_mean_of_folded_steps(tuning):
     T, B = 5, 3
     x_TB = jnp.asarray(rng.normal(size=(T, B, 2, 4)), jnp.float32)
-    np.testing.assert_allclose(ops.time_mean(ops.fold_time(x_TB), T, TUNINGS[tuning]), x_TB.mean(axis=0),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        ops.time_mean(ops.fold_time(x_TB), T, TUNINGS[tuning]), x_TB.mean(axis=0), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_time_is_folded_batch_major_and_unfolds_back():

@@ -40,8 +40,9 @@ def test_training_batches_cover_each_epoch_once_and_drop_the_partial_batch():
 
 def test_resuming_at_a_position_reads_what_an_uninterrupted_run_reads():
     dataset = numbered(23)
-    uninterrupted = [b["labels"] for b in itertools.islice(
-        pipeline.train_batches(dataset, 5, seed=1, start=pipeline.Position()), 11)]
+    uninterrupted = [
+        b["labels"] for b in itertools.islice(pipeline.train_batches(dataset, 5, seed=1, start=pipeline.Position()), 11)
+    ]
     position = pipeline.advance(pipeline.Position(), 6, per_epoch=4)
     assert position == pipeline.Position(epoch=1, batch=2)
     resumed = [b["labels"] for b in itertools.islice(pipeline.train_batches(dataset, 5, seed=1, start=position), 5)]

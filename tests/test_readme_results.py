@@ -9,8 +9,8 @@ import difflib
 import re
 
 import pytest
-
 from conftest import REPO
+
 from scripts import results
 
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*.py") if path.read_text().startswith('"""'))
@@ -18,8 +18,10 @@ CONFIGS = sorted(path for path in (REPO / "configs").glob("*.py") if path.read_t
 
 def test_readme_and_config_docstrings_show_the_numbers_of_the_committed_result_files():
     stale = {path: (now, rendered) for path, (now, rendered) in results.rendered_files().items() if now != rendered}
-    diffs = ["".join(difflib.unified_diff(now.splitlines(True), rendered.splitlines(True), str(path), "rendered"))
-             for path, (now, rendered) in stale.items()]
+    diffs = [
+        "".join(difflib.unified_diff(now.splitlines(True), rendered.splitlines(True), str(path), "rendered"))
+        for path, (now, rendered) in stale.items()
+    ]
     assert not stale, "run: python scripts/results.py readme\n" + "\n".join(diffs)
 
 

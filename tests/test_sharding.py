@@ -22,10 +22,19 @@ from snnseg_jax.data import ArrayDataset, pipeline
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
 # 16 training images in batches of 4; 6 validation images in batches of 4 (the second one padded).
-TINY = ["--config.dataset.image_size=16", "--config.model.width=0.125", "--config.model.timesteps=2",
-        "--config.dataset.synthetic_sizes.train=16", "--config.dataset.synthetic_sizes.val=6",
-        "--config.batch_size=4", "--config.eval_batch_size=4", "--config.num_train_steps=3",
-        "--config.log_every_steps=1", "--config.checkpoint_every_steps=3", "--config.eval_every_steps=-1"]
+TINY = [
+    "--config.dataset.image_size=16",
+    "--config.model.width=0.125",
+    "--config.model.timesteps=2",
+    "--config.dataset.synthetic_sizes.train=16",
+    "--config.dataset.synthetic_sizes.val=6",
+    "--config.batch_size=4",
+    "--config.eval_batch_size=4",
+    "--config.num_train_steps=3",
+    "--config.log_every_steps=1",
+    "--config.checkpoint_every_steps=3",
+    "--config.eval_every_steps=-1",
+]
 
 
 def eval_batches(dataset, batch_size):
@@ -49,16 +58,17 @@ class NoisyNumbered:
 def shares(dataset, batch_size, processes):
     """The share of each of `processes` processes holding equal consecutive rows of every batch."""
     per_process = batch_size // processes
-    return [sharding.ProcessShare(dataset, batch_size, np.arange(p * per_process, (p + 1) * per_process))
-            for p in range(processes)]
+    return [
+        sharding.ProcessShare(dataset, batch_size, np.arange(p * per_process, (p + 1) * per_process))
+        for p in range(processes)
+    ]
 
 
 def assemble(batches, batch_size, processes):
     """One batch from the processes' batches, each giving its own rows (what `put_batch` does)."""
     per_process = batch_size // processes
     own_rows = [slice(p * per_process, (p + 1) * per_process) for p in range(processes)]
-    return {name: np.concatenate([batch[name][rows] for rows, batch in zip(own_rows, batches)])
-            for name in batches[0]}
+    return {name: np.concatenate([batch[name][rows] for rows, batch in zip(own_rows, batches)]) for name in batches[0]}
 
 
 @pytest.mark.parametrize("processes", [2, 4])
@@ -109,8 +119,7 @@ def test_padded_evaluation_batches_are_the_same_whatever_the_number_of_processes
 def test_one_process_holds_every_row_and_puts_the_batch_on_its_devices():
     mesh = sharding.data_mesh()
     np.testing.assert_array_equal(sharding.local_rows(4, mesh), np.arange(4))
-    batch = {"inputs": np.arange(24, dtype=np.float32).reshape(4, 3, 2),
-             "labels": np.arange(4, dtype=np.uint8)}
+    batch = {"inputs": np.arange(24, dtype=np.float32).reshape(4, 3, 2), "labels": np.arange(4, dtype=np.uint8)}
     placed = sharding.put_batch(batch, sharding.batch_sharding(mesh))
     for name in batch:
         assert placed[name].sharding == sharding.batch_sharding(mesh)
@@ -128,17 +137,37 @@ def free_port():
 
 def start_training(workdir, *overrides, devices=1, script=("train.py",)):
     """`python train.py` (or `script`: another file of the repository and its arguments) on TINY."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"}
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, script[0]), *script[1:], f"--config={CONFIG}",
-                             f"--workdir={workdir}", *TINY, *overrides], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, script[0]),
+            *script[1:],
+            f"--config={CONFIG}",
+            f"--workdir={workdir}",
+            *TINY,
+            *overrides,
+        ],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def distributed_flags(process_id, port):
-    return ["--config.distributed.initialize=True", "--config.distributed.num_processes=2",
-            f"--config.distributed.coordinator_address=localhost:{port}",
-            f"--config.distributed.process_id={process_id}"]
+    return [
+        "--config.distributed.initialize=True",
+        "--config.distributed.num_processes=2",
+        f"--config.distributed.coordinator_address=localhost:{port}",
+        f"--config.distributed.process_id={process_id}",
+    ]
 
 
 def finished(processes):
@@ -173,8 +202,10 @@ def final_state(workdir, step=3):
     """The state saved at `step`, read onto this process's first device whatever devices saved it."""
     path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-                          checkpointer.metadata(path).item_metadata)
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata,
+    )
     return ocp.tree.to_flat_dict(checkpointer.restore(path, target))
 
 
@@ -182,7 +213,8 @@ def final_state(workdir, step=3):
 def test_data_parallel_training_matches_one_device(runs, run):
     expected, got = read_metrics(runs["one_device"]), read_metrics(runs[run])
     assert [line["step"] for line in got] == [line["step"] for line in expected] == [1, 2, 3, 3]
-    np.testing.assert_allclose([l["loss"] for l in got[:3]], [l["loss"] for l in expected[:3]], rtol=1e-5)
+    losses = lambda records: [record["loss"] for record in records[:3]]
+    np.testing.assert_allclose(losses(got), losses(expected), rtol=1e-5)
     assert got[3]["num_images"] == 6
     np.testing.assert_allclose(got[3]["iou_per_class"], expected[3]["iou_per_class"], rtol=1e-6)
     expected_state, state = final_state(runs["one_device"]), final_state(runs[run])
@@ -192,7 +224,7 @@ def test_data_parallel_training_matches_one_device(runs, run):
     for path, leaf in expected_state.items():
         np.testing.assert_allclose(state[path], leaf, rtol=1e-4, atol=1e-4, err_msg=str(path))
     # Each step changed the loss by far more (here 10x) than the tolerance, so the steps themselves agree.
-    losses = np.array([l["loss"] for l in expected[:3]])
+    losses = np.array([record["loss"] for record in expected[:3]])
     assert np.all(np.abs(np.diff(losses)) > 10 * 1e-5 * np.abs(losses[1:]))
 
 
@@ -202,10 +234,19 @@ def test_only_the_first_process_writes_the_metrics(runs):
 
 
 def test_each_of_two_devices_runs_half_of_the_train_step():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "train_step_flops.py")], cwd=ROOT,
-                            env={**env, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+    }
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "train_step_flops.py")],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     flops = json.loads(result.stdout.strip().splitlines()[-1])
     assert flops["2"] < 0.6 * flops["1"]
@@ -213,10 +254,20 @@ def test_each_of_two_devices_runs_half_of_the_train_step():
 
 def test_a_distributed_run_without_a_coordinator_is_a_user_error(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_", "OMPI_", "JAX_"))}
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), f"--config={CONFIG}",
-                             f"--workdir={tmp_path}", "--config.distributed.initialize=True"],
-                            cwd=ROOT, env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            f"--config={CONFIG}",
+            f"--workdir={tmp_path}",
+            "--config.distributed.initialize=True",
+        ],
+        cwd=ROOT,
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "config.distributed.coordinator_address" in " ".join(result.stderr.split())
 
@@ -227,18 +278,24 @@ def test_two_processes_stop_together_on_a_signal_to_one_and_resume_exactly(tmp_p
     shared by a collective read one step late), save it, and exit with EXIT_STOPPED; resumed, the
     two processes end bitwise as two that were never stopped."""
     from snnseg_jax import cli
+
     longer = ["--config.num_train_steps=6", "--config.checkpoint_every_steps=2", "--config.keep_checkpoints=5"]
 
     def two_processes(workdir, second=("train.py",)):
         port = free_port()
-        return finished([start_training(workdir, *longer, *distributed_flags(i, port), script=script)
-                         for i, script in enumerate([("train.py",), second])])
+        return finished(
+            [
+                start_training(workdir, *longer, *distributed_flags(i, port), script=script)
+                for i, script in enumerate([("train.py",), second])
+            ]
+        )
 
     reference, stopped = str(tmp_path / "reference"), str(tmp_path / "stopped")
     uninterrupted = two_processes(reference)
     assert [status for status, _ in uninterrupted] == [0, 0], [output[-2000:] for _, output in uninterrupted]
     (status_0, output_0), (status_1, output_1) = two_processes(
-        stopped, second=(os.path.join("tests", "kill_switch.py"), "term_step", "2"))
+        stopped, second=(os.path.join("tests", "kill_switch.py"), "term_step", "2")
+    )
     assert status_0 == status_1 == cli.EXIT_STOPPED, output_0[-2000:] + output_1[-2000:]
     assert "kill_switch: last step dispatched 3, 1 SIGTERM" in output_1
     assert "SIGTERM received; saved checkpoint 3" in " ".join(output_1.split())

@@ -42,8 +42,9 @@ def run_steps(model, variables, frames, **kwargs):
 @pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
 def test_after_t_steps_the_logits_are_the_networks(name, kind):
     model, variables, x, frames = network_and_frames(name, kind)
-    expected, sown = jax.jit(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": KEY},
-                                                      mutable=[models.ACTIVITY]))(variables, x)
+    expected, sown = jax.jit(
+        lambda v, x: model.apply(v, x, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
+    )(variables, x)
     spikes = np.mean([float(a.mean()) for a in models.activity(sown).values()])
     assert 0.05 < spikes < 0.95, "the test needs layers that spike, but not always"
     _, logits = run_steps(model, variables, frames)
@@ -70,7 +71,7 @@ def test_encode_draws_the_networks_spikes_and_longer_streams_extend_shorter_ones
     images = jax.random.uniform(KEY, (2, 8, 8, 3), minval=-1, maxval=1)
     long = stream.encode(KEY, images, 3 * T)
     np.testing.assert_array_equal(long[:T], stream.encode(KEY, images, T))
-    assert long.shape == (3 * T, 2, 8, 8, 3) and not np.array_equal(long[:T], long[T:2 * T])
+    assert long.shape == (3 * T, 2, 8, 8, 3) and not np.array_equal(long[:T], long[T : 2 * T])
 
 
 def test_late_statistics_rules_agree_within_t_and_differ_after():
@@ -93,8 +94,10 @@ def test_ann_and_unknown_rule_are_refused(random_variables):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,tuned_ops,agreement", [("spiking_fcn", True, 1.0), ("spiking_deeplab", False, 1.0),
-                                                       ("spiking_deeplab", True, 0.99)])
+@pytest.mark.parametrize(
+    "name,tuned_ops,agreement",
+    [("spiking_fcn", True, 1.0), ("spiking_deeplab", False, 1.0), ("spiking_deeplab", True, 0.99)],
+)
 def test_at_the_papers_size(name, tuned_ops, agreement):
     """T = 20, 64x64, width 1. XLA's convolutions give every step the window's sums; the in-bounds
     formulation of DeepLab's dilation-12 layer sums in another order for one step than for 20, which

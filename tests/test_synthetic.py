@@ -7,10 +7,14 @@ from snnseg_jax import metrics
 from snnseg_jax.data import preprocess, synthetic
 
 
-@pytest.mark.parametrize("make", [
-    lambda seed, split: synthetic.shapes(seed, split, 8, 16),
-    lambda seed, split: synthetic.event_recordings(seed, split, 8, 16, recording_frames=3)[:2],
-], ids=["shapes", "events"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda seed, split: synthetic.shapes(seed, split, 8, 16),
+        lambda seed, split: synthetic.event_recordings(seed, split, 8, 16, recording_frames=3)[:2],
+    ],
+    ids=["shapes", "events"],
+)
 def test_same_seed_same_data_other_seed_or_split_other_data(make):
     a_inputs, a_labels = make(0, "train")
     b_inputs, b_labels = make(0, "train")
@@ -71,16 +75,20 @@ def test_colour_and_majority_predictors_score_low_on_shapes():
     train_images, train_labels = synthetic.shapes(0, "train", 400, 32)
     val_images, val_labels = synthetic.shapes(0, "val", 200, 32)
     bins = 8
+
     def colour_bin(images):
         q = np.clip(((images + preprocess.RGB_MEAN / 255) * bins).astype(int), 0, bins - 1)
         return (q[..., 0] * bins + q[..., 1]) * bins + q[..., 2]
+
     classes = len(synthetic.CLASS_NAMES)
-    counts = np.zeros((bins ** 3, classes))
+    counts = np.zeros((bins**3, classes))
     np.add.at(counts, (colour_bin(train_images).ravel(), train_labels.ravel()), 1)
     lookup = counts.argmax(axis=1)
+
     def miou(preds):
         confusion = np.zeros((classes, classes), np.int64)
         np.add.at(confusion, (val_labels.ravel(), preds.ravel()), 1)
         return metrics.mean_iou(confusion)
+
     assert miou(lookup[colour_bin(val_images)]) < 0.3
     assert miou(np.zeros_like(val_labels)) < 0.2

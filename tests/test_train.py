@@ -40,8 +40,11 @@ def test_weight_decay_is_l2_added_to_the_gradient_before_adam(scope):
     config = shapes_deeplab.get_config()
     config.learning_rate, config.weight_decay, config.weight_decay_scope = 0.01, 0.05, scope
     rng = np.random.default_rng(0)
-    params = {"conv": {"kernel": rng.normal(size=(3, 3, 2, 4))},
-              "bntt": {"scale": 1 + 0.1 * rng.normal(size=(2, 4))}, "output": {"bias": rng.normal(size=(4,))}}
+    params = {
+        "conv": {"kernel": rng.normal(size=(3, 3, 2, 4))},
+        "bntt": {"scale": 1 + 0.1 * rng.normal(size=(2, 4))},
+        "output": {"bias": rng.normal(size=(4,))},
+    }
     params = jax.tree.map(lambda x: x.astype(np.float32), params)
     grads = [jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params) for _ in range(2)]
     optimizer = optimization.make_optimizer(config, steps=100)
@@ -56,8 +59,8 @@ def test_weight_decay_is_l2_added_to_the_gradient_before_adam(scope):
         p, m, v = params[path[0]][path[1]].astype(np.float64), 0.0, 0.0
         for t, g in enumerate(grads, start=1):
             g = g[path[0]][path[1]] + decay * p
-            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g ** 2
-            p = p - config.learning_rate * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+            m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+            p = p - config.learning_rate * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
         np.testing.assert_allclose(got[path[0]][path[1]], p, rtol=1e-5, atol=1e-6, err_msg=str(path))
 
 
@@ -78,8 +81,11 @@ def test_check_config_lists_every_bad_value():
     with pytest.raises(UserError) as error:
         train.check_config(config)
     message = str(error.value)
-    for part in ("batch_size must be a positive integer, got 0", "lr_decay_at must be a number in [0, 1], got 1.5",
-                 "divisible by 8, got 36"):
+    for part in (
+        "batch_size must be a positive integer, got 0",
+        "lr_decay_at must be a number in [0, 1], got 1.5",
+        "divisible by 8, got 36",
+    ):
         assert part in message
 
 
@@ -89,8 +95,10 @@ def test_train_step_is_deterministic_and_draws_new_spikes_each_step():
     optimizer = optimization.make_optimizer(config, 10)
     state = train.init_state(model, optimizer, (8, 8, 3), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
-    batch = {"inputs": jnp.array(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32),
-             "labels": jnp.array(rng.integers(0, 3, (2, 8, 8)), jnp.uint8)}
+    batch = {
+        "inputs": jnp.array(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32),
+        "labels": jnp.array(rng.integers(0, 3, (2, 8, 8)), jnp.uint8),
+    }
     step = jax.jit(functools.partial(train.train_step, model=model, optimizer=optimizer))
     key = jax.random.PRNGKey(1)
     a, metrics_a = step(state, batch, key)
@@ -117,13 +125,16 @@ def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchange
     model, optimizer = TinyNet(), optimization.make_optimizer(shapes_deeplab.get_config(), 10)
     state = train.init_state(model, optimizer, (4, 4, 2), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
-    good = {"inputs": jnp.array(rng.normal(size=(2, 4, 4, 2)), jnp.float32),
-            "labels": jnp.array(rng.integers(0, 3, (2, 4, 4)), jnp.uint8)}
+    good = {
+        "inputs": jnp.array(rng.normal(size=(2, 4, 4, 2)), jnp.float32),
+        "labels": jnp.array(rng.integers(0, 3, (2, 4, 4)), jnp.uint8),
+    }
     bad = {**good, "inputs": good["inputs"].at[0, 0, 0, 0].set(jnp.nan)}
     runs = {}
     for skip_nonfinite in (False, True):
-        step = jax.jit(functools.partial(train.train_step, model=model, optimizer=optimizer,
-                                         skip_nonfinite=skip_nonfinite))
+        step = jax.jit(
+            functools.partial(train.train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite)
+        )
         after_good, metrics_good = step(state, good, jax.random.PRNGKey(1))
         after_bad, metrics_bad = step(after_good, bad, jax.random.PRNGKey(1))
         assert bool(metrics_good["finite"]) and not bool(metrics_bad["finite"])
@@ -138,8 +149,13 @@ def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchange
 def test_log_window_averages_the_applied_steps_and_counts_the_skipped():
     window = train.LogWindow(losses=[1.0])
     assert window.add([(2, 2.0, True), (3, float("nan"), False), (4, 3.0, True)], skip_nonfinite=True) is None
-    assert window.record(4, 0.1, 5.0) == {"step": 4, "loss": 2.0, "learning_rate": 0.1, "images_per_sec": 5.0,
-                                          "skipped_steps": 1}
+    assert window.record(4, 0.1, 5.0) == {
+        "step": 4,
+        "loss": 2.0,
+        "learning_rate": 0.1,
+        "images_per_sec": 5.0,
+        "skipped_steps": 1,
+    }
     assert train.LogWindow().add([(5, 1.0, True), (6, 7.5, False), (7, 1.0, False)], False) == (6, 7.5)
     assert train.LogWindow(skipped=3).record(9, 0.1, 1.0)["loss"] is None
 
@@ -171,6 +187,7 @@ def test_every_field_of_the_shipped_configs_has_a_rule_and_keeps_it():
     import pathlib
 
     from snnseg_jax import config_rules
+
     names = [p.stem for p in pathlib.Path(shapes_deeplab.__file__).parent.glob("*.py") if p.stem != "__init__"]
     assert len(names) >= 9
     for name in names:

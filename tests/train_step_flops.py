@@ -22,13 +22,17 @@ def flops_per_device(devices: int) -> float:
     optimizer = optimization.make_optimizer(config, 10)
     init = functools.partial(train.init_state, model, optimizer, (16, 16, 3), jax.random.PRNGKey(0))
     state = jax.eval_shape(init)
-    batch = {"inputs": jax.ShapeDtypeStruct((4, 16, 16, 3), jnp.float32),
-             "labels": jax.ShapeDtypeStruct((4, 16, 16), jnp.uint8)}
+    batch = {
+        "inputs": jax.ShapeDtypeStruct((4, 16, 16, 3), jnp.float32),
+        "labels": jax.ShapeDtypeStruct((4, 16, 16), jnp.uint8),
+    }
     mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
     replicated = sharding.replicated(mesh)
-    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=optimizer),
-                   in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-                   out_shardings=(replicated, replicated))
+    step = jax.jit(
+        functools.partial(train.train_step, model=model, optimizer=optimizer),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(replicated, replicated),
+    )
     return step.lower(state, batch, jax.random.PRNGKey(1)).compile().cost_analysis()["flops"]
 
 

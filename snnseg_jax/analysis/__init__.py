@@ -22,18 +22,36 @@ import time
 import ml_collections
 
 from snnseg_jax import checkpoints, data, evaluate
-from snnseg_jax.analysis import (activations, conversion, energy, headlines, latency, outputs, robustness, samples,
-                                 streaming)
+from snnseg_jax.analysis import (
+    activations,
+    conversion,
+    energy,
+    headlines,
+    latency,
+    outputs,
+    robustness,
+    samples,
+    streaming,
+)
 from snnseg_jax.cli import UserError
 
-ANALYSES = {"energy": energy.analyze, "robustness": robustness.analyze, "conversion": conversion.analyze,
-            "activations": activations.analyze, "samples": samples.analyze, "latency": latency.analyze,
-            "streaming": streaming.analyze}
+ANALYSES = {
+    "energy": energy.analyze,
+    "robustness": robustness.analyze,
+    "conversion": conversion.analyze,
+    "activations": activations.analyze,
+    "samples": samples.analyze,
+    "latency": latency.analyze,
+    "streaming": streaming.analyze,
+}
 # The analyses that apply to one kind of network: name -> (needs a spiking network, why).
-NEEDS = {"energy": (True, "counts spikes"), "conversion": (False, "turns a trained ANN into an SNN"),
-         "activations": (False, "looks at ReLU activations"),
-         "latency": (True, "steps the network through time, carrying its membranes"),
-         "streaming": (True, "carries the membranes of a spiking network from frame to frame")}
+NEEDS = {
+    "energy": (True, "counts spikes"),
+    "conversion": (False, "turns a trained ANN into an SNN"),
+    "activations": (False, "looks at ReLU activations"),
+    "latency": (True, "steps the network through time, carrying its membranes"),
+    "streaming": (True, "carries the membranes of a spiking network from frame to frame"),
+}
 
 
 def twin_model_name(name: str) -> str:
@@ -53,18 +71,23 @@ def check_twin(config: ml_collections.ConfigDict, compare_workdir: str, train: s
     dataset; `train` is the command that trains it. Cheap: reads the newest checkpoint's saved config only."""
     twin = twin_config(config)
     kind = "ANN" if config.model.name.startswith("spiking_") else "spiking"
-    role = (f"the {kind} twin of the {config.model.name!r} run evaluated: a run of "
-            f"--config.model.name={twin.model.name} trained with the same config")
+    role = (
+        f"the {kind} twin of the {config.model.name!r} run evaluated: a run of "
+        f"--config.model.name={twin.model.name} trained with the same config"
+    )
     saved = checkpoints.saved_config(compare_workdir)
     if saved is None and not checkpoints.steps_on_disk(compare_workdir):
-        raise UserError(f"--compare_workdir={compare_workdir} holds no checkpoint; it must hold {role}. Train "
-                        f"it with:\n    {train}")
+        raise UserError(
+            f"--compare_workdir={compare_workdir} holds no checkpoint; it must hold {role}. Train it with:\n    {train}"
+        )
     differences = evaluate.kind_differences(twin, saved[1]) if saved else {}
     if differences:
         found = " and ".join(f"{field}={before!r}" for field, (before, _) in differences.items())
-        raise UserError(f"--compare_workdir={compare_workdir} holds a run with {found} (its checkpoint {saved[0]}); "
-                        f"it must hold {role}. Pass the workdir of such a run, or move {compare_workdir} away and "
-                        f"train it there with:\n    {train}")
+        raise UserError(
+            f"--compare_workdir={compare_workdir} holds a run with {found} (its checkpoint {saved[0]}); "
+            f"it must hold {role}. Pass the workdir of such a run, or move {compare_workdir} away and "
+            f"train it there with:\n    {train}"
+        )
 
 
 def check(config: ml_collections.ConfigDict, names: list[str]) -> None:
@@ -72,32 +95,40 @@ def check(config: ml_collections.ConfigDict, names: list[str]) -> None:
     configured network (cheap: meant to run before anything is restored)."""
     unknown = [n for n in names if n not in ANALYSES]
     if unknown:
-        raise UserError(f"unknown analysis {', '.join(map(repr, unknown))} in --analyses; choose from "
-                        f"{', '.join(ANALYSES)}")
+        raise UserError(
+            f"unknown analysis {', '.join(map(repr, unknown))} in --analyses; choose from {', '.join(ANALYSES)}"
+        )
     model_name = config.model.name
     spiking = model_name.startswith("spiking_")
     kind = lambda is_spiking: "a spiking network" if is_spiking else "an ANN"
     twin = twin_model_name(model_name)
     for name in names:
         if name in NEEDS and NEEDS[name][0] != spiking:
-            raise UserError(f"the {name} analysis {NEEDS[name][1]}, so it needs {kind(not spiking)}, but "
-                            f"config.model.name={model_name!r} is {kind(spiking)}. Pass the workdir of a "
-                            f"{twin!r} run with --config.model.name={twin}")
+            raise UserError(
+                f"the {name} analysis {NEEDS[name][1]}, so it needs {kind(not spiking)}, but "
+                f"config.model.name={model_name!r} is {kind(spiking)}. Pass the workdir of a "
+                f"{twin!r} run with --config.model.name={twin}"
+            )
     if "streaming" in names and config.dataset.name not in data.EVENT_DATASETS:
-        raise UserError(f"the streaming analysis runs over event recordings frame by frame, but "
-                        f"config.dataset.name={config.dataset.name!r} holds static images; it applies to "
-                        f"{' and '.join(data.EVENT_DATASETS)}")
+        raise UserError(
+            f"the streaming analysis runs over event recordings frame by frame, but "
+            f"config.dataset.name={config.dataset.name!r} holds static images; it applies to "
+            f"{' and '.join(data.EVENT_DATASETS)}"
+        )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],
-        compare_workdir: str | None = None) -> dict[str, dict]:
+def run(
+    config: ml_collections.ConfigDict, workdir: str, names: list[str], compare_workdir: str | None = None
+) -> dict[str, dict]:
     """Runs the analyses `names` on the newest checkpoint in `workdir`; returns their results."""
     check(config, names)
     restored = evaluate.restore(config, workdir)
     if "conversion" in names and restored.events:
-        raise UserError("the conversion analysis rate codes static images; ANN-SNN conversion has no "
-                        f"counterpart for event sequences (paper §3), which {config.dataset.name!r} "
-                        "holds")
+        raise UserError(
+            "the conversion analysis rate codes static images; ANN-SNN conversion has no "
+            f"counterpart for event sequences (paper §3), which {config.dataset.name!r} "
+            "holds"
+        )
     compare = evaluate.restore(twin_config(config), compare_workdir) if compare_workdir else None
     results = {}
     for name in names:
@@ -105,6 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, names: list[str],
         results[name], figure = ANALYSES[name](restored, compare)
         results[name]["seconds"] = round(time.perf_counter() - start, 1)  # wall clock, writing the files aside
         json_path, png_path = outputs.write(workdir, name, results[name], figure)
-        print(f"{name}: {headlines.headline(name, results[name])} [{results[name]['seconds']} s; wrote "
-              f"{json_path}, .png]")
+        print(
+            f"{name}: {headlines.headline(name, results[name])} [{results[name]['seconds']} s; wrote {json_path}, .png]"
+        )
     return results

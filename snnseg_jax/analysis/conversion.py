@@ -29,7 +29,7 @@ SNN of integrate-and-fire neurons:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -61,8 +61,7 @@ def fold_batchnorm(params: dict, batch_stats: dict) -> dict[str, dict]:
             continue
         stats = batch_stats[name]["bn"]
         scale = layer["bn"]["scale"] * jax.lax.rsqrt(stats["var"] + BATCHNORM_EPSILON)
-        folded[name] = {"kernel": layer["conv"]["kernel"] * scale,
-                        "bias": layer["bn"]["bias"] - stats["mean"] * scale}
+        folded[name] = {"kernel": layer["conv"]["kernel"] * scale, "bias": layer["bn"]["bias"] - stats["mean"] * scale}
     return folded
 
 
@@ -99,16 +98,22 @@ def activation_shapes(model: nn.Module, layers: dict[str, dict], input_shape: tu
         shapes[name] = z.shape
         return z
 
-    jax.eval_shape(lambda x: folded_forward(model, layers, x, record),
-                   jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    jax.eval_shape(lambda x: folded_forward(model, layers, x, record), jax.ShapeDtypeStruct(input_shape, jnp.float32))
     return shapes
 
 
 # ---------------------------------------------------------------- the converted SNN
 
 
-def simulate(model: nn.Module, layers: dict, thresholds: dict[str, Array], images: Array, key: jax.Array,
-             readout_timesteps: Array, slot_of_step: Array) -> tuple[dict[str, Array], Array]:
+def simulate(
+    model: nn.Module,
+    layers: dict,
+    thresholds: dict[str, Array],
+    images: Array,
+    key: jax.Array,
+    readout_timesteps: Array,
+    slot_of_step: Array,
+) -> tuple[dict[str, Array], Array]:
     """Runs the converted SNN for `len(slot_of_step)` steps on Poisson-coded `images`.
 
     `thresholds`: per layer, one per output channel `[C]`. Step t draws its input spikes from
@@ -128,17 +133,21 @@ def simulate(model: nn.Module, layers: dict, thresholds: dict[str, Array], image
 
         def integrate_and_fire(name: str, currents: Array) -> Array:
             new_maxima[name] = jnp.maximum(maxima[name], currents.max(axis=(0, 1, 2)))
-            new_membranes[name], fired = neurons.lif_step(membranes[name], currents, leak=1.0,
-                                                         threshold=thresholds[name])
+            new_membranes[name], fired = neurons.lif_step(
+                membranes[name], currents, leak=1.0, threshold=thresholds[name]
+            )
             return fired * thresholds[name]
 
         summed = summed + folded_forward(model, layers, spikes_in, integrate_and_fire)
         readouts = readouts.at[slot_of_step[t]].set(summed)
         return (new_membranes, new_maxima, summed, readouts), None
 
-    init = ({n: jnp.zeros(s) for n, s in shapes.items()},
-            {n: jnp.full(s[-1], -jnp.inf) for n, s in shapes.items()},
-            jnp.zeros(logits_shape), jnp.zeros((num_readouts + 1, *logits_shape)))
+    init = (
+        {n: jnp.zeros(s) for n, s in shapes.items()},
+        {n: jnp.full(s[-1], -jnp.inf) for n, s in shapes.items()},
+        jnp.zeros(logits_shape),
+        jnp.zeros((num_readouts + 1, *logits_shape)),
+    )
     (_, maxima, _, readouts), _ = jax.lax.scan(step, init, jnp.arange(len(slot_of_step)))
     steps = readout_timesteps.astype(jnp.float32)[:, None, None, None, None]
     return maxima, readouts[:num_readouts] / steps
@@ -147,8 +156,9 @@ def simulate(model: nn.Module, layers: dict, thresholds: dict[str, Array], image
 _simulate = jax.jit(simulate, static_argnums=0)
 
 
-def balance_thresholds(model: nn.Module, layers: dict, images: Array, key: jax.Array, timesteps: int,
-                       per_channel: bool, scale: float = 1.0) -> dict[str, np.ndarray]:
+def balance_thresholds(
+    model: nn.Module, layers: dict, images: Array, key: jax.Array, timesteps: int, per_channel: bool, scale: float = 1.0
+) -> dict[str, np.ndarray]:
     """Sequential threshold balancing (module docstring); thresholds `[C]` per layer.
 
     The thresholds stay host arrays between the layers, so every simulation has the same argument
@@ -181,7 +191,7 @@ def converted_eval_step(operand: tuple, batch: dict, key: jax.Array, *, model: n
     images = batch["inputs"]
     _, logits = simulate(model, layers, thresholds, images, key, readout_timesteps, slot_of_step)
     height, width = images.shape[1:3]
-    predictions = jnp.argmax(jax.vmap(lambda l: ops.resize_bilinear(l, height, width))(logits), axis=-1)
+    predictions = jnp.argmax(jax.vmap(lambda one: ops.resize_bilinear(one, height, width))(logits), axis=-1)
     return jax.vmap(lambda p: metrics.confusion_matrix(batch["labels"], p, logits.shape[-1]))(predictions)
 
 
@@ -201,40 +211,56 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     subset = run.first_images(settings.conversion_images)
     layers = fold_batchnorm(run.state.params, run.state.batch_stats)
     train_set = train_lib.load_split(run.config, run.config.dataset.train_split)
-    balance_images = next(pipeline.train_batches(train_set, settings.balance_batch_size, run.config.seed,
-                                                 pipeline.Position()))["inputs"]
+    balance_images = next(
+        pipeline.train_batches(train_set, settings.balance_batch_size, run.config.seed, pipeline.Position())
+    )["inputs"]
     balance_key = jax.random.fold_in(run.train_key, 0)
     readout = readout_slots(grid)
-    report = {"ann_miou": metrics.mean_iou(run.confusion(dataset=subset)), "num_images": len(subset),
-              "balance_batch_size": settings.balance_batch_size,
-              "balance_timesteps": settings.balance_timesteps,
-              "threshold_scale": settings.conversion_threshold_scale}
+    report = {
+        "ann_miou": metrics.mean_iou(run.confusion(dataset=subset)),
+        "num_images": len(subset),
+        "balance_batch_size": settings.balance_batch_size,
+        "balance_timesteps": settings.balance_timesteps,
+        "threshold_scale": settings.conversion_threshold_scale,
+    }
     for method, per_channel in (("layer", False), ("channel", True)):
-        thresholds = balance_thresholds(run.model, layers, jnp.asarray(balance_images), balance_key,
-                                        settings.balance_timesteps, per_channel,
-                                        settings.conversion_threshold_scale)
-        confusions = run.confusion(dataset=subset, step=converted_eval_step,
-                                   operand=(layers, thresholds, *readout))
+        thresholds = balance_thresholds(
+            run.model,
+            layers,
+            jnp.asarray(balance_images),
+            balance_key,
+            settings.balance_timesteps,
+            per_channel,
+            settings.conversion_threshold_scale,
+        )
+        confusions = run.confusion(dataset=subset, step=converted_eval_step, operand=(layers, thresholds, *readout))
         report[method] = {"timesteps": grid, "miou": [metrics.mean_iou(c) for c in confusions]}
     if compare:
-        report["direct"] = {"model": compare.config.model.name, "workdir": compare.workdir,
-                            "timesteps": compare.config.model.timesteps,
-                            "miou": metrics.mean_iou(compare.confusion(dataset=subset))}
+        report["direct"] = {
+            "model": compare.config.model.name,
+            "workdir": compare.workdir,
+            "timesteps": compare.config.model.timesteps,
+            "miou": metrics.mean_iou(compare.confusion(dataset=subset)),
+        }
     return report, _figure(report, run.config.model.name)
 
 
 def _figure(report: dict, model_name: str) -> Figure:
     figure = Figure(figsize=(6, 4), layout="constrained")
     ax = figure.subplots()
-    for method, label in (("layer", "layer-wise (Sengupta et al.)"),
-                          ("channel", "channel-wise (Spiking-YOLO)")):
-        ax.plot(report[method]["timesteps"], report[method]["miou"], "-o", markersize=4,
-                label=f"converted, {label}")
+    for method, label in (("layer", "layer-wise (Sengupta et al.)"), ("channel", "channel-wise (Spiking-YOLO)")):
+        ax.plot(report[method]["timesteps"], report[method]["miou"], "-o", markersize=4, label=f"converted, {label}")
     ax.axhline(report["ann_miou"], color="black", linestyle=":", label=f"ANN {model_name}")
     if "direct" in report:
         direct = report["direct"]
-        ax.plot([direct["timesteps"]], [direct["miou"]], "*", color="tab:red", markersize=14,
-                label=f"directly trained {direct['model']}")
+        ax.plot(
+            [direct["timesteps"]],
+            [direct["miou"]],
+            "*",
+            color="tab:red",
+            markersize=14,
+            label=f"directly trained {direct['model']}",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("time steps T")
     ax.set_ylabel(f"MIoU ({report['num_images']} images)")

@@ -64,9 +64,16 @@ class ConvLayer:
 def conv_layers(model: nn.Module) -> list[ConvLayer]:
     """The convolutions of `model` (either architecture, spiking or ANN) in forward order."""
     table = model.architecture
-    return [ConvLayer(layer.name, table.source(layer.name), table.driven_neurons(layer.name),
-                      transposed=layer.op == architecture.UP)
-            for layer in table.layers if layer.op in architecture.PARAMETRIC]
+    return [
+        ConvLayer(
+            layer.name,
+            table.source(layer.name),
+            table.driven_neurons(layer.name),
+            transposed=layer.op == architecture.UP,
+        )
+        for layer in table.layers
+        if layer.op in architecture.PARAMETRIC
+    ]
 
 
 def conv_flops(kernel_shape: tuple[int, ...], positions: int) -> int:
@@ -83,8 +90,17 @@ def layer_flops(model: nn.Module, variables: dict, input_shape: tuple[int, ...])
     capture = lambda mdl, method: method == "__call__" and len(mdl.path) == 1 and mdl.name in names
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     _, captured = jax.eval_shape(
-        lambda v, x: model.apply(v, x, train=False, rngs={"spikes": jax.random.PRNGKey(0)},
-                                 capture_intermediates=capture, mutable=["intermediates"]), variables, x)
+        lambda v, x: model.apply(
+            v,
+            x,
+            train=False,
+            rngs={"spikes": jax.random.PRNGKey(0)},
+            capture_intermediates=capture,
+            mutable=["intermediates"],
+        ),
+        variables,
+        x,
+    )
     flops = {}
     for layer in layers:
         _, height, width, _ = captured["intermediates"][layer.name]["__call__"][0].shape
@@ -94,8 +110,9 @@ def layer_flops(model: nn.Module, variables: dict, input_shape: tuple[int, ...])
 
 
 def _kernel_shape(layer_params: dict) -> tuple[int, ...]:
-    kernels = [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(layer_params)
-               if path[-1].key == "kernel"]
+    kernels = [
+        leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(layer_params) if path[-1].key == "kernel"
+    ]
     if len(kernels) != 1:
         raise ValueError(f"expected one kernel in a conv layer, found {len(kernels)}")
     return kernels[0]
@@ -104,8 +121,13 @@ def _kernel_shape(layer_params: dict) -> tuple[int, ...]:
 def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
     """Per image `[B]`: spikes per neuron over all T steps (Eq. 8) of every spiking layer, and the
     expected number of Poisson input spikes per input value (`INPUT`, static images only)."""
-    _, sown = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
-                          train=False, rngs={"spikes": key}, mutable=[models.ACTIVITY])
+    _, sown = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        batch["inputs"],
+        train=False,
+        rngs={"spikes": key},
+        mutable=[models.ACTIVITY],
+    )
     timesteps = model.settings.timesteps
     rates = {}
     for name, spikes in models.activity(sown).items():
@@ -125,12 +147,12 @@ def expected_input_spikes(images_BHWC: jax.Array, timesteps: int) -> jax.Array:
 def mean_spike_rates(run: Restored) -> dict[str, float]:
     """`spike_rate_step`'s rates averaged over the images of the evaluation split (padding left out)."""
     per_batch = run.map_batches(spike_rate_step, run.state)
-    return {name: float(np.concatenate([b[name] for b in per_batch])[:len(run.dataset)].mean())
-            for name in per_batch[0]}
+    return {
+        name: float(np.concatenate([b[name] for b in per_batch])[: len(run.dataset)].mean()) for name in per_batch[0]
+    }
 
 
-def energy_report(layers: list[ConvLayer], flops: dict[str, int], rates: dict[str, float],
-                  timesteps: int) -> dict:
+def energy_report(layers: list[ConvLayer], flops: dict[str, int], rates: dict[str, float], timesteps: int) -> dict:
     """Per-layer FLOPs and rates and the energies of Eqs. 11-12 (the JSON of this analysis)."""
     entries, e_ann, e_snn = [], 0.0, 0.0
     analog = {layer.name for layer in layers if layer.neurons is None}
@@ -140,18 +162,33 @@ def energy_report(layers: list[ConvLayer], flops: dict[str, int], rates: dict[st
         snn_flops = flops[layer.name] * input_rate
         e_ann += flops[layer.name] * E_MAC_PJ
         e_snn += snn_flops * (E_MAC_PJ if mac else E_AC_PJ)
-        entries.append({"name": layer.name, "flops": flops[layer.name], "snn_flops": snn_flops,
-                        "input_spike_rate": input_rate,
-                        "output_spike_rate": rates[layer.neurons] if layer.neurons else None, "mac": mac})
-    return {"layers": entries, "e_ann_pj": e_ann, "e_snn_pj": e_snn, "ratio": e_ann / e_snn,
-            "timesteps": timesteps, "e_mac_pj": E_MAC_PJ, "e_ac_pj": E_AC_PJ}
+        entries.append(
+            {
+                "name": layer.name,
+                "flops": flops[layer.name],
+                "snn_flops": snn_flops,
+                "input_spike_rate": input_rate,
+                "output_spike_rate": rates[layer.neurons] if layer.neurons else None,
+                "mac": mac,
+            }
+        )
+    return {
+        "layers": entries,
+        "e_ann_pj": e_ann,
+        "e_snn_pj": e_snn,
+        "ratio": e_ann / e_snn,
+        "timesteps": timesteps,
+        "e_mac_pj": E_MAC_PJ,
+        "e_ac_pj": E_AC_PJ,
+    }
 
 
 def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figure]:
     layers = conv_layers(run.model)
     variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
-    report = energy_report(layers, layer_flops(run.model, variables, run.input_shape),
-                           mean_spike_rates(run), run.model.settings.timesteps)
+    report = energy_report(
+        layers, layer_flops(run.model, variables, run.input_shape), mean_spike_rates(run), run.model.settings.timesteps
+    )
     report["num_images"] = len(run.dataset)
     return report, _figure(report, layers, run.config.model.name)
 
@@ -161,8 +198,7 @@ def _figure(report: dict, layers: list[ConvLayer], model_name: str) -> Figure:
     rate_ax, energy_ax = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     spiking = [e for e in report["layers"] if e["output_spike_rate"] is not None]
     neurons = {layer.name: layer.neurons for layer in layers}
-    labels = [e["name"] if neurons[e["name"]] == e["name"] else f"{e['name']} ({neurons[e['name']]})"
-              for e in spiking]
+    labels = [e["name"] if neurons[e["name"]] == e["name"] else f"{e['name']} ({neurons[e['name']]})" for e in spiking]
     rate_ax.bar(range(len(spiking)), [e["output_spike_rate"] for e in spiking], color="tab:blue")
     rate_ax.set_xticks(range(len(spiking)), labels, rotation=60, ha="right", fontsize=8)
     rate_ax.set_ylabel(f"spikes per neuron over T={report['timesteps']}")
@@ -176,8 +212,13 @@ def _figure(report: dict, layers: list[ConvLayer], model_name: str) -> Figure:
         total = report[f"e_{kind.lower()}_pj"] / 1e6
         energy_ax.bar(x + offset, values, 0.4, label=f"{kind}, total {total:.3g} µJ", color=colour)
     energy_ax.set_yscale("log")
-    energy_ax.set_xticks(x, [n + (" (MAC)" if e["mac"] else "") for n, e in zip(names, report["layers"])],
-                         rotation=60, ha="right", fontsize=8)
+    energy_ax.set_xticks(
+        x,
+        [n + (" (MAC)" if e["mac"] else "") for n, e in zip(names, report["layers"])],
+        rotation=60,
+        ha="right",
+        fontsize=8,
+    )
     energy_ax.set_ylabel("energy per inference (pJ)")
     energy_ax.set_title(f"Energy per layer: E_ANN / E_SNN = {report['ratio']:.2f}", fontsize=10)
     energy_ax.legend(fontsize=8)

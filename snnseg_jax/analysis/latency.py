@@ -59,13 +59,18 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
     per_batch = run.map_batches(anytime_step, variables)
     confusions = np.sum([np.asarray(c, np.int64) for c, _ in per_batch], axis=0)
-    spikes = np.concatenate([s for _, s in per_batch])[:len(run.dataset)].mean(axis=0)
+    spikes = np.concatenate([s for _, s in per_batch])[: len(run.dataset)].mean(axis=0)
     timesteps = run.model.settings.timesteps
     first = run.dataset.read(np.arange(1))[0]
     frames = stream.input_frames(run.eval_key, jnp.asarray(first), timesteps)
-    report = {"timesteps": list(range(1, timesteps + 1)), "miou": [metrics.mean_iou(c) for c in confusions],
-              "spikes_per_step": spikes.tolist(), "step_ms": median_step_ms(run.model, variables, frames),
-              "model": run.config.model.name, "num_images": len(run.dataset)}
+    report = {
+        "timesteps": list(range(1, timesteps + 1)),
+        "miou": [metrics.mean_iou(c) for c in confusions],
+        "spikes_per_step": spikes.tolist(),
+        "step_ms": median_step_ms(run.model, variables, frames),
+        "model": run.config.model.name,
+        "num_images": len(run.dataset),
+    }
     return report, _figure(report)
 
 

@@ -49,8 +49,7 @@ def noisy_eval_step(operand: tuple, batch: dict, key: jax.Array, *, model) -> ja
 
 def miou_over_sigmas(run: Restored, sigmas: list[float]) -> list[float]:
     """MIoU of the evaluation split at each native sigma (one compilation for all)."""
-    return [metrics.mean_iou(run.confusion(step=noisy_eval_step, operand=(run.state, jnp.float32(s))))
-            for s in sigmas]
+    return [metrics.mean_iou(run.confusion(step=noisy_eval_step, operand=(run.state, jnp.float32(s)))) for s in sigmas]
 
 
 def relative_drop(mious: list[float]) -> list[float]:
@@ -63,12 +62,20 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     curves = {}
     for model_run in [run] + ([compare] if compare else []):
         mious = miou_over_sigmas(model_run, sigmas)
-        curves[model_run.config.model.name] = {"workdir": model_run.workdir, "miou": mious,
-                                              "relative_drop": relative_drop(mious)}
+        curves[model_run.config.model.name] = {
+            "workdir": model_run.workdir,
+            "miou": mious,
+            "relative_drop": relative_drop(mious),
+        }
     own = curves[run.config.model.name]
-    report = {"sigmas": sigmas, "sigma_unit": "normalized event frame" if run.events else "0-255 pixel",
-              "miou": own["miou"], "relative_drop": own["relative_drop"], "model": run.config.model.name,
-              "num_images": len(run.dataset)}
+    report = {
+        "sigmas": sigmas,
+        "sigma_unit": "normalized event frame" if run.events else "0-255 pixel",
+        "miou": own["miou"],
+        "relative_drop": own["relative_drop"],
+        "model": run.config.model.name,
+        "num_images": len(run.dataset),
+    }
     if compare:
         report["compare"] = {"model": compare.config.model.name, **curves[compare.config.model.name]}
     return report, _figure(sigmas, curves, report["sigma_unit"])

@@ -67,8 +67,9 @@ def displayable(inputs: np.ndarray) -> tuple[np.ndarray, dict]:
 
 def predict_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
     """Predicted classes `[B, H, W]`."""
-    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"],
-                         train=False, rngs={"spikes": key})
+    logits = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"], train=False, rngs={"spikes": key}
+    )
     return jnp.argmax(logits, axis=-1)
 
 
@@ -79,9 +80,13 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     names = run.dataset.class_names
     palette = palette_for(run.config.dataset.name, len(names))
     valid = labels < len(names)
-    pixel_accuracy = [float(np.mean(p[v] == l[v])) for p, l, v in zip(predictions, labels, valid)]
-    report = {"num_samples": count, "class_names": list(names), "palette": palette.tolist(),
-              "pixel_accuracy": pixel_accuracy}
+    pixel_accuracy = [float(np.mean(p[v] == truth[v])) for p, truth, v in zip(predictions, labels, valid)]
+    report = {
+        "num_samples": count,
+        "class_names": list(names),
+        "palette": palette.tolist(),
+        "pixel_accuracy": pixel_accuracy,
+    }
     return report, _figure(inputs, predictions, labels, palette, names, run.config.model.name, pixel_accuracy)
 
 
@@ -91,15 +96,21 @@ def _figure(inputs, predictions, labels, palette, names, model_name, pixel_accur
     axes = figure.subplots(count, 3, squeeze=False)
     for i in range(count):
         image, style = displayable(inputs[i])
-        panels = ((image, style, "input"),
-                  (colour_labels(predictions[i], palette), {},
-                   f"{model_name} ({pixel_accuracy[i]:.0%} pixels)"),
-                  (colour_labels(labels[i], palette), {}, "ground truth"))
+        panels = (
+            (image, style, "input"),
+            (colour_labels(predictions[i], palette), {}, f"{model_name} ({pixel_accuracy[i]:.0%} pixels)"),
+            (colour_labels(labels[i], palette), {}, "ground truth"),
+        )
         for ax, (picture, kwargs, title) in zip(axes[i], panels):
             ax.imshow(picture, interpolation="nearest", **kwargs)
             ax.set_axis_off()
             if i == 0 or title.startswith(model_name):
                 ax.set_title(title, fontsize=8)
-    figure.legend(handles=[Patch(color=np.asarray(c) / 255.0, label=n) for c, n in zip(palette, names)],
-                  loc="outside lower center", ncol=min(len(names), 6), fontsize=7, frameon=False)
+    figure.legend(
+        handles=[Patch(color=np.asarray(c) / 255.0, label=n) for c, n in zip(palette, names)],
+        loc="outside lower center",
+        ncol=min(len(names), 6),
+        fontsize=7,
+        frameon=False,
+    )
     return figure

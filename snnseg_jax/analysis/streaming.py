@@ -42,9 +42,17 @@ def recordings_of(split) -> list[np.ndarray]:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
-def _chunk(model: nn.Module, variables: dict, state: stream.State, frames: jax.Array, labels: jax.Array,
-           valid: jax.Array, late_statistics: str):
+def _chunk(
+    model: nn.Module,
+    variables: dict,
+    state: stream.State,
+    frames: jax.Array,
+    labels: jax.Array,
+    valid: jax.Array,
+    late_statistics: str,
+):
     """Steps through `frames` `[C, 1, H, W, 2]`; the confusion matrix of the valid frames' predictions."""
+
     def one_step(state, inputs):
         frame, label, keep = inputs
         new_state, logits = stream.step(model, variables, state, frame, late_statistics=late_statistics)
@@ -57,8 +65,9 @@ def _chunk(model: nn.Module, variables: dict, state: stream.State, frames: jax.A
     return state, confusions, predictions
 
 
-def continuous(model: nn.Module, variables: dict, frames: np.ndarray, labels: np.ndarray,
-               late_statistics: str = "last") -> tuple[np.ndarray, np.ndarray]:
+def continuous(
+    model: nn.Module, variables: dict, frames: np.ndarray, labels: np.ndarray, late_statistics: str = "last"
+) -> tuple[np.ndarray, np.ndarray]:
     """The confusion matrices `[L, K, K]` of each frame of one recording `[L, H, W, 2]` streamed from zero
     state, and its predictions `[L, H, W]`."""
     state = stream.init(model, variables, (1, *frames.shape[1:]))
@@ -66,10 +75,11 @@ def continuous(model: nn.Module, variables: dict, frames: np.ndarray, labels: np
     for start in range(0, len(frames), CHUNK):
         chunk = slice(start, start + CHUNK)
         count = len(frames[chunk])
-        pad = lambda a: np.concatenate([a, np.zeros((CHUNK - count, *a.shape[1:]), a.dtype)])[:, None]
+        pad = lambda a, count=count: np.concatenate([a, np.zeros((CHUNK - count, *a.shape[1:]), a.dtype)])[:, None]
         valid = np.arange(CHUNK) < count
-        state, confusion, predicted = _chunk(model, variables, state, pad(frames[chunk]), pad(labels[chunk]), valid,
-                                             late_statistics)
+        state, confusion, predicted = _chunk(
+            model, variables, state, pad(frames[chunk]), pad(labels[chunk]), valid, late_statistics
+        )
         confusions.append(np.asarray(confusion, np.int64)[:count])
         predictions.append(np.asarray(predicted)[:count, 0])
     return np.concatenate(confusions), np.concatenate(predictions)
@@ -84,8 +94,9 @@ def stream_split(model: nn.Module, variables: dict, split, late_statistics: str)
     continuous(model, variables, split.inputs[first], split.labels[first], late_statistics)  # compile
     start, confusion, longest = time.perf_counter(), 0, None
     for indices in recordings:
-        counted, predictions = continuous(model, variables, split.inputs[indices], split.labels[indices],
-                                          late_statistics)
+        counted, predictions = continuous(
+            model, variables, split.inputs[indices], split.labels[indices], late_statistics
+        )
         by_position = np.zeros((POSITIONS, *counted.shape[1:]), np.int64)
         np.add.at(by_position, np.minimum(np.arange(len(counted)), POSITIONS - 1), counted)
         confusion = confusion + by_position
@@ -101,14 +112,22 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     by_rule = {other: stream_split(run.model, variables, split, other) for other in stream.LATE_STATISTICS}
     by_position, seconds, longest = by_rule[rule]
     confusion, windowed = by_position.sum(axis=0), run.confusion()
-    report = {"continuous_miou": metrics.mean_iou(confusion), "windowed_miou": metrics.mean_iou(windowed),
-              "frames": len(split), "recordings": len(recordings_of(split)), "frames_per_second": len(split) / seconds,
-              "continuous_pixel_accuracy": metrics.pixel_accuracy(confusion),
-              "windowed_pixel_accuracy": metrics.pixel_accuracy(windowed), "late_statistics": rule,
-              "continuous_miou_by_late_statistics": {other: metrics.mean_iou(c.sum(axis=0))
-                                                     for other, (c, _, _) in by_rule.items()},
-              "continuous_miou_by_position": [metrics.mean_iou(c) for c in by_position],
-              "model": run.config.model.name, "timesteps": run.model.settings.timesteps}
+    report = {
+        "continuous_miou": metrics.mean_iou(confusion),
+        "windowed_miou": metrics.mean_iou(windowed),
+        "frames": len(split),
+        "recordings": len(recordings_of(split)),
+        "frames_per_second": len(split) / seconds,
+        "continuous_pixel_accuracy": metrics.pixel_accuracy(confusion),
+        "windowed_pixel_accuracy": metrics.pixel_accuracy(windowed),
+        "late_statistics": rule,
+        "continuous_miou_by_late_statistics": {
+            other: metrics.mean_iou(c.sum(axis=0)) for other, (c, _, _) in by_rule.items()
+        },
+        "continuous_miou_by_position": [metrics.mean_iou(c) for c in by_position],
+        "model": run.config.model.name,
+        "timesteps": run.model.settings.timesteps,
+    }
     return report, _figure(run, split, *longest, report)
 
 
@@ -122,17 +141,24 @@ def _figure(run: Restored, split, indices: np.ndarray, predictions: np.ndarray, 
     axes = strip.subplots(3, len(shown), squeeze=False)
     for column, f in enumerate(shown):
         image, style = samples.displayable(split.inputs[indices[f]][None])
-        panels = ((image, style), (samples.colour_labels(predictions[f], palette), {}),
-                  (samples.colour_labels(split.labels[indices[f]], palette), {}))
+        panels = (
+            (image, style),
+            (samples.colour_labels(predictions[f], palette), {}),
+            (samples.colour_labels(split.labels[indices[f]], palette), {}),
+        )
         for row, (picture, kwargs) in enumerate(panels):
             axes[row, column].imshow(picture, interpolation="nearest", **kwargs)
             axes[row, column].set_axis_off()
         axes[0, column].set_title(f"frame {f + 1}", fontsize=8)
     for row, name in enumerate(("events", "streamed", "label")):
-        axes[row, 0].text(-0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center",
-                          fontsize=8)
-    strip.suptitle(f"{report['model']} streaming one recording: MIoU {report['continuous_miou']:.3f} "
-                   f"continuous, {report['windowed_miou']:.3f} in windows of T={report['timesteps']}", fontsize=9)
+        axes[row, 0].text(
+            -0.1, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, ha="right", va="center", fontsize=8
+        )
+    strip.suptitle(
+        f"{report['model']} streaming one recording: MIoU {report['continuous_miou']:.3f} "
+        f"continuous, {report['windowed_miou']:.3f} in windows of T={report['timesteps']}",
+        fontsize=9,
+    )
     ax = curve.subplots()
     positions = np.arange(1, POSITIONS + 1)
     ax.plot(positions, report["continuous_miou_by_position"], "-o", markersize=3, label="streamed from frame 1")

@@ -11,7 +11,8 @@ indices, 255 (or any value >= the number of classes) ignored. The real datasets,
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -26,8 +27,7 @@ class Dataset(Protocol):
 
     def __len__(self) -> int: ...
 
-    def read(self, indices: np.ndarray,
-             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+    def read(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +45,7 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def read(self, indices: np.ndarray,
-             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         return self.inputs[indices], self.labels[indices]
 
 
@@ -64,23 +63,28 @@ class Options:
 
 
 def _shapes(split: str, options: Options) -> Dataset:
-    images, labels = synthetic.shapes(options.synthetic_seed, split, _synthetic_size(split, options),
-                                      options.image_size)
+    images, labels = synthetic.shapes(
+        options.synthetic_seed, split, _synthetic_size(split, options), options.image_size
+    )
     return ArrayDataset(images, labels, synthetic.CLASS_NAMES)
 
 
 def _events(split: str, options: Options) -> Dataset:
     frames, labels, recordings, frame_numbers = synthetic.event_recordings(
-        options.synthetic_seed, split, _synthetic_size(split, options), options.image_size)
+        options.synthetic_seed, split, _synthetic_size(split, options), options.image_size
+    )
     ids = tuple(f"rec{r}_frame{f}" for r, f in zip(recordings, frame_numbers))
-    return EventSequences(Split(frames, labels, ids, synthetic.CLASS_NAMES, recordings, frame_numbers),
-                          options.timesteps, options.augment)
+    return EventSequences(
+        Split(frames, labels, ids, synthetic.CLASS_NAMES, recordings, frame_numbers), options.timesteps, options.augment
+    )
 
 
 def _synthetic_size(split: str, options: Options) -> int:
     if split not in options.synthetic_sizes:
-        raise UserError(f"the synthetic datasets have the splits {', '.join(options.synthetic_sizes)}, "
-                        f"not {split!r}; set config.dataset.train_split / eval_split accordingly")
+        raise UserError(
+            f"the synthetic datasets have the splits {', '.join(options.synthetic_sizes)}, "
+            f"not {split!r}; set config.dataset.train_split / eval_split accordingly"
+        )
     return options.synthetic_sizes[split]
 
 
@@ -95,15 +99,20 @@ def _ddd17(split: str, options: Options) -> Dataset:
 
 
 BUILDERS: dict[str, Callable[[str, Options], Dataset]] = {
-    "shapes": _shapes, "events": _events, "voc2012": _voc2012, "ddd17": _ddd17}
+    "shapes": _shapes,
+    "events": _events,
+    "voc2012": _voc2012,
+    "ddd17": _ddd17,
+}
 EVENT_DATASETS = ("events", "ddd17")  # their examples are sequences of event frames cut from recordings
 
 
 def load(name: str, split: str, options: Options) -> Dataset:
     """Split `split` of the dataset registered as `name`."""
     if name not in BUILDERS:
-        raise UserError(f"unknown dataset {name!r} (config.dataset.name); the datasets available are "
-                        f"{', '.join(sorted(BUILDERS))}")
+        raise UserError(
+            f"unknown dataset {name!r} (config.dataset.name); the datasets available are {', '.join(sorted(BUILDERS))}"
+        )
     dataset = BUILDERS[name](split, options)
     if len(dataset) == 0:
         raise UserError(f"split {split!r} of dataset {name!r} is empty")

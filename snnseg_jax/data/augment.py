@@ -46,8 +46,7 @@ def source_pixels(geometry: Geometry, height: int, width: int) -> tuple[np.ndarr
     that map at each output pixel centre.
     """
     centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
-    out_y, out_x = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64),
-                               indexing="ij")
+    out_y, out_x = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij")
     dy = out_y - centre_y - geometry.shift_y * height
     dx = out_x - centre_x - geometry.shift_x * width
     angle = np.deg2rad(geometry.angle_degrees)
@@ -62,8 +61,9 @@ def source_pixels(geometry: Geometry, height: int, width: int) -> tuple[np.ndarr
     return np.clip(rows, 0, height - 1), np.clip(cols, 0, width - 1), inside
 
 
-def apply_geometry(frames_THWC: np.ndarray, label_HW: np.ndarray, geometry: Geometry,
-                   input_fill: float = EVENT_FILL) -> tuple[np.ndarray, np.ndarray]:
+def apply_geometry(
+    frames_THWC: np.ndarray, label_HW: np.ndarray, geometry: Geometry, input_fill: float = EVENT_FILL
+) -> tuple[np.ndarray, np.ndarray]:
     """Warp every frame and the label with the same geometry."""
     rows, cols, inside = source_pixels(geometry, *label_HW.shape)
     frames = np.where(inside[None, :, :, None], frames_THWC[:, rows, cols], np.float32(input_fill))
@@ -71,7 +71,8 @@ def apply_geometry(frames_THWC: np.ndarray, label_HW: np.ndarray, geometry: Geom
     return frames.astype(frames_THWC.dtype), label.astype(np.uint8)
 
 
-def augment_sequence(frames_THWC: np.ndarray, label_HW: np.ndarray, rng: np.random.Generator,
-                     input_fill: float = EVENT_FILL) -> tuple[np.ndarray, np.ndarray]:
+def augment_sequence(
+    frames_THWC: np.ndarray, label_HW: np.ndarray, rng: np.random.Generator, input_fill: float = EVENT_FILL
+) -> tuple[np.ndarray, np.ndarray]:
     """One random geometry drawn from `rng`, applied to all frames `[T, H, W, C]` and the label."""
     return apply_geometry(frames_THWC, label_HW, random_geometry(rng), input_fill)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
-import numpy as np
 
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.items import Item
@@ -37,9 +36,15 @@ def listing_digest(items: Sequence[Item]) -> str:
 
 def settings_for(dataset: str, split: str, image_size: int, items: Sequence[Item]) -> dict:
     """Everything that changes a split's arrays."""
-    return {"dataset": dataset, "split": split, "image_size": int(image_size),
-            "preprocess_version": PREPROCESS_VERSION, "cache_format": CACHE_FORMAT,
-            "num_items": len(items), "files": listing_digest(items)}
+    return {
+        "dataset": dataset,
+        "split": split,
+        "image_size": int(image_size),
+        "preprocess_version": PREPROCESS_VERSION,
+        "cache_format": CACHE_FORMAT,
+        "num_items": len(items),
+        "files": listing_digest(items),
+    }
 
 
 def settings_hash(settings: dict) -> str:
@@ -66,8 +71,9 @@ def write(path: Path, split: Split, settings: dict) -> None:
 
 def differences(built: dict, wanted: dict) -> str:
     keys = sorted(set(built) | set(wanted))
-    return ", ".join(f"{key} {built.get(key)!r} -> {wanted.get(key)!r}"
-                     for key in keys if built.get(key) != wanted.get(key))
+    return ", ".join(
+        f"{key} {built.get(key)!r} -> {wanted.get(key)!r}" for key in keys if built.get(key) != wanted.get(key)
+    )
 
 
 def read(path: Path, settings: dict) -> Split:
@@ -79,13 +85,18 @@ def read(path: Path, settings: dict) -> Split:
                 raise DatasetError(
                     f"Cache {path} was built with other preprocessing settings "
                     f"({differences(built, settings)}). "
-                    f"Rebuild it with `{PREPARE_COMMAND}`, or delete it to preprocess on the fly.")
+                    f"Rebuild it with `{PREPARE_COMMAND}`, or delete it to preprocess on the fly."
+                )
             sequence = "recordings" in f
             return Split(
-                inputs=f["inputs"][...], labels=f["labels"][...],
-                ids=tuple(f["ids"].asstr()[...]), class_names=tuple(json.loads(f.attrs["class_names"])),
+                inputs=f["inputs"][...],
+                labels=f["labels"][...],
+                ids=tuple(f["ids"].asstr()[...]),
+                class_names=tuple(json.loads(f.attrs["class_names"])),
                 recordings=f["recordings"][...] if sequence else None,
-                frame_numbers=f["frame_numbers"][...] if sequence else None)
+                frame_numbers=f["frame_numbers"][...] if sequence else None,
+            )
     except (OSError, KeyError) as error:
-        raise DatasetError(f"Cannot read cache {path} ({error}); delete it or rebuild it with "
-                           f"`{PREPARE_COMMAND}`.") from None
+        raise DatasetError(
+            f"Cannot read cache {path} ({error}); delete it or rebuild it with `{PREPARE_COMMAND}`."
+        ) from None

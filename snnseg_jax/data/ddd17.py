@@ -40,8 +40,10 @@ def frame_from_paths(events: Path, label: Path) -> Frame:
     """A frame whose recording and number are parsed from the event file's name."""
     match = FRAME_NAME.fullmatch(events.stem)
     if match is None:
-        raise DatasetError(f"Cannot tell the recording and frame of {events}: expected a file named "
-                           "rec<recording>_export_<frame>.npy, as in the Ev-SegNet release.")
+        raise DatasetError(
+            f"Cannot tell the recording and frame of {events}: expected a file named "
+            "rec<recording>_export_<frame>.npy, as in the Ev-SegNet release."
+        )
     return Frame(events.stem, events, label, int(match[1]), int(match[2]))
 
 
@@ -52,8 +54,10 @@ def list_form_frames(root: Path, list_path: Path) -> list[Frame]:
         if not fields:
             continue
         if len(fields) != 2:
-            raise DatasetError(f"{list_path} line {number} is {line!r}; expected a pair "
-                               "'events/<split>/<name>.npy labels/<split>/<name>.png'.")
+            raise DatasetError(
+                f"{list_path} line {number} is {line!r}; expected a pair "
+                "'events/<split>/<name>.npy labels/<split>/<name>.png'."
+            )
         frames.append(frame_from_paths(*(root / field.lstrip("/") for field in fields)))
     return frames
 
@@ -67,8 +71,10 @@ def list_split(root: Path, split: str) -> list[Frame]:
     """The frames of `split` sorted by (recording, frame number), without reading any file."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset.root={root} does not exist; expected the DDD17 folder with "
-                           f"datalists/{split}.txt or {split}/events/.")
+        raise DatasetError(
+            f"dataset.root={root} does not exist; expected the DDD17 folder with "
+            f"datalists/{split}.txt or {split}/events/."
+        )
     list_path = root / "datalists" / f"{split}.txt"
     split_folder = root / split
     if list_path.is_file():
@@ -78,22 +84,36 @@ def list_split(root: Path, split: str) -> list[Frame]:
     else:
         raise DatasetError(
             f"No DDD17 split {split!r} at dataset.root={root}: expected the list {list_path} or the "
-            f"Ev-SegNet folders {split_folder}/events/ and {split_folder}/labels/.")
+            f"Ev-SegNet folders {split_folder}/events/ and {split_folder}/labels/."
+        )
     if not frames:
         raise DatasetError(f"DDD17 split {split!r} at {root} has no event frames.")
     frames.sort(key=lambda frame: (frame.recording, frame.frame_number))
     for previous, frame in zip(frames, frames[1:]):
         if (previous.recording, previous.frame_number) == (frame.recording, frame.frame_number):
-            raise DatasetError(f"DDD17 split {split!r} lists frame {frame.frame_number} of recording "
-                               f"{frame.recording} twice: {previous.input_path} and {frame.input_path}.")
+            raise DatasetError(
+                f"DDD17 split {split!r} lists frame {frame.frame_number} of recording "
+                f"{frame.recording} twice: {previous.input_path} and {frame.input_path}."
+            )
     return frames
 
 
 def read_split(frames: list[Frame], split: str, image_size: int) -> Split:
     """Read and normalize listed frames: `[N, S, S, 2]` in time order, labels `[N, S, S]`."""
     inputs, labels = preprocess_items(
-        frames, decode.read_events, preprocess.normalize_events, channels=2, image_size=image_size,
-        num_classes=len(CLASS_NAMES), description=f"ddd17 {split}")
-    return Split(inputs, labels, tuple(frame.id for frame in frames), CLASS_NAMES,
-                 recordings=np.array([frame.recording for frame in frames], np.int64),
-                 frame_numbers=np.array([frame.frame_number for frame in frames], np.int64))
+        frames,
+        decode.read_events,
+        preprocess.normalize_events,
+        channels=2,
+        image_size=image_size,
+        num_classes=len(CLASS_NAMES),
+        description=f"ddd17 {split}",
+    )
+    return Split(
+        inputs,
+        labels,
+        tuple(frame.id for frame in frames),
+        CLASS_NAMES,
+        recordings=np.array([frame.recording for frame in frames], np.int64),
+        frame_numbers=np.array([frame.frame_number for frame in frames], np.int64),
+    )

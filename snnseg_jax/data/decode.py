@@ -38,7 +38,8 @@ def read_label(path: Path) -> np.ndarray:
     if image.mode not in LABEL_MODES:
         raise DatasetError(
             f"Label {path} has image mode {image.mode!r}; expected a single-channel PNG of class "
-            "indices (palette mode 'P' as in SegmentationClass, or grayscale 'L').")
+            "indices (palette mode 'P' as in SegmentationClass, or grayscale 'L')."
+        )
     return np.asarray(image, np.uint8)
 
 
@@ -53,14 +54,15 @@ def read_events(path: Path) -> np.ndarray:
     if events.ndim != 3 or events.shape[-1] != 6 or events.dtype != np.float32:
         raise DatasetError(
             f"Event tensor {path} has shape {events.shape} and dtype {events.dtype}; expected "
-            "float32 of shape [H, W, 6] (DDD17 as distributed with Ev-SegNet).")
+            "float32 of shape [H, W, 6] (DDD17 as distributed with Ev-SegNet)."
+        )
     return events
 
 
-def check_same_size(input_path: Path, input_hw: tuple[int, ...], label_path: Path,
-                    label_hw: tuple[int, ...]) -> None:
+def check_same_size(input_path: Path, input_hw: tuple[int, ...], label_path: Path, label_hw: tuple[int, ...]) -> None:
     """Raise unless an input and its label have the same height and width."""
     if tuple(input_hw) != tuple(label_hw):
         raise DatasetError(
             f"{input_path} is {input_hw[0]}x{input_hw[1]} (HxW) but its label {label_path} is "
-            f"{label_hw[0]}x{label_hw[1]}; an input and its label must have the same size.")
+            f"{label_hw[0]}x{label_hw[1]}; an input and its label must have the same size."
+        )

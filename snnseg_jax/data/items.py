@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import tqdm
@@ -24,9 +24,15 @@ class Item:
     label_path: Path
 
 
-def preprocess_items(items: Sequence[Item], read_input: Callable[[Path], np.ndarray],
-                     normalize: Callable[[np.ndarray, int], np.ndarray], channels: int,
-                     image_size: int, num_classes: int, description: str) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_items(
+    items: Sequence[Item],
+    read_input: Callable[[Path], np.ndarray],
+    normalize: Callable[[np.ndarray, int], np.ndarray],
+    channels: int,
+    image_size: int,
+    num_classes: int,
+    description: str,
+) -> tuple[np.ndarray, np.ndarray]:
     """Read, check and normalize every item: `inputs [N, S, S, channels]` float32, `labels [N, S, S]` uint8.
 
     Labels >= num_classes other than 255 become 255; one warning for the whole split counts them.
@@ -51,5 +57,10 @@ def preprocess_items(items: Sequence[Item], read_input: Callable[[Path], np.ndar
 def warn_unknown_classes(pixels: int, items: int, num_classes: int, description: str) -> None:
     """The one warning of a split about label values that are not classes."""
     if pixels:
-        log.warning("%s: %d label pixels in %d files have values >= %d (not a class, not 255); they "
-                    "are ignored like 255.", description, pixels, items, num_classes)
+        log.warning(
+            "%s: %d label pixels in %d files have values >= %d (not a class, not 255); they are ignored like 255.",
+            description,
+            pixels,
+            items,
+            num_classes,
+        )

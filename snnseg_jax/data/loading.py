@@ -15,8 +15,9 @@ DEFAULT_CACHE_FOLDER = "snnseg_cache"  # under dataset.root when dataset.cache_d
 
 def reader_for(name: str):
     if name not in READERS:
-        raise DatasetError(f"dataset.name={name!r} is not a dataset read from files; expected one of "
-                           f"{', '.join(READERS)}.")
+        raise DatasetError(
+            f"dataset.name={name!r} is not a dataset read from files; expected one of {', '.join(READERS)}."
+        )
     return READERS[name]
 
 
@@ -37,8 +38,9 @@ def load_split(name: str, root: str | Path, split: str, image_size: int, cache_d
     return reader.read_split(items, split, image_size)
 
 
-def prepare_split(name: str, root: str | Path, split: str, image_size: int,
-                  cache_dir: str | Path = "") -> tuple[Path, int, float]:
+def prepare_split(
+    name: str, root: str | Path, split: str, image_size: int, cache_dir: str | Path = ""
+) -> tuple[Path, int, float]:
     """Preprocess a split and (re)write its cache; returns the path, the item count and the seconds."""
     start = time.perf_counter()
     reader = reader_for(name)
@@ -48,6 +50,7 @@ def prepare_split(name: str, root: str | Path, split: str, image_size: int,
     try:
         cache.write(path, split_data, cache.settings_for(name, split, image_size, items))
     except OSError as error:
-        raise DatasetError(f"Cannot write cache {path} ({error}); choose a writable folder with "
-                           "--config.dataset.cache_dir=...") from None
+        raise DatasetError(
+            f"Cannot write cache {path} ({error}); choose a writable folder with --config.dataset.cache_dir=..."
+        ) from None
     return path, len(items), time.perf_counter() - start

@@ -12,7 +12,8 @@ import dataclasses
 import itertools
 import queue
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +40,7 @@ def epoch_order(seed: int, epoch: int, num_examples: int) -> np.ndarray:
 def batches_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full training batches in one epoch (the last partial batch is dropped)."""
     if num_examples < batch_size:
-        raise UserError(f"batch_size {batch_size} is larger than the training split "
-                        f"({num_examples} examples)")
+        raise UserError(f"batch_size {batch_size} is larger than the training split ({num_examples} examples)")
     return num_examples // batch_size
 
 
@@ -60,7 +60,7 @@ def read_train_batch(dataset: Dataset, batch_size: int, seed: int, position: Pos
     """The training batch at `position`: a function of (seed, epoch, batch) alone."""
     order = epoch_order(seed, position.epoch, len(dataset))
     augmentation = np.random.default_rng([seed, position.epoch, position.batch])
-    chosen = order[position.batch * batch_size:(position.batch + 1) * batch_size]
+    chosen = order[position.batch * batch_size : (position.batch + 1) * batch_size]
     inputs, labels = dataset.read(np.sort(chosen), augmentation)
     return {"inputs": inputs, "labels": labels}
 
@@ -85,8 +85,7 @@ def read_eval_batch(dataset: Dataset, batch_size: int, start: int) -> Batch:
     return {"inputs": inputs, "labels": labels}
 
 
-def prefetch(items: Iterator[Any], place: Callable[[Any], Any], size: int = 2,
-             threads: int = 1) -> Iterator[Any]:
+def prefetch(items: Iterator[Any], place: Callable[[Any], Any], size: int = 2, threads: int = 1) -> Iterator[Any]:
     """Yields `place(item)` for each item, in order, preparing up to `size` ahead.
 
     A background thread draws the items and `threads` worker threads apply `place` (typically

@@ -22,10 +22,11 @@ flags.mark_flags_as_required(["config"])
 def main() -> None:
     dataset = flags.FLAGS.config.dataset
     for split in dict.fromkeys((dataset.train_split, dataset.eval_split)):
-        path, count, seconds = prepare_split(dataset.name, dataset.root, split, dataset.image_size,
-                                             dataset.cache_dir)
-        print(f"{dataset.name} {split}: {count} items at {dataset.image_size}x{dataset.image_size} "
-              f"written to {path} in {seconds:.1f} s")
+        path, count, seconds = prepare_split(dataset.name, dataset.root, split, dataset.image_size, dataset.cache_dir)
+        print(
+            f"{dataset.name} {split}: {count} items at {dataset.image_size}x{dataset.image_size} "
+            f"written to {path} in {seconds:.1f} s"
+        )
 
 
 if __name__ == "__main__":

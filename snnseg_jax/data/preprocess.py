@@ -14,8 +14,11 @@ IGNORE_LABEL = 255
 def resize_bilinear(x_HWC: np.ndarray, size: int) -> np.ndarray:
     """Float `[H, W, C]` to `[size, size, C]`, bilinear and antialiased (Pillow's triangle filter)."""
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(x_HWC[..., c], np.float32))
-                   .resize((size, size), Image.Resampling.BILINEAR))
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(x_HWC[..., c], np.float32)).resize(
+                (size, size), Image.Resampling.BILINEAR
+            )
+        )
         for c in range(x_HWC.shape[-1])
     ]
     return np.stack(channels, axis=-1)

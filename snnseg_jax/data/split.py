@@ -79,8 +79,7 @@ class EventSequences:
     def __len__(self) -> int:
         return len(self.split)
 
-    def read(self, indices: np.ndarray,
-             rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, indices: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Sequences `[N, T, S, S, C]` float32 and labels `[N, S, S]` uint8."""
         inputs, labels = self.split.inputs[self.windows[indices]], self.split.labels[indices]
         if self.augment and rng is not None:

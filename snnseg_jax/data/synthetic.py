@@ -104,17 +104,21 @@ def grating(rng: np.random.Generator, n: int, size: int, waves: int, channels: i
     """Parameters of a random background texture: a sum of `waves` sinusoidal gratings per scene."""
     period = rng.uniform(BACKGROUND_PERIOD[0] * size, BACKGROUND_PERIOD[1] * size, (n, waves))
     theta = rng.uniform(0, np.pi, (n, waves))
-    return dict(fy=(2 * np.pi / period * np.sin(theta)), fx=(2 * np.pi / period * np.cos(theta)),
-                phase=rng.uniform(0, 2 * np.pi, (n, waves)),
-                colour=rng.uniform(-BACKGROUND_AMPLITUDE, BACKGROUND_AMPLITUDE, (n, waves, channels)) / waves)
+    return dict(
+        fy=(2 * np.pi / period * np.sin(theta)),
+        fx=(2 * np.pi / period * np.cos(theta)),
+        phase=rng.uniform(0, 2 * np.pi, (n, waves)),
+        colour=rng.uniform(-BACKGROUND_AMPLITUDE, BACKGROUND_AMPLITUDE, (n, waves, channels)) / waves,
+    )
 
 
 def texture(params: dict, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Texture `[N, H, W, channels]` at coordinates `y`, `x` (broadcastable to `[N, H, W]`)."""
     out = 0.0
     for w in range(params["fy"].shape[1]):
-        arg = (params["fy"][:, w, None, None] * y + params["fx"][:, w, None, None] * x
-               + params["phase"][:, w, None, None])
+        arg = (
+            params["fy"][:, w, None, None] * y + params["fx"][:, w, None, None] * x + params["phase"][:, w, None, None]
+        )
         out = out + np.sin(arg)[..., None] * params["colour"][:, None, None, w]
     return out
 
@@ -124,8 +128,11 @@ def _scene(rng: np.random.Generator, n: int, size: int, channels: int) -> dict:
     # Objects are pale (bright) or deep (dark) tints; the second colour of a pattern is the first's
     # complement. Strong, coarse contrasts are what survives rate coding over a few time steps.
     bright = rng.random((n, MAX_OBJECTS, 1)) < 0.5
-    first = np.where(bright, rng.uniform(*BRIGHT_LEVELS, (n, MAX_OBJECTS, channels)),
-                     rng.uniform(*DARK_LEVELS, (n, MAX_OBJECTS, channels)))
+    first = np.where(
+        bright,
+        rng.uniform(*BRIGHT_LEVELS, (n, MAX_OBJECTS, channels)),
+        rng.uniform(*DARK_LEVELS, (n, MAX_OBJECTS, channels)),
+    )
     scene = dict(
         background=np.repeat(rng.uniform(*BACKGROUND_LEVEL, (n, 1)), channels, axis=1),
         background_texture=grating(rng, n, size, 3, channels),
@@ -140,14 +147,16 @@ def _scene(rng: np.random.Generator, n: int, size: int, channels: int) -> dict:
             period=rng.uniform(PATTERN_PERIOD[0] * size, PATTERN_PERIOD[1] * size, (n, MAX_OBJECTS)),
         ),
         count=rng.integers(1, MAX_OBJECTS + 1, n),
-        bars=dict(centre=rng.uniform(0, size, (n, CLUTTER_BARS, 2)),
-                  half_length=rng.uniform(0.1 * size, 0.4 * size, (n, CLUTTER_BARS)),
-                  angle=rng.uniform(0, np.pi, (n, CLUTTER_BARS)),
-                  half_width=rng.uniform(0.4, 1.0, (n, CLUTTER_BARS)),
-                  present=rng.random((n, CLUTTER_BARS)) < 0.5,
-                  velocity=rng.normal(0, 1, (n, CLUTTER_BARS, 2)),
-                  colour=rng.uniform(0.0, 1.0, (n, CLUTTER_BARS, channels)),
-                  in_front=rng.random((n, CLUTTER_BARS)) < 0.5),
+        bars=dict(
+            centre=rng.uniform(0, size, (n, CLUTTER_BARS, 2)),
+            half_length=rng.uniform(0.1 * size, 0.4 * size, (n, CLUTTER_BARS)),
+            angle=rng.uniform(0, np.pi, (n, CLUTTER_BARS)),
+            half_width=rng.uniform(0.4, 1.0, (n, CLUTTER_BARS)),
+            present=rng.random((n, CLUTTER_BARS)) < 0.5,
+            velocity=rng.normal(0, 1, (n, CLUTTER_BARS, 2)),
+            colour=rng.uniform(0.0, 1.0, (n, CLUTTER_BARS, channels)),
+            in_front=rng.random((n, CLUTTER_BARS)) < 0.5,
+        ),
     )
     # Objects move 0.7 to 2 pixels per frame window in a random direction.
     v = scene["objects"]["velocity"]
@@ -178,7 +187,8 @@ def render(scene: dict, size: int, t: float) -> tuple[np.ndarray, np.ndarray]:
     y, x = _grid(size)
     bg_shift = scene["background_velocity"][:, :, None, None] * t
     image = scene["background"][:, None, None] + texture(
-        scene["background_texture"], y - bg_shift[:, 0], x - bg_shift[:, 1])
+        scene["background_texture"], y - bg_shift[:, 0], x - bg_shift[:, 1]
+    )
     n = image.shape[0]
     labels = np.zeros((n, size, size), np.uint8)
     bars = scene["bars"]
@@ -230,8 +240,9 @@ def dvs_events(log_intensity: np.ndarray, threshold: np.ndarray, reference: np.n
     return np.where(change > 0, count, 0.0), np.where(change < 0, count, 0.0), reference
 
 
-def event_recordings(seed: int, split: str, num_frames: int, size: int,
-                     recording_frames: int = RECORDING_FRAMES) -> tuple[np.ndarray, ...]:
+def event_recordings(
+    seed: int, split: str, num_frames: int, size: int, recording_frames: int = RECORDING_FRAMES
+) -> tuple[np.ndarray, ...]:
     """Event recordings, as DDD17 holds them: `num_frames` frames of `recording_frames` each.
 
     Returns frames `[N, H, W, 2]` (counts over one window, normalized per frame and channel), the

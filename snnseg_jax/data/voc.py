@@ -21,14 +21,50 @@ from snnseg_jax.data.items import Item, preprocess_items
 from snnseg_jax.data.split import Split
 
 CLASS_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )
 PALETTE = (  # RGB of each class in the devkit's label PNGs; 255 (ignore) is shown white
-    (0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128),
-    (128, 128, 128), (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128),
-    (64, 128, 128), (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
+    (0, 0, 0),
+    (128, 0, 0),
+    (0, 128, 0),
+    (128, 128, 0),
+    (0, 0, 128),
+    (128, 0, 128),
+    (0, 128, 128),
+    (128, 128, 128),
+    (64, 0, 0),
+    (192, 0, 0),
+    (64, 128, 0),
+    (192, 128, 0),
+    (64, 0, 128),
+    (192, 0, 128),
+    (64, 128, 128),
+    (192, 128, 128),
+    (0, 64, 0),
+    (128, 64, 0),
+    (0, 192, 0),
+    (128, 192, 0),
+    (0, 64, 128),
 )
 BORDER_COLOUR = (224, 224, 192)  # the devkit's colour for 255 (and unused indices)
 LABEL_FOLDERS = ("SegmentationClass", "SegmentationClassAug")
@@ -38,15 +74,17 @@ _ROOT_CANDIDATES = (".", "VOC2012", "VOCdevkit/VOC2012")
 def find_voc_folder(root: Path) -> Path:
     """The VOC2012 folder: `root` itself, or `root/VOC2012`, or `root/VOCdevkit/VOC2012`."""
     if not root.is_dir():
-        raise DatasetError(f"dataset.root={root} does not exist; expected the VOC2012 folder or a "
-                           "folder holding VOCdevkit/VOC2012.")
+        raise DatasetError(
+            f"dataset.root={root} does not exist; expected the VOC2012 folder or a folder holding VOCdevkit/VOC2012."
+        )
     for candidate in _ROOT_CANDIDATES:
         folder = root / candidate
         if (folder / "JPEGImages").is_dir():
             return folder
     raise DatasetError(
         f"No PASCAL VOC2012 folder at dataset.root={root}: expected {root}/JPEGImages (root is the "
-        f"VOC2012 folder) or {root}/VOCdevkit/VOC2012/JPEGImages.")
+        f"VOC2012 folder) or {root}/VOCdevkit/VOC2012/JPEGImages."
+    )
 
 
 def save_label_png(label_HW: np.ndarray, path: Path) -> None:
@@ -74,8 +112,10 @@ def parse_split_line(voc: Path, line: str, label_folder: str, list_path: Path, l
     if len(fields) == 2:
         image, label = (voc / field.lstrip("/") for field in fields)
         return Item(image.stem, image, label)
-    raise DatasetError(f"{list_path} line {line_number} is {line!r}; expected an image id or a pair "
-                       "'JPEGImages/<id>.jpg SegmentationClassAug/<id>.png'.")
+    raise DatasetError(
+        f"{list_path} line {line_number} is {line!r}; expected an image id or a pair "
+        "'JPEGImages/<id>.jpg SegmentationClassAug/<id>.png'."
+    )
 
 
 def list_split(root: Path, split: str) -> list[Item]:
@@ -83,12 +123,17 @@ def list_split(root: Path, split: str) -> list[Item]:
     voc = find_voc_folder(Path(root))
     list_path = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not list_path.is_file():
-        raise DatasetError(f"Split list {list_path} is missing; expected one image id (or an image/label "
-                           f"path pair) per line for split {split!r}.")
+        raise DatasetError(
+            f"Split list {list_path} is missing; expected one image id (or an image/label "
+            f"path pair) per line for split {split!r}."
+        )
     label_folder = bare_id_label_folder(voc, split)
     lines = list_path.read_text().splitlines()
-    items = [parse_split_line(voc, line, label_folder, list_path, number)
-             for number, line in enumerate(lines, 1) if line.strip()]
+    items = [
+        parse_split_line(voc, line, label_folder, list_path, number)
+        for number, line in enumerate(lines, 1)
+        if line.strip()
+    ]
     if not items:
         raise DatasetError(f"Split list {list_path} lists no images.")
     return items
@@ -97,6 +142,12 @@ def list_split(root: Path, split: str) -> list[Item]:
 def read_split(items: list[Item], split: str, image_size: int) -> Split:
     """Read and normalize listed items: images `[N, S, S, 3]`, labels `[N, S, S]`."""
     inputs, labels = preprocess_items(
-        items, decode.read_rgb, preprocess.normalize_rgb, channels=3, image_size=image_size,
-        num_classes=len(CLASS_NAMES), description=f"voc2012 {split}")
+        items,
+        decode.read_rgb,
+        preprocess.normalize_rgb,
+        channels=3,
+        image_size=image_size,
+        num_classes=len(CLASS_NAMES),
+        description=f"voc2012 {split}",
+    )
     return Split(inputs, labels, tuple(item.id for item in items), CLASS_NAMES)
