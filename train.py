@@ -2,7 +2,7 @@
 
     python train.py --config configs/shapes_deeplab.py --workdir runs/demo [--config.<field>=<value> ...]
 
-Writes `metrics.jsonl` and `checkpoints/` in the workdir (see README.md).
+Writes `metrics.jsonl` and `checkpoints/` in the workdir (see docs/training.md).
 """
 
 from absl import flags

@@ -3,21 +3,21 @@
 # dilation-12 fc6 convolution both ways (XLA's, and summing only its in-bounds taps), and in
 # bfloat16; then the PyTorch reference (the authors' loop style) on the same GPU.
 #
-#   benchmarks/gpu_check.sh [path/to/torch_reference.py]      (default: $TORCH_REFERENCE or bench/torch_reference.py)
+#   benchmarks/gpu_check.sh [path/to/torch_reference.py]      (default: $TORCH_REFERENCE or reproduce/torch_reference.py)
 #
-# Settings (device, sizes, compilation cache): benchmarks/accelerator_env.sh. Results go to
-# $OUT/gpu_check/ when OUT is set (else ./gpu_check_results/): devices.txt (jax.devices()), the
+# Settings (device, sizes, compilation cache): reproduce/accelerator_env.sh. Results go to
+# $OUT/gpu_check/ when OUT is set (else runs/gpu_check/): devices.txt (jax.devices()), the
 # logs, one JSON per run and summary.json; the last stdout line is the summary. It stops with
 # status 3 before measuring anything when JAX sees no GPU. Rehearsal without a GPU, tiny sizes:
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_BATCH=1 GPU_CHECK_TIMESTEPS=2 GPU_CHECK_SIZE=32 GPU_CHECK_WIDTH=0.125 benchmarks/gpu_check.sh ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source benchmarks/accelerator_env.sh
+source reproduce/accelerator_env.sh
 
-REFERENCE=${1:-${TORCH_REFERENCE:-bench/torch_reference.py}}
+REFERENCE=${1:-${TORCH_REFERENCE:-reproduce/torch_reference.py}}
 BUDGET=${GPU_CHECK_BUDGET_SECONDS:-420}  # all runs together; each gets at most what is left
 RESULTS=${OUT:+$OUT/gpu_check}
-RESULTS=${RESULTS:-gpu_check_results}
+RESULTS=${RESULTS:-runs/gpu_check}
 START=$SECONDS
 mkdir -p "$RESULTS"
 log() { echo "[gpu_check +$((SECONDS - START))s] $*" | tee -a "$RESULTS/log.txt" >&2; }
@@ -46,7 +46,7 @@ run() {
 
 TORCH_DEVICE=$([ "$DEVICE" = cpu ] && echo cpu || echo cuda)
 run jax_float32 $(( $(left) > 150 ? 150 : $(left) )) "${OURS[@]}"
-run torch_loop $(( $(left) > 90 ? 90 : $(left) )) python3 benchmarks/torch_on_cuda.py "$REFERENCE" --device "$TORCH_DEVICE" \
+run torch_loop $(( $(left) > 90 ? 90 : $(left) )) python3 -m reproduce.torch_on_cuda "$REFERENCE" --device "$TORCH_DEVICE" \
     --styles loop --batch "$BATCH" --timesteps "$TIMESTEPS" --size "$SIZE" --width "$WIDTH" --steps 3
 # fc6 both ways: the step as it is ("all", compiled above, from the cache) and with conv_in_bounds_taps.
 run jax_fc6_in_bounds $(( $(left) > 120 ? 120 : $(left) )) "${OURS[@]}" --ablate_tuning --ablate=conv_in_bounds_taps \

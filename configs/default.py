@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
         True  # faster formulations of the ops for the backend (False: XLA's plain ops; same values)
     )
 
-    # Several processes (hosts): see README "Multiple devices and hosts". Empty / 0 / -1 fields are
+    # Several processes (hosts): see docs/training.md, "Multiple devices and hosts". Empty / 0 / -1 fields are
     # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.
     config.distributed = ml_collections.ConfigDict()
     config.distributed.initialize = False  # call jax.distributed.initialize() to join the other processes

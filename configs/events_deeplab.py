@@ -9,13 +9,10 @@ frames ending at a frame, labelled with that frame's segmentation. Width 0.125, 
 (5000 steps), Adam 3e-3 decayed x0.1 at half. The ANN DeepLab averages its backbone features over
 the frames.
 
-Expected, from docs/results/embedded_deeplab.json (scripts/regenerate_results.sh):
-- spiking_deeplab: validation MIoU 0.526 (pixel accuracy 0.817), 5,000 steps, 2 min 51 s
-- deeplab (--config.model.name=deeplab): MIoU 0.635 (pixel accuracy 0.871), 1 min 56 s
-(whole commands, 2 shared CPU cores, load average 1.8–2.1; the SNN reaches 0.83 of the ANN)
+Expected: validation MIoU 0.526 after 5,000 steps (the ANN twin: 0.635), ~3 min on 2 CPU cores.
 
-The paper's analyses of the two runs, and the streaming ones (README "Results on the embedded
-data", "Streaming and latency"; conversion does not apply to event data):
+The paper's analyses of the two runs, and the streaming ones (docs/results.md and
+docs/analyses.md, "Streaming and latency"; conversion does not apply to event data):
 
     python evaluate.py --config configs/events_deeplab.py --workdir runs/events \
         --analyses=energy,robustness,samples,latency,streaming --compare_workdir=runs/events_ann

@@ -13,8 +13,8 @@ Whether each still pays is measured by switching it off alone, on the paper's ne
 
 which prints the train step's time and temporary memory with all of them, with none, and without
 each one, as ratios to all of them in the same run. What it printed last, with the JAX version and
-the machine, is in `docs/results/performance.json` (written by `scripts/performance_results.sh`,
-shown in README "Performance"); rerun it after upgrading JAX and drop what no longer pays.
+the machine, is in `docs/results/performance.json` (written by `reproduce/performance_results.sh`,
+shown in docs/performance.md); rerun it after upgrading JAX and drop what no longer pays.
 
 Off CPU only the backend-independent ones are used, and none has been measured there yet. The two
 convolution formulations measured on CPU only are off there, XLA's (vendor) convolutions on:

@@ -18,7 +18,7 @@ Beyond T steps BNTT has no statistics of its own (step t was normalized with the
 of step t in training). `late_statistics` chooses what later steps use: "last" (default: the
 statistics and scales of step T - 1 for every later step, the state the network was trained to
 reach), "mean" (their average over the T steps) or "cycle" (step t uses step t mod T, as if windows
-followed each other). README "Streaming and latency" compares them on the events demo.
+followed each other). docs/analyses.md ("Streaming and latency") compares them on the events demo.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ VOC_PALETTE = [
 ]
 
 
-def test_voc_palette_is_the_one_of_spec_section_6():
+def test_voc_palette_is_pascal_vocs_colour_map():
     assert samples.voc_palette(21).tolist() == [list(c) for c in VOC_PALETTE]
     assert samples.palette_for("voc2012", 21).tolist() == [list(c) for c in VOC_PALETTE]
 

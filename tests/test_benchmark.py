@@ -174,7 +174,7 @@ def test_the_gpu_check_refuses_to_measure_without_a_gpu_unless_rehearsing(tmp_pa
 
 
 def test_the_hlo_report_finds_time_loops_with_their_trip_counts_and_the_convolutions():
-    from benchmarks import hlo_report
+    from reproduce import hlo_report
 
     def steps(x, kernel):
         def step(carry, _):

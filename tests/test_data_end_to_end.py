@@ -80,11 +80,11 @@ def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, l
 
 @pytest.mark.slow
 def test_a_small_ann_learns_on_real_photographs(tmp_path):
-    """Acceptance: scripts/make_photo_voc.py data (real photographs, labels known by construction);
+    """Acceptance: reproduce/make_photo_voc.py data (real photographs, labels known by construction);
     a DeepLab ANN at width 0.25 trained for 400 steps is far above predicting the majority class."""
     pytest.importorskip("skimage")
     root, workdir = tmp_path / "photo_voc", tmp_path / "run"
-    subprocess.run([sys.executable, str(REPO / "scripts/make_photo_voc.py"), f"--out={root}"], check=True)
+    subprocess.run([sys.executable, str(REPO / "reproduce/make_photo_voc.py"), f"--out={root}"], check=True)
     settings = ["--config.model.name=deeplab", "--config.model.width=0.25"]
     run_full = [
         "--config.num_train_steps=400",

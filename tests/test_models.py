@@ -1,6 +1,8 @@
 """The four networks: shapes, gradients to every parameter, the layer tables (paper Table 1)."""
 
 import functools
+import re
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -77,7 +79,7 @@ BACKBONE = {
 
 
 @pytest.mark.parametrize("name", ["spiking_deeplab", "deeplab"])
-def test_deeplab_kernel_shapes_match_spec(name):
+def test_deeplab_kernel_shapes_match_paper_table_1(name):
     assert kernel_shapes(name) == {
         **BACKBONE,
         "fc6": (3, 3, 256, 1024),
@@ -88,7 +90,7 @@ def test_deeplab_kernel_shapes_match_spec(name):
 
 
 @pytest.mark.parametrize("name", ["spiking_fcn", "fcn"])
-def test_fcn_kernel_shapes_match_spec(name):
+def test_fcn_kernel_shapes_match_paper_table_1(name):
     assert kernel_shapes(name) == {
         **BACKBONE,
         "fc6": (3, 3, 256, 1024),
@@ -187,21 +189,15 @@ def test_bad_inputs_give_clear_errors():
         deeplab.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 16, 16, 2)), train=False)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_contract_library_snippet(name):
-    """The README's library snippet as written (a 32x32 image keeps it quick)."""
-    from snnseg_jax import neurons
-
-    key = jax.random.PRNGKey(0)
-    currents = jax.random.normal(key, (5, 2, 3))
-    spikes, u_final = neurons.lif_scan(currents, leak=0.99, threshold=1.0)
-    u_next, spikes_step = neurons.lif_step(jnp.zeros((2, 3)), currents[0], leak=0.99, threshold=1.0)
-    np.testing.assert_array_equal(spikes[0], spikes_step)
-    images = jax.random.uniform(key, (1, 32, 32, 3), minval=-0.5, maxval=0.5)
-    model = models.build(name, num_classes=21, timesteps=20, width=1.0)
-    variables = model.init({"params": key, "spikes": key}, images, train=False)
-    logits = model.apply(variables, images, train=False, rngs={"spikes": key})
-    assert logits.shape == (1, 32, 32, 21) and bool(jnp.all(jnp.isfinite(logits)))
+def test_the_library_snippet_of_the_docs_runs_as_written():
+    """The first Python block of docs/library.md, executed as it stands (it is sized to run in seconds)."""
+    page = (Path(__file__).parents[1] / "docs" / "library.md").read_text()
+    snippet = re.search(r"^## Library\n.*?```python\n(.*?)```", page, flags=re.S | re.M).group(1)
+    scope = {}
+    exec(compile(snippet, "docs/library.md", "exec"), scope)
+    images, spikes, currents = scope["images"], scope["spikes"], scope["currents"]
+    assert spikes.shape == currents.shape and scope["spikes_0"].shape == currents.shape[1:]
+    assert scope["logits"].shape == (*images.shape[:3], 21) and bool(jnp.all(jnp.isfinite(scope["logits"])))
 
 
 @pytest.mark.parametrize(

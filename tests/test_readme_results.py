@@ -1,8 +1,9 @@
-"""README.md and the embedded configs' docstrings show what docs/results/*.json holds, and their commands paste whole.
+"""README.md and the pages of docs/ show what docs/results/*.json holds, and their commands paste whole.
 
-The result files are written by scripts/regenerate_results.sh from runs of the code; scripts/results.py
-renders README's `<!-- results: NAME -->` blocks and the configs' "Expected" lines from them. When a
-test here fails after new results, run `python scripts/results.py readme` and commit both.
+The result files are written by reproduce/regenerate_results.sh from runs of the code; reproduce/results.py
+renders the `<!-- results: NAME -->` blocks of README and docs/ from them. When a test here fails after
+new results, run `python -m reproduce.results readme` and commit both; a config's hand-written
+"Expected" line is corrected by hand.
 """
 
 import difflib
@@ -11,42 +12,81 @@ import re
 import pytest
 from conftest import REPO
 
-from scripts import results
+from reproduce import results
 
+DOCUMENTS = results.documents()
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*.py") if path.read_text().startswith('"""'))
+EMBEDDED_CONFIGS = [path for path in CONFIGS if path.stem.split("_")[0] in ("shapes", "events")]
+name_of = lambda path: str(path.relative_to(REPO))
 
 
-def test_readme_and_config_docstrings_show_the_numbers_of_the_committed_result_files():
+def test_readme_and_docs_show_the_numbers_of_the_committed_result_files():
     stale = {path: (now, rendered) for path, (now, rendered) in results.rendered_files().items() if now != rendered}
     diffs = [
-        "".join(difflib.unified_diff(now.splitlines(True), rendered.splitlines(True), str(path), "rendered"))
+        "".join(difflib.unified_diff(now.splitlines(True), rendered.splitlines(True), name_of(path), "rendered"))
         for path, (now, rendered) in stale.items()
     ]
-    assert not stale, "run: python scripts/results.py readme\n" + "\n".join(diffs)
+    assert not stale, "run: python -m reproduce.results readme\n" + "\n".join(diffs)
 
 
-def test_every_results_block_of_the_readme_is_rendered_and_every_result_file_is_shown():
-    text = (REPO / "README.md").read_text()
+def test_readme_and_every_docs_page_are_rendered():
+    assert {path.name for path in DOCUMENTS} >= {"README.md", "results.md", "performance.md", "library.md"}
+    assert all(path.parent in (REPO, REPO / "docs") for path in DOCUMENTS)
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=name_of)
+def test_every_results_block_is_known_and_closed(path):
+    text = path.read_text()
     names = re.findall(r"^<!-- results: (\S+) -->$", text, flags=re.M)
-    assert len(names) == len(re.findall(r"^<!-- /results -->$", text, flags=re.M)) and set(names) <= set(results.BLOCKS)
-    shown = {"embedded_deeplab", "photo_check", "performance"}  # what the blocks read, besides embedded_fcn
-    assert shown <= set(results.load_results()), "a result file README renders from is missing"
+    assert len(names) == len(re.findall(r"^<!-- /results -->$", text, flags=re.M))
+    assert set(names) <= set(results.BLOCKS)
 
 
-def test_readme_has_no_number_of_a_result_outside_its_blocks():
-    """Spot checks for what went stale before: measured numbers written by hand."""
-    outside = re.sub(r"<!-- results: \S+ -->.*?<!-- /results -->", "", (REPO / "README.md").read_text(), flags=re.S)
-    assert not re.search(r"\b\d+ min \d+ s\b|\babout \d+ minutes\b|\bMIoU of 0\.\d+", outside)
-    assert "uJ" not in outside
+def test_every_block_is_shown_once_and_every_result_file_it_reads_is_committed():
+    names = [n for path in DOCUMENTS for n in re.findall(r"^<!-- results: (\S+) -->$", path.read_text(), flags=re.M)]
+    assert sorted(names) == sorted(results.BLOCKS), "a block shown twice, or never"
+    shown = {"embedded_deeplab", "embedded_fcn", "photo_check", "performance", "paper_settings"}
+    assert shown <= set(results.load_results()), "a result file the blocks render from is missing"
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=name_of)
+def test_no_measured_number_is_written_by_hand_outside_the_blocks(path):
+    """Spot checks for what went stale before: times, MIoUs and energies written by hand."""
+    outside = re.sub(r"<!-- results: \S+ -->.*?<!-- /results -->", "", path.read_text(), flags=re.S)
+    assert not re.search(r"\b\d+ min \d+ s\b|\babout \d+ minutes\b|\bMIoU of 0\.\d+|\b\d+(\.\d+)? s each\b", outside)
+    decimals = set(re.findall(r"\b0\.\d{3}\b", outside)) - {"0.125"}  # 0.125: a width
+    assert not decimals, f"three-decimal numbers (MIoUs?) outside the blocks: {decimals}"
+    assert "uJ" not in outside and "µJ" not in outside
+
+
+@pytest.mark.parametrize("path", EMBEDDED_CONFIGS, ids=lambda p: p.name)
+def test_the_expected_line_of_an_embedded_config_matches_the_result_files(path):
+    """One hand-written line per config: its numbers must be those of docs/results/embedded_<arch>.json."""
+    data, arch = path.stem.split("_")
+    expected = re.findall(r"^Expected: .*$", path.read_text().split('"""')[1], flags=re.M)
+    assert len(expected) == 1, f"{path.name}: one 'Expected:' line in the docstring"
+    found = re.fullmatch(
+        r"Expected: validation MIoU (0\.\d{3}) after ([\d,]+) steps \(the ANN twin: (0\.\d{3})\), "
+        r"~(\d+) min on (\d+) CPU cores\.",
+        expected[0],
+    )
+    assert found, f"{path.name}: {expected[0]!r} is not in the form the test reads"
+    embedded = results.load_results()[f"embedded_{arch}"]
+    snn, ann = results.run_of(embedded, data, "snn"), results.run_of(embedded, data, "ann")
+    seconds = embedded["timings"][f"train {data}_snn"]["seconds"]
+    assert found.group(1) == f"{snn['miou']:.3f}" and found.group(3) == f"{ann['miou']:.3f}"
+    assert found.group(2) == f"{snn['steps']:,}"
+    assert abs(int(found.group(4)) - seconds / 60) <= 1, f"training took {results.duration(seconds)}"
+    assert int(found.group(5)) == embedded["machine"]["cpus"]
 
 
 def command_blocks(text):
-    """The command lines of README's code blocks (not the Python ones), and of indented docstring commands."""
+    """The command lines of the Markdown code blocks without a language (not the Python ones)."""
     blocks = re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S)
     return [block.splitlines() for language, block in blocks if language == ""]
 
 
-@pytest.mark.parametrize("path", [REPO / "README.md", *CONFIGS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*DOCUMENTS, *CONFIGS], ids=name_of)
 def test_commands_paste_whole(path):
     """A command that goes on over the next line ends in a backslash, so that pasted it runs whole."""
     text = path.read_text()

@@ -1,4 +1,4 @@
-# Sourced by the scripts that measure README's numbers. `timed NAME WORKDIR ARGS...` runs
+# Sourced by the scripts that measure the numbers of README.md and docs/. `timed NAME WORKDIR ARGS...` runs
 # `$PYTHON ARGS...` and appends one JSON line to $TIMINGS: NAME, the wall-clock seconds, whether it
 # was a train.py run that resumed from a checkpoint in WORKDIR (its time is then not a whole run's),
 # and the 1-minute load average before and after (how busy the machine was).

@@ -1,9 +1,12 @@
 """Our train step against the PyTorch reference, alternating in one run (for noisy, shared machines).
 
-    python benchmarks/cpu_vs_torch.py --reference ../shared/bench/torch_reference.py --batch 2 --rounds 5
-    python benchmarks/cpu_vs_torch.py --reference ... --variant jax --variant remat:model.remat=True \\
+    pip install -e ".[bench]"
+    python -m reproduce.cpu_vs_torch --batch 2 --rounds 5
+    python -m reproduce.cpu_vs_torch --variant jax --variant remat:model.remat=True \\
         --variant bf16:model.dtype=bfloat16 --variant unfused:model.fused=False
 
+Run from the repository root. The reference is `reproduce/torch_reference.py` (`--reference` names
+another file defining `make_step(batch, timesteps, size, width, style)`).
 
 Each implementation runs in its own long-lived worker process (compiled once); the driver then
 alternates them round by round, `--steps` timed train steps each, so that load from other users
@@ -24,30 +27,14 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REFERENCE = os.path.join(REPO, "reproduce", "torch_reference.py")
 
 
 def torch_worker(args) -> callable:
-    """The reference's loop-style training step at the requested batch, as a zero-argument function."""
-    import importlib.util
+    """The reference's train step in the requested style and sizes, as a zero-argument function."""
+    import runpy
 
-    import torch
-    import torch.nn.functional as F
-
-    spec = importlib.util.spec_from_file_location("torch_reference", args.reference)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
-    torch.manual_seed(0)
-    x = torch.rand(args.batch, 3, args.size, args.size) - 0.5
-    y = torch.randint(0, 21, (args.batch, args.size, args.size))
-    model = reference.SpikingDeepLab(args.timesteps, 1.0, style=args.style)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def step():
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    return step
+    return runpy.run_path(args.reference)["make_step"](args.batch, args.timesteps, args.size, 1.0, args.style)
 
 
 def jax_worker(args) -> callable:
@@ -91,14 +78,12 @@ def serve(step) -> None:
 
 class Worker:
     def __init__(self, name: str, argv: list[str]):
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
         self.name = name
         self.process = subprocess.Popen(
-            [sys.executable, __file__, *argv],
+            [sys.executable, "-m", "reproduce.cpu_vs_torch", *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
             cwd=REPO,
         )
         self.seconds: list[float] = []
@@ -129,8 +114,8 @@ def parse_variant(text: str) -> tuple[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", required=True, help="path of torch_reference.py")
-    parser.add_argument("--style", default="loop", help="reference style: loop (the authors') or multi")
+    parser.add_argument("--reference", default=REFERENCE, help="path of the PyTorch reference (torch_reference.py)")
+    parser.add_argument("--style", default="loop", help="reference style: loop (the authors') or folded")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--timesteps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)

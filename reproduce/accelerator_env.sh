@@ -1,4 +1,4 @@
-# Sourced by gpu_check.sh and gpu_first_look.sh (from the repository root): which device JAX uses,
+# Sourced by benchmarks/gpu_check.sh and reproduce/gpu_first_look.sh (from the repository root): which device JAX uses,
 # exactly one of them, a persistent compilation cache, and the sizes of the benchmarked step.
 #
 #   GPU_CHECK_DEVICE   cuda (default), tpu, or cpu to rehearse on a machine without an accelerator
@@ -24,9 +24,6 @@ if [ "$DEVICE" = tpu ]; then
 fi
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/snnseg_jax/xla}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then  # wheels carried to a machine without an index
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
 OURS=(python3 -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size="$BATCH"
       --config.model.timesteps="$TIMESTEPS" --config.dataset.image_size="$SIZE" --config.model.width="$WIDTH")

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# README's "At the paper's settings": all four networks trained and evaluated at the paper's settings
+# docs/results.md, "At the paper's settings": all four networks trained and evaluated at the paper's settings
 # (T = 20, 64x64, batch 16, Adam 3e-3 decayed x0.1 at half, weight decay 5e-4: configs/voc_*.py) on
-# the real-photograph VOC-layout data of scripts/make_photo_voc.py, at a width and a number of steps
+# the real-photograph VOC-layout data of reproduce/make_photo_voc.py, at a width and a number of steps
 # that fit this 2-core CPU. Each spiking network is also trained at T = 4 with everything else the
-# same, to show what T = 20 changes. Prints a table and, with RESULTS, writes it for README.md.
+# same, to show what T = 20 changes. Prints a table and, with RESULTS, writes it for the docs.
 #
-#   scripts/paper_settings.sh [RUNS_DIR]      (default runs/paper_settings)
+#   reproduce/paper_settings.sh [RUNS_DIR]      (default runs/paper_settings)
 #
 #   WIDTH     multiplier on every hidden channel count (default 0.25)
 #   STEPS     training steps of every run (default 600: 16 epochs; the learning rate drops at half)
 #   DATA      where the photograph dataset goes (default /tmp/photo_voc; made if missing)
-#   RESULTS   if set, a JSON file (docs/results/paper_settings.json for README.md) that receives the
+#   RESULTS   if set, a JSON file (docs/results/paper_settings.json for the docs) that receives the
 #             table, the spikes per layer, the energy ratios, the times and the machine.
 # Finished runs in RUNS_DIR are not retrained (train.py resumes), so a second call only re-evaluates;
 # after a change to the code or the settings, give it an empty directory. Needs
 # `pip install -e ".[photos]"`. Run from the repository root. On this repository's 2-core CPU the
-# defaults take about an hour; README shows how long the last run took.
+# defaults take about an hour; docs/results.md shows how long the last run took.
 set -euo pipefail
 
 RUNS=${1:-runs/paper_settings}
@@ -28,7 +28,7 @@ TIMINGS=$RUNS/timings.jsonl
 source "$(dirname "$0")/timed.sh"
 
 if [[ ! -f $DATA/ImageSets/Segmentation/val.txt ]]; then
-  timed make "$RUNS" scripts/make_photo_voc.py --out "$DATA"
+  timed make "$RUNS" -m reproduce.make_photo_voc --out "$DATA"
 fi
 COMMON=(--config.dataset.root="$DATA" --config.model.width="$WIDTH" --config.num_train_steps="$STEPS")
 
@@ -50,4 +50,4 @@ for arch in deeplab fcn; do
     --config.model.timesteps=4 "${COMMON[@]}"
 done
 
-"$PYTHON" scripts/results.py paper "$RUNS" ${RESULTS:+--out "$RESULTS"} | tee "$RUNS/results.md"
+"$PYTHON" -m reproduce.results paper "$RUNS" ${RESULTS:+--out "$RESULTS"} | tee "$RUNS/results.md"

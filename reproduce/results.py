@@ -1,19 +1,19 @@
-"""The numbers README.md shows: collected into committed result files, and rendered into README.
+"""The numbers README.md and docs/ show: collected into committed result files, and rendered from them.
 
-    python scripts/results.py embedded RUNS_DIR [--out docs/results/embedded_deeplab.json]
-    python scripts/results.py photo WORKDIR --timings FILE [--out docs/results/photo_check.json]
-    python scripts/results.py performance DIR [--out docs/results/performance.json]
-    python scripts/results.py paper RUNS_DIR [--out docs/results/paper_settings.json]
-    python scripts/results.py readme [--check]
+    python -m reproduce.results embedded RUNS_DIR [--out docs/results/embedded_deeplab.json]
+    python -m reproduce.results photo WORKDIR --timings FILE [--out docs/results/photo_check.json]
+    python -m reproduce.results performance DIR [--out docs/results/performance.json]
+    python -m reproduce.results paper RUNS_DIR [--out docs/results/paper_settings.json]
+    python -m reproduce.results readme [--check]
 
-`embedded` reads the runs of scripts/embedded_results.sh (eval_val.json, analysis/*.json, timings.jsonl)
-and prints them as Markdown; `photo` reads the photo-check run of scripts/photo_check.sh; `performance`
-reads the JSON lines that scripts/performance_results.sh wrote into DIR; `paper` reads the runs of
-scripts/paper_settings.sh and prints its table. With --out each writes its
-result file, with the machine it ran on and the code's commit. `readme` renders the blocks of
-README.md between `<!-- results: NAME -->` and `<!-- /results -->`, and the "Expected" lines of the
-config docstrings, from docs/results/*.json; --check only compares, printing what differs and exiting
-with status 1 when anything does (tests/test_readme_results.py runs it). scripts/regenerate_results.sh
+`embedded` reads the runs of reproduce/embedded_results.sh (eval_val.json, analysis/*.json, timings.jsonl)
+and prints them as Markdown; `photo` reads the photo-check run of reproduce/photo_check.sh; `performance`
+reads the JSON lines that reproduce/performance_results.sh wrote into DIR; `paper` reads the runs of
+reproduce/paper_settings.sh and prints its table. With --out each writes its
+result file, with the machine it ran on and the code's commit. `readme` renders the blocks
+between `<!-- results: NAME -->` and `<!-- /results -->` of README.md and of the pages of docs/ from
+docs/results/*.json; --check only compares, printing what differs and exiting
+with status 1 when anything does (tests/test_readme_results.py runs it). reproduce/regenerate_results.sh
 runs all of it. Run from the repository root.
 """
 
@@ -30,11 +30,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from snnseg_jax import checkpoints
+from snnseg_jax.analysis import headlines
 
-from snnseg_jax import checkpoints  # noqa: E402  (after the repository is on the path)
-from snnseg_jax.analysis import headlines  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "docs" / "results"
 README = ROOT / "README.md"
@@ -132,7 +131,7 @@ def collect_runs(runs: Path) -> dict[str, dict]:
 
 
 def collect_embedded(runs: Path) -> dict:
-    """The runs of scripts/embedded_results.sh (`collect_runs`) and their timings."""
+    """The runs of reproduce/embedded_results.sh (`collect_runs`) and their timings."""
     return {
         "arch": os.environ.get("ARCH", "deeplab"),
         "runs": collect_runs(runs),
@@ -141,7 +140,7 @@ def collect_embedded(runs: Path) -> dict:
 
 
 def collect_paper(runs: Path) -> dict:
-    """The runs of scripts/paper_settings.sh (`collect_runs`) and their timings."""
+    """The runs of reproduce/paper_settings.sh (`collect_runs`) and their timings."""
     return {"runs": collect_runs(runs), "timings": timings(runs / "timings.jsonl")}
 
 
@@ -500,7 +499,7 @@ def photo_check(results: dict) -> str:
     p = results["photo_check"]
     t = p["timings"]
     return (
-        f"`scripts/photo_check.sh` runs these three commands: the dataset took {duration(t['make']['seconds'])}, "
+        f"`reproduce/photo_check.sh` runs these three commands: the dataset took {duration(t['make']['seconds'])}, "
         f"training {duration(t['train']['seconds'])} and the evaluation {duration(t['evaluate']['seconds'])}, to "
         f"a validation MIoU of {p['miou']:.3f} (pixel accuracy {p['pixel_accuracy']:.3f}) over "
         f"{p['num_images']} images after {p['steps']} steps, against {p['background_miou']:.3f} for predicting "
@@ -508,7 +507,7 @@ def photo_check(results: dict) -> str:
     )
 
 
-# The faster formulations as README describes them, by the benchmark's names for their ablation.
+# The faster formulations as docs/performance.md describes them, by the benchmark's names for their ablation.
 FORMULATIONS = {
     "none": "all of them (`model.tuned_ops=False`)",
     "without conv_1x1_as_matmul": "1×1 convs as matrix products",
@@ -580,7 +579,7 @@ def torch_comparison(results: dict) -> str:
     t = p["runs"].get("torch")
     if t is None:
         return (
-            "Not measured in the current results: `scripts/performance_results.sh` compares with the PyTorch "
+            "Not measured in the current results: `reproduce/performance_results.sh` compares with the PyTorch "
             "reference where `torch` is installed."
         )
     ours = next(v for k, v in t.items() if isinstance(v, dict) and "best_ratio" in v)
@@ -661,35 +660,13 @@ def stream_latency(results: dict) -> str:
     )
 
 
-def expected(arch: str, data: str) -> Callable[[dict], str]:
-    """The "Expected" lines of config `<data>_<arch>.py`'s docstring."""
-
-    def render(results: dict) -> str:
-        e = results[f"embedded_{arch}"]
-        snn, ann, t = run_of(e, data, "snn"), run_of(e, data, "ann"), e["timings"]
-        loads = loads_of([t[f"train {data}_{kind}"] for kind in ("snn", "ann")])
-        return "\n".join(
-            [
-                f"- {snn['model']}: validation MIoU {snn['miou']:.3f} (pixel accuracy {snn['pixel_accuracy']:.3f}), "
-                f"{snn['steps']:,} steps, {duration(t[f'train {data}_snn']['seconds'])}",
-                f"- {ann['model']} (--config.model.name={ann['model']}): MIoU {ann['miou']:.3f} (pixel accuracy "
-                f"{ann['pixel_accuracy']:.3f}), {duration(t[f'train {data}_ann']['seconds'])}",
-                f"(whole commands, {e['machine']['cpus']} shared CPU cores, "
-                f"load average {min(loads):.1f}–{max(loads):.1f}; "
-                f"the SNN reaches {snn['miou'] / ann['miou']:.2f} of the ANN)",
-            ]
-        )
-
-    return render
-
-
 # Paper Table 2 on VOC2012: (spiking MIoU, ANN MIoU), by architecture.
 PAPER_VOC_MIOU = {"deeplab": (22.3, 32.3), "fcn": (9.9, 30.9)}
 NETWORK_NAMES = {"deeplab": ("Spiking-DeepLab", "DeepLab"), "fcn": ("Spiking-FCN", "FCN")}
 
 
 def paper_settings(results: dict) -> str:
-    """The four networks at the paper's settings (scripts/paper_settings.sh): MIoU, ratios, T = 4 beside
+    """The four networks at the paper's settings (reproduce/paper_settings.sh): MIoU, ratios, T = 4 beside
     T = 20, spikes per neuron by layer and the energy ratio."""
     p = results["paper_settings"]
     runs, t = p["runs"], p["timings"]
@@ -765,6 +742,58 @@ def paper_findings(runs: dict) -> str:
     return " ".join(lines)
 
 
+def headline(results: dict) -> str:
+    """The paper's main numbers beside ours: MIoU and energy ratios at T = 20, the demos, conversion, speed."""
+    runs, e = results["paper_settings"]["runs"], results["embedded_deeplab"]
+    first = runs["deeplab_snn"]
+    setting = f"photographs, width {first['width']:g}, {first['steps']:,} steps"
+    rows = []
+    for arch, (snn_name, ann_name) in NETWORK_NAMES.items():
+        snn, ann = runs[f"{arch}_snn"]["miou"], runs[f"{arch}_ann"]["miou"]
+        paper_snn, paper_ann = PAPER_VOC_MIOU[arch]
+        rows.append(
+            [
+                f"{snn_name} / {ann_name}, MIoU at T = 20",
+                f"{paper_snn} / {paper_ann} = {paper_snn / paper_ann:.2f} (VOC2012)",
+                f"{snn:.3f} / {ann:.3f} = **{snn / ann:.2f}** ({setting})",
+            ]
+        )
+    for arch, (snn_name, _) in NETWORK_NAMES.items():
+        ratio = runs[f"{arch}_snn"]["analyses"]["energy"]["ratio"]
+        rows.append(
+            [
+                f"E_ANN / E_SNN, {snn_name} at T = 20",
+                f"{PAPER_RATIOS[(arch, 'shapes')][0]} (VOC2012)",
+                f"{ratio:.2f} (photographs)",
+            ]
+        )
+    demos = []
+    for data in ("shapes", "events"):
+        snn, ann = run_of(e, data, "snn"), run_of(e, data, "ann")
+        demos.append(f"{data} {snn['miou']:.3f} / {ann['miou']:.3f} = {snn['miou'] / ann['miou']:.2f}")
+    rows.append([f"Spiking-DeepLab / DeepLab, embedded demos at T = {snn['timesteps']}", "–", "; ".join(demos)])
+    report = analysis_of(e, "shapes_ann", "conversion")
+    direct, at_t = report["direct"], dict(zip(report["layer"]["timesteps"], report["layer"]["miou"]))
+    rows.append(
+        [
+            "directly trained against converted SNN, equal T",
+            "direct training wins",
+            f"{direct['miou']:.3f} against {at_t[direct['timesteps']]:.3f} (shapes demo, T = {direct['timesteps']})",
+        ]
+    )
+    torch = results["performance"]["runs"].get("torch")
+    if torch:
+        ours = next(v for v in torch.values() if isinstance(v, dict) and "best_ratio" in v)
+        rows.append(
+            [
+                f"train step time, ours / PyTorch reference (CPU, batch {torch['batch']})",
+                "–",
+                f"{ours['best_ratio']:.2f}×",
+            ]
+        )
+    return table(["", "paper", "ours"], rows)
+
+
 def regeneration(results: dict) -> str:
     """How long the commands behind the result files took, all together, and where."""
     entries = [t for r in results.values() for t in r.get("timings", {}).values()]
@@ -779,6 +808,7 @@ def regeneration(results: dict) -> str:
 BLOCKS: dict[str, Callable[[dict], str]] = {
     "quickstart": quickstart,
     "quickstart-output": quickstart_output,
+    "headline": headline,
     "embedded-training": embedded_training,
     "conversion": conversion,
     "robustness-shapes": robustness("shapes"),
@@ -797,65 +827,64 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "stream-latency": stream_latency,
     "paper-settings": paper_settings,
 }
-# The result file each block renders from, and the part of scripts/regenerate_results.sh that writes it.
+# The part of reproduce/regenerate_results.sh that writes each result file, and the blocks that render
+# from it (a block named nowhere renders from embedded_deeplab.json alone).
 PRODUCERS = {
-    "embedded_deeplab": ("embedded", ()),  # every block not named below
+    "embedded_deeplab": ("embedded", ("headline",)),
     "photo_check": ("photo", ("photo-check",)),
-    "performance": ("performance", ("benchmark", "memory", "ablation", "torch-comparison", "stream-latency")),
-    "paper_settings": ("paper", ("paper-settings",)),
+    "performance": (
+        "performance",
+        ("benchmark", "memory", "ablation", "torch-comparison", "stream-latency", "headline"),
+    ),
+    "paper_settings": ("paper", ("paper-settings", "headline")),
 }
-DOCSTRINGS = {
-    "configs/shapes_deeplab.py": ("deeplab", "shapes"),
-    "configs/events_deeplab.py": ("deeplab", "events"),
-    "configs/shapes_fcn.py": ("fcn", "shapes"),
-    "configs/events_fcn.py": ("fcn", "events"),
-}
-DOCSTRING_HEADER = "Expected, from docs/results/embedded_{arch}.json (scripts/regenerate_results.sh):"
-README_BLOCK = re.compile(r"(<!-- results: ([^\s>]+) -->\n)((?:(?!<!-- results: ).)*?)(<!-- /results -->)", re.DOTALL)
+BLOCK = re.compile(r"(<!-- results: ([^\s>]+) -->\n)((?:(?!<!-- results: ).)*?)(<!-- /results -->)", re.DOTALL)
+
+
+def documents() -> list[Path]:
+    """The files whose results blocks are rendered: README.md and the pages of docs/."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def load_results() -> dict[str, dict]:
     return {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
 
 
-def render_readme(text: str, results: dict) -> str:
-    """`text` (README.md) with every results block rendered from `results`."""
+def sources(name: str) -> list[str]:
+    """The result files block `name` renders from."""
+    return [stem for stem, (_, blocks) in PRODUCERS.items() if name in blocks] or ["embedded_deeplab"]
+
+
+def render_blocks(text: str, results: dict, where: str = "README.md") -> str:
+    """`text` (of README.md or a docs page, named `where`) with every results block rendered from `results`."""
 
     def render(match: re.Match) -> str:
         name = match.group(2)
         if name not in BLOCKS:
-            raise SystemExit(f"README.md: unknown results block {name!r}; known: {', '.join(BLOCKS)}")
-        source = next((stem for stem, names in PRODUCERS.items() if name in names[1]), "embedded_deeplab")
+            raise SystemExit(f"{where}: unknown results block {name!r}; known: {', '.join(BLOCKS)}")
+        missing = [stem for stem in sources(name) if stem not in results]
         text = (
-            BLOCKS[name](results)
-            if source in results
-            else f"*Not measured yet: `scripts/regenerate_results.sh {PRODUCERS[source][0]}` writes "
-            f"`docs/results/{source}.json`.*"
+            " ".join(
+                f"*Not measured yet: `reproduce/regenerate_results.sh {PRODUCERS[stem][0]}` writes "
+                f"`docs/results/{stem}.json`.*"
+                for stem in missing
+            )
+            if missing
+            else BLOCKS[name](results)
         )
         return match.group(1) + text + "\n" + match.group(4)
 
-    return README_BLOCK.sub(render, text)
-
-
-def render_docstring(text: str, arch: str, data: str, results: dict) -> str:
-    """A config file's `text` with the lines after its "Expected" header, up to a blank line, rendered."""
-    header = DOCSTRING_HEADER.format(arch=arch)
-    lines = text.split("\n")
-    if header not in lines:
-        raise SystemExit(f"no line {header!r} in the docstring of configs/{data}_{arch}.py")
-    start = lines.index(header) + 1
-    end = lines.index("", start)
-    return "\n".join(lines[:start] + expected(arch, data)(results).split("\n") + lines[end:])
+    return BLOCK.sub(render, text)
 
 
 def rendered_files() -> dict[Path, tuple[str, str]]:
-    """`{path: (text on disk, text rendered from docs/results)}` for README.md and the configs with results."""
+    """`{path: (text on disk, text rendered from docs/results)}` for README.md and every docs page."""
     results = load_results()
-    files = {README: render_readme(README.read_text(), results)}
-    for name, (arch, data) in DOCSTRINGS.items():
-        if f"embedded_{arch}" in results:
-            files[ROOT / name] = render_docstring((ROOT / name).read_text(), arch, data, results)
-    return {path: (path.read_text(), rendered) for path, rendered in files.items()}
+    files = {}
+    for path in documents():
+        text = path.read_text()
+        files[path] = (text, render_blocks(text, results, str(path.relative_to(ROOT))))
+    return files
 
 
 def check_or_write(write: bool) -> int:
@@ -867,7 +896,7 @@ def check_or_write(write: bool) -> int:
             path.write_text(files[path][1])
             print(f"rewrote {path.relative_to(ROOT)}")
         else:
-            print(f"{path.relative_to(ROOT)} differs from docs/results; run: python scripts/results.py readme")
+            print(f"{path.relative_to(ROOT)} differs from docs/results; run: python -m reproduce.results readme")
     return 0 if write or not stale else 1
 
 
@@ -895,8 +924,8 @@ def main() -> None:
     directory = Path(args.directory)
     if args.command == "embedded":
         result = collect_embedded(directory)
-        write_json(result, args.out, "scripts/embedded_results.sh")
-        results = {f"embedded_{result['arch']}": {**provenance("scripts/embedded_results.sh"), **result}}
+        write_json(result, args.out, "reproduce/embedded_results.sh")
+        results = {f"embedded_{result['arch']}": {**provenance("reproduce/embedded_results.sh"), **result}}
         for name in (
             "embedded-training",
             "conversion",
@@ -912,12 +941,12 @@ def main() -> None:
                 pass
     elif args.command == "paper":
         result = collect_paper(directory)
-        write_json(result, args.out, "scripts/paper_settings.sh")
-        print(paper_settings({"paper_settings": {**provenance("scripts/paper_settings.sh"), **result}}))
+        write_json(result, args.out, "reproduce/paper_settings.sh")
+        print(paper_settings({"paper_settings": {**provenance("reproduce/paper_settings.sh"), **result}}))
     elif args.command == "photo":
-        write_json(collect_photo(directory, Path(args.timings)), args.out, "scripts/photo_check.sh")
+        write_json(collect_photo(directory, Path(args.timings)), args.out, "reproduce/photo_check.sh")
     else:
-        write_json(collect_performance(directory), args.out, "scripts/performance_results.sh")
+        write_json(collect_performance(directory), args.out, "reproduce/performance_results.sh")
 
 
 if __name__ == "__main__":

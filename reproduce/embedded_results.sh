@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
 # Trains the spiking network and its ANN twin on the embedded `shapes` and `events` data, runs every
-# analysis that applies to each, and prints the numbers of README.md's "Results on the embedded data"
+# analysis that applies to each, and prints the numbers of docs/results.md, "Results on the embedded data"
 # (also written to <runs>/results.md).
 #
-#   scripts/embedded_results.sh [RUNS_DIR] [extra overrides for every train.py / evaluate.py ...]
+#   reproduce/embedded_results.sh [RUNS_DIR] [extra overrides for every train.py / evaluate.py ...]
 #
 #   RUNS_DIR   where the four workdirs go (default runs/embedded); finished runs are not retrained
 #              (train.py resumes from the newest checkpoint), so a second call only re-analyses.
 #              After a change to the data or the configs, give it an empty directory.
 #   ARCH       deeplab (default) or fcn: the configs shapes_$ARCH.py / events_$ARCH.py.
 #   STEPS      if set, --config.num_train_steps=$STEPS (a quick check of the script itself).
-#   FIGURES    if set, a folder (docs/embedded_results for README.md) that receives the figures the
-#              README shows, named <data>_<snn|ann>_<analysis>.png.
-#   RESULTS    if set, a JSON file (docs/results/embedded_$ARCH.json for README.md) that receives
+#   FIGURES    if set, a folder (docs/embedded_results for the docs) that receives the figures the
+#              docs/results.md shows, named <data>_<snn|ann>_<analysis>.png.
+#   RESULTS    if set, a JSON file (docs/results/embedded_$ARCH.json for the docs) that receives
 #              the numbers, the wall-clock times of the commands and the machine they ran on.
 #
 # Each command's wall-clock time and the load average around it go to <runs>/timings.jsonl (see
-# scripts/timed.sh); a training command that resumed a run is marked so.
-# scripts/regenerate_results.sh runs this for README.md. Run from the repository root.
+# reproduce/timed.sh); a training command that resumed a run is marked so.
+# reproduce/regenerate_results.sh runs this for the docs. Run from the repository root.
 set -euo pipefail
 
 RUNS=${1:-runs/embedded}
@@ -58,7 +58,7 @@ for data in shapes events; do
     --config.model.name="$ARCH" "${OVERRIDES[@]}" --analyses="$ann_analyses" --compare_workdir="$snn"
 done
 
-"$PYTHON" scripts/results.py embedded "$RUNS" ${RESULTS:+--out "$RESULTS"} | tee "$RUNS/results.md"
+"$PYTHON" -m reproduce.results embedded "$RUNS" ${RESULTS:+--out "$RESULTS"} | tee "$RUNS/results.md"
 
 if [[ -n "${FIGURES:-}" ]]; then
   mkdir -p "$FIGURES"

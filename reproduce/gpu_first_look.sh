@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
 # First look at a GPU (or TPU): what XLA compiles our train step to, in float32 and in bfloat16.
 #
-#   benchmarks/gpu_first_look.sh
+#   reproduce/gpu_first_look.sh
 #
 # For each dtype it dumps the optimized HLO of the train step (--xla_dump_to, compiling afresh:
 # the compilation cache would skip the dump), times the step (snnseg_jax.benchmark), and reads the
-# HLO with benchmarks/hlo_report.py: the trip count XLA knows for each time loop ("unknown": a loop
+# HLO with reproduce/hlo_report.py: the trip count XLA knows for each time loop ("unknown": a loop
 # it cannot unroll or pipeline), the copies and transposes inside the loops and the bytes they
 # move, the convolutions' layouts (NHWC is b01f_01io->b01f; XLA may choose NCHW for float32 on
-# GPUs). Settings (device, sizes): benchmarks/accelerator_env.sh; it stops with status 3 when JAX
-# sees no such device. Results go to $OUT/gpu_first_look/ (else ./gpu_first_look_results/):
+# GPUs). Settings (device, sizes): reproduce/accelerator_env.sh; it stops with status 3 when JAX
+# sees no such device. Results go to $OUT/gpu_first_look/ (else runs/gpu_first_look/):
 # hlo_<dtype>/, <dtype>.log, <dtype>.json (the benchmark's), report_<dtype>.json; the last stdout
 # line is a summary. Rehearsal on CPU with tiny sizes:
-#   GPU_CHECK_DEVICE=cpu GPU_CHECK_BATCH=1 GPU_CHECK_TIMESTEPS=2 GPU_CHECK_SIZE=32 GPU_CHECK_WIDTH=0.125 benchmarks/gpu_first_look.sh
+#   GPU_CHECK_DEVICE=cpu GPU_CHECK_BATCH=1 GPU_CHECK_TIMESTEPS=2 GPU_CHECK_SIZE=32 GPU_CHECK_WIDTH=0.125 reproduce/gpu_first_look.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-source benchmarks/accelerator_env.sh
+source reproduce/accelerator_env.sh
 
 LIMIT=${GPU_FIRST_LOOK_SECONDS:-240}  # per dtype
 RESULTS=${OUT:+$OUT/gpu_first_look}
-RESULTS=${RESULTS:-gpu_first_look_results}
+RESULTS=${RESULTS:-runs/gpu_first_look}
 mkdir -p "$RESULTS"
 check_devices "$RESULTS/devices.txt" || exit 3
 
@@ -29,7 +29,7 @@ for dtype in float32 bfloat16; do
     JAX_ENABLE_COMPILATION_CACHE=false timeout "$LIMIT" "${OURS[@]}" --config.model.dtype=$dtype --repeats=5 \
     > "$RESULTS/$dtype.log" 2>&1
   echo "$dtype benchmark exit $?: $(tail -n 1 "$RESULTS/$dtype.log" | tee "$RESULTS/$dtype.json")" >&2
-  python3 benchmarks/hlo_report.py "$RESULTS/hlo_$dtype" > "$RESULTS/report_$dtype.json"
+  python3 -m reproduce.hlo_report "$RESULTS/hlo_$dtype" > "$RESULTS/report_$dtype.json"
   find "$RESULTS/hlo_$dtype" -type f ! -name '*train_step*after_optimizations.txt' -delete  # keep what was read
 done
 

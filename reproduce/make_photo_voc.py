@@ -1,7 +1,7 @@
 """A small PASCAL VOC2012-layout dataset made of real photographs, for end-to-end checks.
 
     pip install scikit-image   # its wheel bundles the photographs used here
-    python scripts/make_photo_voc.py --out /tmp/photo_voc [--train 600 --val 150 --seed 0]
+    python -m reproduce.make_photo_voc --out /tmp/photo_voc [--train 600 --val 150 --seed 0]
 
 What it is: every image is a crop of a real photograph (background) onto which one to three
 objects are pasted, each a patch of another real photograph cut out with a random mask (ellipse,

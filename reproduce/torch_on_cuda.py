@@ -1,6 +1,6 @@
-"""Runs the CPU-only PyTorch reference script on a GPU, unchanged.
+"""Runs the PyTorch reference script, written for the CPU, on a GPU unchanged.
 
-    python3 benchmarks/torch_on_cuda.py bench/torch_reference.py --styles loop --batch 16
+    python3 -m reproduce.torch_on_cuda reproduce/torch_reference.py --styles loop --batch 16
 
 Sets CUDA as torch's default device (so the script's tensors and modules live there) and makes
 `time.perf_counter` wait for the GPU first (so its timer measures finished work), then runs the

@@ -1,7 +1,7 @@
 """Where the spiking network trails its ANN on event data: accuracy by how much of the evidence the
 last frame of a window carries.
 
-    python scripts/events_gap.py --config configs/events_deeplab.py --snn runs/events --ann runs/events_ann
+    python -m reproduce.events_gap --config configs/events_deeplab.py --snn runs/events --ann runs/events_ann
 
 For each validation example (a window of T frames labelled with its last frame), the fraction of
 its object pixels (label > 0) with an event in the last frame, and in any frame of the window; then
@@ -14,16 +14,12 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
+import runpy
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from snnseg_jax import evaluate  # noqa: E402  (after the repository is on the path)
-from snnseg_jax.analysis import samples  # noqa: E402
+from snnseg_jax import evaluate
+from snnseg_jax.analysis import samples
 
 BINS = (0.0, 0.25, 0.5, 0.75, 1.01)
 
@@ -33,21 +29,13 @@ def predictions(run: evaluate.Restored) -> np.ndarray:
     return np.concatenate(run.map_batches(samples.predict_step, run.state))[: len(run.dataset)]
 
 
-def load_config(path: str):
-    """`get_config()` of the config file at `path`."""
-    spec = importlib.util.spec_from_file_location("config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--snn", required=True)
     parser.add_argument("--ann", required=True)
     args = parser.parse_args()
-    config = load_config(args.config)
+    config = runpy.run_path(args.config)["get_config"]()
     snn_run = evaluate.restore(config, args.snn)
     snn = predictions(snn_run)
     config.model.name = config.model.name.removeprefix("spiking_")

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# README's "A check on real photographs", as written there: makes the photograph dataset, trains a
+# docs/datasets.md, "A check on real photographs", as written there: makes the photograph dataset, trains a
 # DeepLab ANN of width 0.25 on it for 400 steps and evaluates it, timing each command.
 #
-#   scripts/photo_check.sh [WORKDIR]    (default runs/photo_ann; must not hold a run yet)
+#   reproduce/photo_check.sh [WORKDIR]    (default runs/photo_ann; must not hold a run yet)
 #
 #   DATA      where the dataset goes (default /tmp/photo_voc)
-#   RESULTS   if set, a JSON file (docs/results/photo_check.json for README.md) that receives the
+#   RESULTS   if set, a JSON file (docs/results/photo_check.json for the docs) that receives the
 #             MIoU, the MIoU of predicting background everywhere, the times and the machine.
 # Needs `pip install -e ".[photos]"`. Run from the repository root.
 set -euo pipefail
@@ -20,9 +20,9 @@ mkdir -p "$WORKDIR"
 TIMINGS=$WORKDIR/timings.jsonl
 source "$(dirname "$0")/timed.sh"
 
-timed make "$WORKDIR" scripts/make_photo_voc.py --out "$DATA"
+timed make "$WORKDIR" -m reproduce.make_photo_voc --out "$DATA"
 timed train "$WORKDIR" train.py --config configs/voc_deeplab.py --workdir "$WORKDIR" --config.dataset.root="$DATA" \
   --config.model.name=deeplab --config.model.width=0.25 --config.num_train_steps=400
 timed evaluate "$WORKDIR" evaluate.py --config configs/voc_deeplab.py --workdir "$WORKDIR" \
   --config.dataset.root="$DATA" --config.model.name=deeplab --config.model.width=0.25
-"${PYTHON:-python}" scripts/results.py photo "$WORKDIR" --timings "$TIMINGS" ${RESULTS:+--out "$RESULTS"}
+"${PYTHON:-python}" -m reproduce.results photo "$WORKDIR" --timings "$TIMINGS" ${RESULTS:+--out "$RESULTS"}

@@ -1,6 +1,6 @@
 """What XLA made of the train step, read from its optimized HLO: time loops, copies in them, conv layouts.
 
-    python benchmarks/hlo_report.py <dump dir or .txt file> [...]     (one JSON object per module)
+    python -m reproduce.hlo_report <dump dir or .txt file> [...]     (one JSON object per module)
 
 Reads the HLO text of a module after optimizations (`XLA_FLAGS=--xla_dump_to=<dir>
 --xla_dump_hlo_as_text` writes `<dir>/*.jit_train_step*after_optimizations.txt`; a compiled
@@ -12,7 +12,7 @@ step's `.as_text()` is the same text) and reports:
 - `convolutions`: every convolution (XLA's `convolution`, or a cuDNN custom call on GPU) by operand
   dtype, dimension labels (`b01f_01io->b01f` is NHWC; `bf01` NCHW) and the layouts XLA chose;
 - totals: instructions, loops with an unknown trip count, copy and transpose bytes in loops.
-`benchmarks/gpu_first_look.sh` runs it on the train step in float32 and bfloat16.
+`reproduce/gpu_first_look.sh` runs it on the train step in float32 and bfloat16.
 """
 
 from __future__ import annotations

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Regenerates every measured number README.md and docs/ show from the current code and configs, then
+# rewrites them in place (the embedded configs' hand-written "Expected" lines are checked by
+# tests/test_readme_results.py and corrected by hand):
+#
+#   reproduce/regenerate_results.sh [PART ...]     PART: embedded, fcn, photo, performance (default: all)
+#
+#   embedded     reproduce/embedded_results.sh: the DeepLab pair on shapes and on events, trained, then
+#                analysed -> docs/results/embedded_deeplab.json and the figures in docs/embedded_results/
+#   fcn          the same for the FCNs -> docs/results/embedded_fcn.json (analysis times only, in docs/results.md)
+#   photo        reproduce/photo_check.sh -> docs/results/photo_check.json
+#   performance  reproduce/performance_results.sh -> docs/results/performance.json
+#   paper        reproduce/paper_settings.sh: the four networks at the paper's settings (T = 20) on the
+#                photographs -> docs/results/paper_settings.json (about an hour; not in the default set)
+#
+#   RUNS   where the runs go (default runs/results). Runs found there are resumed, not retrained: after a
+#          change to the code, data or configs, start from an empty RUNS (or delete the parts' runs).
+#
+# Then `python -m reproduce.results readme` renders README.md and docs/ from docs/results/*.json, and
+# tests/test_readme_results.py checks that they agree. The times it records are those of this
+# machine under its load at that moment (docs/results.md shows how long the last regeneration took).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-runs/results}
+parts=("$@")
+if [[ ${#parts[@]} == 0 ]]; then parts=(embedded fcn photo performance); fi
+for part in "${parts[@]}"; do
+  echo "==== $part"
+  case $part in
+    embedded) RESULTS=docs/results/embedded_deeplab.json FIGURES=docs/embedded_results \
+                reproduce/embedded_results.sh "$RUNS/embedded" ;;
+    fcn) ARCH=fcn RESULTS=docs/results/embedded_fcn.json reproduce/embedded_results.sh "$RUNS/embedded_fcn" ;;
+    photo) rm -rf "$RUNS/photo_ann"; RESULTS=docs/results/photo_check.json reproduce/photo_check.sh "$RUNS/photo_ann" ;;
+    performance) RESULTS=docs/results/performance.json reproduce/performance_results.sh "$RUNS/performance" ;;
+    paper) RESULTS=docs/results/paper_settings.json reproduce/paper_settings.sh "$RUNS/paper_settings" ;;
+    *) echo "unknown part $part; choose from embedded, fcn, photo, performance, paper" >&2; exit 2 ;;
+  esac
+done
+${PYTHON:-python} -m reproduce.results readme
