@@ -13,9 +13,9 @@ backward pass keeps only
 and recomputes the membrane from them: one forward sweep over time for the surrogate slopes, one
 reverse sweep that runs the BPTT recurrence and the BNTT backward step by step.
 
-Tensors are time-folded batch-major (`ops.split_time` views them as `[B, T, H, W, C]` without a
-copy), so a batch split over devices splits every tensor here too; the sweeps over time step along
-axis 1. They write their results in place into a buffer a `fori_loop` carries,
+Tensors are time-folded batch-major (the networks' inner layout, see `ops`; viewed as
+`[B, T, H, W, C]` without a copy), so a batch split over devices splits every tensor here too; the
+sweeps over time step along axis 1. They write their results in place into a buffer a `fori_loop` carries,
 rather than stacking a `scan`'s outputs: XLA zero-fills a fresh buffer for every stacked output and,
 on CPU, schedules those fills early, where they raise the peak memory.
 """
@@ -111,8 +111,8 @@ def _fresh_buffer(like: Array, spec: SpikingConvSpec, dtype=None, after: Array |
 
 
 def _bntt_step(c_t: Array, scale: Array, shift: Array, t) -> Array:
-    """BNTT output of step t in float32, as `layers.BNTT` computes it (scale, shift `[T, 1, 1, 1, C]`)."""
-    return c_t.astype(jnp.float32) * scale[t] + shift[t]
+    """BNTT output of step t in float32 (scale, shift `[T, 1, 1, 1, C]`)."""
+    return neurons.bntt_normalize(c_t, scale[t], shift[t])
 
 
 def _lif_forward(c_BTHWC: Array, scale: Array, shift: Array, spec: SpikingConvSpec) -> Array:
@@ -131,9 +131,9 @@ def spiking_conv_eval(
     x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array, spec: SpikingConvSpec
 ) -> Array:
     """Spikes `[B * T, H, W, C]` of the layer with given (running) BNTT statistics."""
-    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
+    c = ops._split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
     scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
-    return ops.merge_time(_lif_forward(c, scale, shift, spec))
+    return ops._merge_time(_lif_forward(c, scale, shift, spec))
 
 
 def _code_bits(spec: SpikingConvSpec) -> int:
@@ -185,10 +185,10 @@ def _recomputes_conv(x_NHWC: Array, spec: SpikingConvSpec) -> bool:
 
 
 def _forward(x_NHWC, kernel, gamma, spec):
-    c = ops.split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
+    c = ops._split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
     mean, var = neurons.bntt_statistics(c, time_axis=TIME)
     scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
-    spikes = ops.merge_time(_lif_forward(c, scale, shift, spec))
+    spikes = ops._merge_time(_lif_forward(c, scale, shift, spec))
     return (spikes, mean, var), c
 
 
@@ -205,19 +205,19 @@ def _forward_with_residuals(x_NHWC, kernel, gamma, spec):
 
 
 def _backward(spec, residuals, cotangents):
-    g_spikes = ops.split_time(cotangents[0], spec.timesteps)  # mean and var: zero cotangents (stop_gradient)
+    g_spikes = ops._split_time(cotangents[0], spec.timesteps)  # mean and var: zero cotangents (stop_gradient)
     stored_x, kernel, gamma, mean, var, c = residuals
     after = lambda x, anchor: formulations.after(x, anchor, spec.tuning)
     decode = lambda anchor: after(_decode_input(stored_x, spec, g_spikes.dtype), anchor)
     conv = lambda x, k: ops.conv2d(x, k, spec.dilation, spec.tuning)
     if c is None:
         x = decode(g_spikes)
-        c = ops.split_time(conv(x, kernel), spec.timesteps)
+        c = ops._split_time(conv(x, kernel), spec.timesteps)
         g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec)
     else:  # decode the input only once the sweeps over time are done with their buffers
         g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec)
         x = decode(g_c)
-    g_c = ops.merge_time(g_c)
+    g_c = ops._merge_time(g_c)
     g_kernel = jax.vjp(lambda k: conv(x, k), kernel)[1](g_c)[0]
     # The input gradient after the kernel's, so that the decoded input is freed before it is allocated.
     g_x = jax.vjp(lambda x: conv(x, after(kernel, g_kernel)), x)[1](g_c)[0]
@@ -278,7 +278,7 @@ def bntt_lif_backward(
 def spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec) -> tuple[Array, Array, Array]:
     """Spikes `[B * T, H, W, C]` of the layer in training, and its BNTT batch mean and variance `[T, C]`.
 
-    `x_NHWC` is `[B * T, H, W, C_in]` (time folded as by `ops.fold_time`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.
+    `x_NHWC` is `[B * T, H, W, C_in]` (time folded, see `ops`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.
     The statistics are for the running averages and carry no gradient.
     """
     spikes, mean, var = _spiking_conv_train(x_NHWC, kernel, gamma, spec)

@@ -1,15 +1,20 @@
 """Flax Linen layers: the time-major cells `BNTT` and `LIF`, and the network's blocks.
 
-`BNTT` and `LIF` take time-major tensors `[T, B, ...]`, as `neurons` and `encoding` do. The blocks
-the networks are built of (`Conv`, `ConvTransposeUp`, `Unit`) work on time-folded tensors
-`[B * T, H, W, C]` (see `ops`), so that every convolution runs once over all steps; a `Unit`
-unfolds time only where it steps through it (BNTT statistics and the LIF recurrence).
+`BNTT` and `LIF` take time-major tensors `[T, B, ...]` (the time layout of `ops`). The blocks the
+networks are built of (`Conv`, `ConvTransposeUp`, `Unit`) work on time-folded tensors
+`[B * T, H, W, C]`, so that every convolution runs once over all steps; a `Unit` unfolds time only
+where it steps through it (BNTT statistics and the LIF recurrence).
+
+The layers with neurons also run one step at a time, on one frame `[B, H, W, C]` with the membranes
+carried by the caller: `LIF.step`, `Unit.step` (which BNTT statistics a step uses past T:
+`LATE_STATISTICS`). An ANN's `Unit.folded_conv` is its conv with BatchNorm folded in (conversion).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -25,6 +30,9 @@ Array = jax.Array
 
 BATCHNORM_EPSILON = 1e-4  # of the ANNs' BatchNorm: BNTT's, as in the authors' released code
 BATCHNORM_MOMENTUM = 0.9
+# What BNTT uses at a step past its T (`Unit.step`): the statistics and scales of step T - 1, their
+# average over the T steps, or those of step t mod T.
+LATE_STATISTICS = ("last", "mean", "cycle")
 
 
 def xavier_gain2(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
@@ -108,15 +116,30 @@ class BNTT(nn.Module):
         t, c = x_TBHWC.shape[0], x_TBHWC.shape[-1]
         if t != self.timesteps:
             raise ValueError(f"BNTT has {self.timesteps} time steps but the input has {t}")
-        gamma, ra_mean, ra_var = bntt_variables(self, t, c)
-        if train:
-            mean, var = neurons.bntt_statistics(x_TBHWC)
-            update_running_averages(self, ra_mean, ra_var, mean, var, self.neuron.bntt_momentum)
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        scale, shift = neurons.bntt_affine(gamma, mean, var, self.neuron.bntt_epsilon)
-        per_step = lambda v: v[:, None, None, None].astype(x_TBHWC.dtype)
-        return x_TBHWC * per_step(scale) + per_step(shift)
+        return _bntt_over_time(self, x_TBHWC, bntt_variables(self, t, c), train, self.neuron)
+
+
+def _bntt_over_time(module: nn.Module, x_TBHWC: Array, variables, train: bool, neuron: neurons.Neuron) -> Array:
+    """BNTT of `module` with `variables` (gamma and the running averages) on `[T, B, H, W, C]`, in its dtype."""
+    gamma, ra_mean, ra_var = variables
+    if train:
+        mean, var = neurons.bntt_statistics(x_TBHWC)
+        update_running_averages(module, ra_mean, ra_var, mean, var, neuron.bntt_momentum)
+    else:
+        mean, var = ra_mean.value, ra_var.value
+    scale, shift = neurons.bntt_affine(gamma, mean, var, neuron.bntt_epsilon)
+    per_step = lambda v: v[:, None, None, None]
+    return neurons.bntt_normalize(x_TBHWC, per_step(scale), per_step(shift)).astype(x_TBHWC.dtype)
+
+
+def _late_statistics_pick(steps, timesteps: int, late_statistics: str) -> Callable[[Array], Array]:
+    """Row of a `[T, ...]` BNTT variable for the step after `steps` steps (`LATE_STATISTICS`)."""
+    if late_statistics not in LATE_STATISTICS:
+        raise ValueError(f"unknown late_statistics {late_statistics!r}; choose one of {', '.join(LATE_STATISTICS)}")
+    if late_statistics == "cycle":
+        return lambda v: jax.lax.dynamic_index_in_dim(v, steps % timesteps, 0, keepdims=False)
+    last = lambda v: jax.lax.dynamic_index_in_dim(v, jnp.minimum(steps, timesteps - 1), 0, keepdims=False)
+    return last if late_statistics == "last" else (lambda v: jnp.where(steps < timesteps, last(v), v.mean(0)))
 
 
 class LIF(nn.Module):
@@ -127,6 +150,15 @@ class LIF(nn.Module):
     def __call__(self, currents_T: Array) -> Array:
         n = self.neuron
         return neurons.lif_scan(currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn)[0]
+
+    def step(self, currents: Array, membrane: Array | None = None) -> tuple[Array, Array]:
+        """One step on `currents` `[B, ...]`: `(membrane, spikes)`, both float32 (membrane None: zero)."""
+        n, currents = self.neuron, currents.astype(jnp.float32)
+        membrane = jnp.zeros(currents.shape, jnp.float32) if membrane is None else membrane
+        membrane, spikes, _ = neurons.lif_update(
+            membrane, currents, leak=n.leak, threshold=n.threshold, spike_fn=n.spike_fn
+        )
+        return membrane, spikes
 
 
 class ConvKernel(nn.Module):
@@ -183,33 +215,57 @@ class Unit(nn.Module):
     settings: Settings
     input_values: InputValues = fused.ANALOG
 
-    @nn.compact
-    def __call__(self, x_NHWC: Array, train: bool) -> Array:
-        s, layer = self.settings, self.layer
-        if s.spiking and s.fused:
-            return self._fused_spiking(x_NHWC, train)
-        y = Conv(s.features(layer), layer.kernel, layer.dilation, dtype=s.dtype, tuning=s.tuning, name="conv")(x_NHWC)
-        if not s.spiking:
-            y = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=BATCHNORM_MOMENTUM,
-                epsilon=BATCHNORM_EPSILON,
-                dtype=s.dtype,
-                name="bn",
-            )(y)
-            return nn.relu(y)
-        y = BNTT(s.timesteps, s.neuron, name="bntt")(ops.unfold_time(y, s.timesteps), train)
-        return ops.fold_time(LIF(s.neuron, name="lif")(y))
+    def setup(self):
+        s, features = self.settings, self.settings.features(self.layer)
+        self.conv = ConvKernel(features, self.layer.kernel)
+        if s.spiking:
+            self.bntt = BNTTVariables(s.timesteps, features)
+            self.lif = LIF(s.neuron)
+        else:
+            self.bn = nn.BatchNorm(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, dtype=s.dtype)
 
-    def _fused_spiking(self, x_NHWC: Array, train: bool) -> Array:
-        s, layer = self.settings, self.layer
+    def __call__(self, x_NHWC: Array, train: bool) -> Array:
+        s = self.settings
+        if not s.spiking:
+            return nn.relu(self.bn(self._conv(x_NHWC), use_running_average=not train))
         if x_NHWC.shape[0] % s.timesteps:
             raise ValueError(
                 f"BNTT has {s.timesteps} time steps but the input's leading axis "
                 f"{x_NHWC.shape[0]} is not a multiple of it"
             )
-        kernel = ConvKernel(s.features(layer), layer.kernel, name="conv")(x_NHWC.shape[-1])
-        gamma, ra_mean, ra_var = BNTTVariables(s.timesteps, s.features(layer), name="bntt")()
+        if s.fused:
+            return self._fused_spiking(x_NHWC, train)
+        y = ops._unfold_time(self._conv(x_NHWC), s.timesteps)
+        return ops._fold_time(self.lif(_bntt_over_time(self, y, self.bntt(), train, s.neuron)))
+
+    def step(self, x_BHWC: Array, membrane: Array | None, steps, late_statistics: str = "last") -> tuple[Array, Array]:
+        """A spiking unit's step after `steps` steps on one frame `[B, H, W, C_in]`: `(membrane, spikes)`
+        (float32; membrane None: zero), with BNTT's running statistics and scale of that step."""
+        s = self.settings
+        pick = _late_statistics_pick(steps, s.timesteps, late_statistics)
+        gamma, ra_mean, ra_var = self.bntt()
+        scale, shift = neurons.bntt_affine(pick(gamma), pick(ra_mean.value), pick(ra_var.value), s.neuron.bntt_epsilon)
+        return self.lif.step(neurons.bntt_normalize(self._conv(x_BHWC), scale, shift), membrane)
+
+    def folded_conv(self, x_NHWC: Array) -> Array:
+        """An ANN unit's conv with its BatchNorm (running statistics) folded in: a biased conv with
+        kernel * s and bias beta - mean * s per output channel, s = gamma / sqrt(var + eps)."""
+        s, kernel = self.settings, self.conv(x_NHWC.shape[-1])
+        bn = self.bn.variables
+        scale = bn["params"]["scale"] * jax.lax.rsqrt(bn["batch_stats"]["var"] + self.bn.epsilon)
+        bias = bn["params"]["bias"] - bn["batch_stats"]["mean"] * scale
+        y = ops.conv2d(x_NHWC.astype(s.dtype), kernel * scale, self.layer.dilation, s.tuning)
+        return y + bias.astype(s.dtype)
+
+    def _conv(self, x_NHWC: Array) -> Array:
+        """The unit's conv (no bias) in the compute dtype."""
+        s, x_NHWC = self.settings, x_NHWC.astype(self.settings.dtype)
+        return ops.conv2d(x_NHWC, self.conv(x_NHWC.shape[-1]), self.layer.dilation, s.tuning)
+
+    def _fused_spiking(self, x_NHWC: Array, train: bool) -> Array:
+        s, layer = self.settings, self.layer
+        kernel = self.conv(x_NHWC.shape[-1])
+        gamma, ra_mean, ra_var = self.bntt()
         spec = fused.SpikingConvSpec(
             timesteps=s.timesteps,
             dilation=layer.dilation,

@@ -1,20 +1,27 @@
 """Spiking-DeepLab, Spiking-FCN and their ANN twins, built with `build(name, ...)`.
 
-One Flax module, `Network`, runs either table of `architecture`. Inputs are static images
-`[B, H, W, C]` (rate coded inside the spiking networks with the `"spikes"` PRNG stream) or event
-sequences `[B, T, H, W, C]` (frame t at step t; the ANNs run their feature extractor on every frame
-and average its features over the frames before the classifier). Outputs are logits
-`[B, H, W, num_classes]`: for the spiking networks, the output layer's currents averaged over T,
-which the authors' code leaves summed for the FCN (the argmax is the same).
+One Flax module, `Network`, runs either table of `architecture`. Inputs are batches (the time
+layout of `ops`): static images `[B, H, W, C]` (rate coded inside the spiking networks with the
+`"spikes"` PRNG stream) or event sequences `[B, T, H, W, C]` (frame t at step t; the ANNs run their
+feature extractor on every frame and average its features over the frames before the classifier).
+Outputs are logits `[B, H, W, num_classes]`: for the spiking networks, the output layer's currents
+averaged over T, which the authors' code leaves summed for the FCN (the argmax is the same).
 
-Inside, activations are time-folded `[B * T, H, W, C]` (see `ops`). Every layer that ends in
-neurons sows its output (spikes, or ReLU activations in an ANN), time-folded, into Flax's
-collection `"intermediates"`: `activity(model.apply(..., mutable=["intermediates"])[1])` gives
-them by layer name, and nothing is kept otherwise.
+Inside, activations are time-folded `[B * T, H, W, C]`. Every layer that ends in neurons sows its
+output (spikes, or ReLU activations in an ANN) into Flax's collection `"intermediates"`:
+`activity(model.apply(..., mutable=["intermediates"])[1])` gives them by layer name, time-major
+`[T, B, h, w, C]` (T = 1 for an ANN's layers that run once), and nothing is kept otherwise.
+
+Besides `__call__` (the whole window, the training path), the network has methods for one frame at
+a time, through `model.apply(variables, ..., method=...)`: `step` (the spiking network's step with
+membranes carried, what `stream` runs), `folded` (an ANN with BatchNorm folded into its convs and
+a given function in place of its ReLUs, what the conversion analysis runs) and `kernels`. Only the
+modules name their parameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -53,7 +60,6 @@ class Network(nn.Module):
     settings: Settings
     in_channels: int = 3
 
-    @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         height, width = self._check_input(x)
         averaged = self.architecture.averaged(self.settings.spiking)
@@ -68,7 +74,7 @@ class Network(nn.Module):
                     _BY_LAYER,
                     out.array,
                     init_fn=dict,
-                    reduce_fn=lambda outputs, output: {**outputs, layer.name: output},
+                    reduce_fn=lambda outputs, output: {**outputs, layer.name: ops._unfold_time(output, out.steps)},
                 )
             return out
 
@@ -99,11 +105,11 @@ class Network(nn.Module):
         s = self.settings
         x = x.astype(s.dtype)
         if x.ndim == 5:
-            return Tensor(ops.merge_time(x), x.shape[1])
+            return Tensor(ops._merge_time(x), x.shape[1])
         if not s.spiking:
             return Tensor(x, 1)
         spikes = encoding.poisson_encode(self.make_rng("spikes"), x, s.timesteps)  # see `spike_key`
-        return Tensor(ops.fold_time(spikes), s.timesteps, SIGNED_SPIKES)
+        return Tensor(ops._fold_time(spikes), s.timesteps, SIGNED_SPIKES)
 
     def _layer(self, layer: Layer, inputs: list[Tensor], train: bool) -> Tensor:
         """The output of `layer` on its inputs."""
@@ -111,17 +117,90 @@ class Network(nn.Module):
         if layer.op == architecture.POOL:
             return Tensor(ops.avg_pool(x.array, s.tuning), x.steps, x.values.pooled())
         if layer.op == architecture.UNIT:
-            # ANN layers are checkpointed whole; spiking layers recompute only their conv (see fused.py).
-            unit = nn.remat(Unit, static_argnums=(2,)) if s.remat and not s.spiking else Unit
-            return Tensor(unit(layer, s, x.values, name=layer.name)(x.array, train), x.steps, SPIKES)
+            return Tensor(self._module(layer, x.values)(x.array, train), x.steps, SPIKES)
         if layer.op in (architecture.CLASSES, architecture.UP):
-            conv = class_conv(layer, self.num_classes, s, name=layer.name)
-            return Tensor(conv(x.array), x.steps)
+            return Tensor(self._module(layer)(x.array), x.steps)
         total = architecture.add([t.array for t in inputs])
         if layer.op == architecture.NEURONS and s.spiking:
-            spikes = LIF(s.neuron, name=layer.name)(ops.unfold_time(total, x.steps))
-            return Tensor(ops.fold_time(spikes), x.steps, SPIKES)
+            spikes = self._module(layer)(ops._unfold_time(total, x.steps))
+            return Tensor(ops._fold_time(spikes), x.steps, SPIKES)
         return Tensor(total, x.steps)
+
+    @nn.compact
+    def _module(self, layer: Layer, values: InputValues = ANALOG) -> nn.Module:
+        """The submodule of a `layer` with parameters or neurons, named after it: its `Unit`, its conv
+        to the classes or its `LIF` neurons (`values`: which values a unit's input takes)."""
+        s = self.settings
+        if layer.op == architecture.UNIT:
+            # ANN layers are checkpointed whole; spiking layers recompute only their conv (see fused.py).
+            unit = nn.remat(Unit, static_argnums=(2,)) if s.remat and not s.spiking else Unit
+            return unit(layer, s, values, name=layer.name)
+        if layer.op in (architecture.CLASSES, architecture.UP):
+            return class_conv(layer, self.num_classes, s, name=layer.name)
+        return LIF(s.neuron, name=layer.name)
+
+    def step(
+        self, membranes: dict[str, Array] | None, frame: Array, steps, late_statistics: str = "last"
+    ) -> tuple[dict[str, Array], dict[str, Array], Array]:
+        """The spiking network's step after `steps` steps on one frame `[B, H, W, C]`.
+
+        `membranes`: per layer with neurons, `[B, h, w, C]` float32 (None: all at zero). Returns the
+        new membranes, the spikes of the step by layer (compute dtype) and the readout's currents at
+        feature resolution `[B, h, w, K]`, which the network averages over time (`stream` does).
+        `late_statistics` (`layers.LATE_STATISTICS`) picks BNTT's statistics past step T.
+        """
+        if not self.settings.spiking:
+            raise ValueError("only a spiking network steps; an ANN has no state to carry from frame to frame")
+        new_membranes, spikes = {}, {}
+
+        def fire(layer: Layer, module: nn.Module, x: Array) -> Array:
+            membrane = None if membranes is None else membranes[layer.name]
+            if layer.op == architecture.UNIT:
+                new_membranes[layer.name], out = module.step(x, membrane, steps, late_statistics)
+            else:
+                new_membranes[layer.name], out = module.step(x, membrane)
+            spikes[layer.name] = out.astype(self.settings.dtype)
+            return spikes[layer.name]
+
+        return new_membranes, spikes, self._frame(frame, fire)
+
+    def folded(self, x: Array, activate: Callable[[str, Array], Array]) -> Array:
+        """An ANN on one static input `[B, H, W, C]` with each unit's BatchNorm folded into its conv
+        (`Unit.folded_conv`) and `activate(layer name, currents)` in place of each ReLU: the logits at
+        feature resolution (with `jax.nn.relu`, the ANN's up to rounding)."""
+        if self.settings.spiking:
+            raise ValueError("only an ANN has BatchNorm to fold; a spiking network has BNTT")
+        return self._frame(x, lambda layer, unit, x: activate(layer.name, unit.folded_conv(x)))
+
+    def _frame(self, x: Array, fire: Callable[[Layer, nn.Module, Array], Array]) -> Array:
+        """One frame through the table, `fire(layer, its module, input)` computing each layer with neurons."""
+        s = self.settings
+
+        def apply(layer: Layer, inputs: list[Array]) -> Array:
+            total = architecture.add(inputs)
+            if layer.op == architecture.POOL:
+                return ops.avg_pool(total, s.tuning)
+            if layer.op in (architecture.CLASSES, architecture.UP):
+                return self._module(layer)(total)
+            return fire(layer, self._module(layer), total) if architecture.activated(layer, s.spiking) else total
+
+        return architecture.walk(self.architecture, x.astype(s.dtype), apply)
+
+    def kernels(self) -> dict[str, Array]:
+        """The kernel `[k, k, C_in, C_out]` of every convolution, by layer name, in forward order."""
+        return {
+            layer.name: _the_kernel(self._module(layer).variables["params"])
+            for layer in self.architecture.layers
+            if layer.op in architecture.PARAMETRIC
+        }
+
+
+def _the_kernel(params: dict) -> Array:
+    """The one parameter named "kernel" in a module's parameters."""
+    kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if path[-1].key == "kernel"]
+    if len(kernels) != 1:
+        raise ValueError(f"expected one kernel in a conv layer, found {len(kernels)}")
+    return kernels[0]
 
 
 def class_conv(layer: Layer, num_classes: int, settings: Settings, name: str | None = None) -> nn.Module:
@@ -144,7 +223,7 @@ class _SpikeKey(nn.Module):
 
 
 def activity(variables: dict) -> dict[str, Array]:
-    """The outputs sown into `ACTIVITY` by `apply(..., mutable=[ACTIVITY])`: {layer name: `[B * T, ...]`}."""
+    """The outputs sown into `ACTIVITY` by `apply(..., mutable=[ACTIVITY])`: {layer name: `[T, B, ...]`}."""
     return variables[ACTIVITY][_BY_LAYER]
 
 

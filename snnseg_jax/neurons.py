@@ -2,7 +2,8 @@
 
 Everything here is a pure function of arrays: it works under `jit`, `vmap` and `grad`, on anything
 `jnp` takes (Python scalars, numpy arrays, float32 or bfloat16), and keeps the input's dtype. Time
-is the leading axis: `lif_scan` takes currents `[T, ...]`, the BNTT functions `[T, B, H, W, C]`.
+is the leading axis (the package's time layout, see `ops`): `lif_scan` takes currents `[T, ...]`,
+the BNTT functions `[T, B, H, W, C]`.
 
 The neuron (Eqs. 2, 3 of the paper, soft reset), per step t:
 
@@ -195,6 +196,12 @@ def bntt_affine(gamma: Array, mean: Array, var: Array, epsilon: float) -> tuple[
     """BNTT as `currents * scale + shift` per step and channel: `(scale, shift)`, each `[T, C]`."""
     scale = gamma * jax.lax.rsqrt(var + epsilon)
     return scale, -mean * scale
+
+
+def bntt_normalize(currents: Array, scale: Array, shift: Array) -> Array:
+    """BNTT's output `currents * scale + shift` in float32, `bntt_affine`'s scale and shift broadcast
+    to the currents: the one place the layers, the fused layer and the step-wise layer apply BNTT."""
+    return currents.astype(jnp.float32) * scale + shift
 
 
 def running_average(average: Array, batch_value: Array, momentum: float) -> Array:

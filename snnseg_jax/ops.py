@@ -1,10 +1,16 @@
-"""The ops of the networks, on NHWC tensors with time folded into N.
+"""The ops of the networks (NHWC), and the one time layout of the package.
 
-Time is folded into the batch batch-major: a tensor of B examples over T steps is `[B * T, ...]`,
-row `b * T + t`, so that every stateless op (convolution, pooling) runs once over all steps, and a
-split of the batch over devices is a split of every activation. `split_time` views it as
-`[B, T, ...]` without a copy; `fold_time` / `unfold_time` convert from and to the time-major
-`[T, B, ...]` of the public API (`neurons`, `encoding`, `layers.BNTT`).
+Time layout. Everything a user calls takes and returns time-major tensors: step t of a tensor over
+T steps is `x[t]`, `[T, ...]` (`neurons.lif_scan`, `encoding.poisson_encode`, `layers.BNTT` and
+`layers.LIF`, the frames of `stream`, the activity `models.activity` gives). The one exception is a
+batch of examples as the data pipeline and the networks take it: examples lead, because a batch is
+sharded over devices on its first axis, so an event sequence comes in a batch as `[B, T, H, W, C]`
+(each example time-major) and `stream.input_frames` turns it into frames `[T, B, H, W, C]`.
+
+Inside the networks time is folded into the batch, batch-major: B examples over T steps are
+`[B * T, ...]`, row `b * T + t`, so that every stateless op (convolution, pooling) runs once over
+all steps, a batch's `[B, T, ...]` folds without a copy, and a split of the batch over devices is a
+split of every activation. The converters between these layouts are private to the modules.
 
 Each op takes the network's `formulations.Tuning`, which picks a faster formulation of the same
 values where one pays on the backend.
@@ -24,31 +30,31 @@ Array = jax.Array
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def merge_time(x_BT: Array) -> Array:
+def _merge_time(x_BT: Array) -> Array:
     """`[B, T, ...]` to the time-folded `[B * T, ...]` (row `b * T + t`; a reshape, no copy)."""
     return x_BT.reshape(-1, *x_BT.shape[2:])
 
 
-def split_time(x_N: Array, timesteps: int) -> Array:
+def _split_time(x_N: Array, timesteps: int) -> Array:
     """Time-folded `[B * T, ...]` to `[B, T, ...]` (a reshape, no copy)."""
     return x_N.reshape(-1, timesteps, *x_N.shape[1:])
 
 
-def fold_time(x_TB: Array) -> Array:
+def _fold_time(x_TB: Array) -> Array:
     """Time-major `[T, B, ...]` to the time-folded `[B * T, ...]`."""
-    return merge_time(jnp.swapaxes(x_TB, 0, 1))
+    return _merge_time(jnp.swapaxes(x_TB, 0, 1))
 
 
-def unfold_time(x_N: Array, timesteps: int) -> Array:
+def _unfold_time(x_N: Array, timesteps: int) -> Array:
     """Time-folded `[B * T, ...]` to time-major `[T, B, ...]`."""
-    return jnp.swapaxes(split_time(x_N, timesteps), 0, 1)
+    return jnp.swapaxes(_split_time(x_N, timesteps), 0, 1)
 
 
 def time_mean(x_N: Array, timesteps: int, tuning: Tuning) -> Array:
     """Mean over time of time-folded `[B * T, ...]`, giving `[B, ...]`."""
     if timesteps == 1:
         return x_N
-    x_BT = split_time(x_N, timesteps)
+    x_BT = _split_time(x_N, timesteps)
     total = formulations.sum_by_halves(x_BT, 1) if tuning.time_sum_by_halves else x_BT.sum(axis=1)
     return total / timesteps
 

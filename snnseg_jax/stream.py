@@ -5,9 +5,10 @@
     state, logits = stream.step(model, variables, state, frames[t])  # prediction so far, [B, H, W, K]
 
 A frame is what the network reads at one step: a Poisson spike frame of a static image, or one
-event frame. `step` is a pure function of arrays (jit it with the model static, or `lax.scan` it
-over frames); it walks the same layer table as the network (`architecture`), with each layer's
-neurons keeping their membranes in the state. Its logits are the output currents averaged over the
+event frame (time-major frames, the layout of `ops`). `step` is a pure function of arrays (jit it
+with the model static, or `lax.scan` it over frames); it applies the network's own `Network.step`
+(each layer's `Unit.step` or `LIF.step`, the same parameters as the network's `__call__`), with the
+neurons' membranes kept in the state. Its logits are the output currents averaged over the
 steps taken, over the last T of them once more than T have been taken (a ring buffer of T
 readouts), so that after T steps from `init` they equal `model.apply(variables, x, train=False,
 rngs={"spikes": key})` on the same frames, up to float rounding: the network averages the readout's
@@ -18,23 +19,21 @@ Beyond T steps BNTT has no statistics of its own (step t was normalized with the
 of step t in training). `late_statistics` chooses what later steps use: "last" (default: the
 statistics and scales of step T - 1 for every later step, the state the network was trained to
 reach), "mean" (their average over the T steps) or "cycle" (step t uses step t mod T, as if windows
-followed each other). docs/analyses.md ("Streaming and latency") compares them on the events demo.
+followed each other); `layers.Unit.step` applies the rule. docs/analyses.md ("Streaming and latency")
+compares them on the events demo.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snnseg_jax import architecture, encoding, models, neurons, ops
-from snnseg_jax.architecture import Layer
+from snnseg_jax import encoding, layers, models, ops
 
 Array = jax.Array
-LATE_STATISTICS = ("last", "mean", "cycle")
+LATE_STATISTICS = layers.LATE_STATISTICS
 
 
 @flax.struct.dataclass
@@ -63,7 +62,6 @@ def input_frames(key: Array, inputs: Array, timesteps: int) -> Array:
 
 def init(model: nn.Module, variables: dict, frame_shape: tuple[int, ...]) -> State:
     """The state before the first step for frames of `frame_shape` `(B, H, W, C)`: membranes at zero."""
-    _check(model)
     frame = jax.ShapeDtypeStruct(tuple(frame_shape), jnp.float32)
     membranes, _, readout = jax.eval_shape(lambda f: _walk(model, variables, None, f, 0, "last"), frame)
     zeros = lambda shape: jnp.zeros(shape.shape, jnp.float32)
@@ -86,7 +84,6 @@ def advance(
     model: nn.Module, variables: dict, state: State, frame: Array, *, late_statistics: str = "last"
 ) -> tuple[State, Array, dict[str, Array]]:
     """`step`, and the spikes of this step of every layer with neurons (`[B, h, w, C]` by name)."""
-    _check(model, late_statistics)
     timesteps = model.settings.timesteps
     membranes, spikes, readout = _walk(model, variables, state.membranes, frame, state.steps, late_statistics)
     readouts = jax.lax.dynamic_update_index_in_dim(
@@ -98,60 +95,11 @@ def advance(
     return State(state.steps + 1, membranes, readouts), logits, spikes
 
 
-def _check(model: nn.Module, late_statistics: str = "last") -> None:
-    if not model.settings.spiking:
-        raise ValueError("stream steps spiking networks; an ANN has no state to carry from frame to frame")
-    if late_statistics not in LATE_STATISTICS:
-        raise ValueError(f"unknown late_statistics {late_statistics!r}; choose one of {', '.join(LATE_STATISTICS)}")
-
-
 def _walk(
     model: nn.Module, variables: dict, membranes: dict | None, frame: Array, steps, late_statistics: str
 ) -> tuple[dict[str, Array], dict[str, Array], Array]:
-    """One step through the table: the new membranes, the spikes and the readout at feature resolution.
+    """One step through the network: the new membranes, the spikes and the readout at feature resolution.
 
     `membranes` None starts every neuron at zero (for shapes: see `init`).
     """
-    s = model.settings
-    params, stats = variables["params"], variables.get("batch_stats", {})
-    new_membranes, spikes = {}, {}
-
-    def neurons_of(layer: Layer, current: Array) -> Array:
-        membrane = jnp.zeros(current.shape, jnp.float32) if membranes is None else membranes[layer.name]
-        new_membranes[layer.name], fired, _ = neurons.lif_update(
-            membrane, current.astype(jnp.float32), leak=s.neuron.leak, threshold=s.neuron.threshold
-        )
-        spikes[layer.name] = fired.astype(s.dtype)
-        return spikes[layer.name]
-
-    def apply(layer: Layer, inputs: list[Array]) -> Array:
-        x = architecture.add(inputs)
-        if layer.op == architecture.POOL:
-            return ops.avg_pool(x, s.tuning)
-        if layer.op == architecture.UNIT:
-            p, bntt = (
-                params[layer.name],
-                _bntt_at(
-                    params[layer.name]["bntt"]["scale"], stats[layer.name]["bntt"], steps, s.timesteps, late_statistics
-                ),
-            )
-            c = ops.conv2d(x, p["conv"]["kernel"], layer.dilation, s.tuning)
-            scale, shift = neurons.bntt_affine(*bntt, s.neuron.bntt_epsilon)
-            return neurons_of(layer, c.astype(jnp.float32) * scale + shift)
-        if layer.op in (architecture.CLASSES, architecture.UP):
-            return models.class_conv(layer, model.num_classes, s).apply({"params": params[layer.name]}, x)
-        return neurons_of(layer, x) if layer.op == architecture.NEURONS else x
-
-    readout = architecture.walk(model.architecture, frame.astype(s.dtype), apply)
-    return new_membranes, spikes, readout
-
-
-def _bntt_at(gamma: Array, stats: dict, steps, timesteps: int, late_statistics: str) -> tuple[Array, Array, Array]:
-    """BNTT's scale, running mean and variance `[C]` for the step after `steps` steps."""
-    pick: Callable[[Array], Array]
-    if late_statistics == "cycle":
-        pick = lambda v: jax.lax.dynamic_index_in_dim(v, steps % timesteps, 0, keepdims=False)
-    else:
-        last = lambda v: jax.lax.dynamic_index_in_dim(v, jnp.minimum(steps, timesteps - 1), 0, keepdims=False)
-        pick = last if late_statistics == "last" else (lambda v: jnp.where(steps < timesteps, last(v), v.mean(0)))
-    return pick(gamma), pick(stats["mean"]), pick(stats["var"])
+    return model.apply(variables, membranes, frame, steps, late_statistics, method=models.Network.step)

@@ -48,8 +48,8 @@ def hand_run_unit(spikes_in_TB, unit_params, unit_stats, dilation=1):
     """Conv, BNTT with running statistics, LIF: the spikes of a spiking Unit, computed directly."""
     timesteps = spikes_in_TB.shape[0]
     tuning = formulations.for_backend(jax.default_backend())  # as the network computes it
-    conv = ops.conv2d(ops.fold_time(spikes_in_TB), unit_params["conv"]["kernel"], dilation, tuning)
-    currents = ops.unfold_time(conv, timesteps)
+    conv = ops.conv2d(ops._fold_time(spikes_in_TB), unit_params["conv"]["kernel"], dilation, tuning)
+    currents = ops._unfold_time(conv, timesteps)
     scale = unit_params["bntt"]["scale"] * jax.lax.rsqrt(unit_stats["bntt"]["var"] + 1e-4)
     shift = -unit_stats["bntt"]["mean"] * scale
     normalized = currents * scale[:, None, None, None] + shift[:, None, None, None]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from conftest import lively_variables
 
-from snnseg_jax import metrics, models, ops
+from snnseg_jax import metrics, models
 from snnseg_jax.analysis import latency, streaming
 from snnseg_jax.data.split import Split
 
@@ -23,8 +23,8 @@ def test_anytime_curve_ends_at_the_evaluation_and_counts_each_steps_spikes():
     )
     logits, sown = model.apply(variables, images, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
     np.testing.assert_array_equal(confusions[-1], metrics.confusion_matrix(labels, jnp.argmax(logits, -1), 4))
-    # Spikes per neuron of each step, from the window's spikes of every layer (rows b * T + t).
-    per_layer = [ops.split_time(a, T).reshape(3, T, -1) for a in models.activity(sown).values()]
+    # Spikes per neuron of each step, from the window's spikes of every layer (time-major [T, B, ...]).
+    per_layer = [jnp.swapaxes(a, 0, 1).reshape(3, T, -1) for a in models.activity(sown).values()]
     expected = sum(a.sum(axis=2) for a in per_layer) / sum(a.shape[2] for a in per_layer)
     np.testing.assert_allclose(spikes, expected, rtol=1e-6)
     assert 0.05 < float(spikes.mean()) < 0.95 and confusions.shape == (T, 4, 4)

@@ -114,3 +114,38 @@ def test_layers_are_named_only_in_the_tables():
             if isinstance(node, ast.Constant) and node.value in names
         ]
     assert not offenders
+
+
+# The keys of Flax's variable trees of the networks: collections, submodules and parameters.
+PARAMETER_KEYS = {"params", "batch_stats", "conv", "bn", "bntt", "kernel", "bias", "scale", "mean", "var"}
+
+
+def _parameter_lookups(tree: ast.AST) -> list[str]:
+    """Subscripts and `.get` calls with one of `PARAMETER_KEYS` as a literal key, and subscripts of a
+    `.params` or `.batch_stats` attribute."""
+    found = []
+    for node in ast.walk(tree):
+        key = None
+        if isinstance(node, ast.Subscript):
+            key = node.slice.value if isinstance(node.slice, ast.Constant) else None
+            if isinstance(node.value, ast.Attribute) and node.value.attr in ("params", "batch_stats"):
+                key = node.value.attr
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            key = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+        if key in PARAMETER_KEYS:
+            found.append(f"line {node.lineno}: {key!r}")
+    return found
+
+
+def test_parameter_lookups_are_found():
+    code = 'a = v["params"][name]; b = run.state.params[name]; c = v.get("batch_stats", {}); d = x["logits"]'
+    found = sorted(hit.split(": ")[1] for hit in _parameter_lookups(ast.parse(code)))
+    assert found == ["'batch_stats'", "'params'", "'params'"]
+
+
+def test_only_the_flax_modules_look_up_parameters():
+    """Stepping and the analyses reach parameters only through the modules' methods (`model.apply(...,
+    method=...)`), so a change to how a layer stores its parameters cannot leave them out of step."""
+    paths = [PACKAGE / "stream.py", *sorted((PACKAGE / "analysis").glob("*.py"))]
+    offenders = [f"{path.name} {hit}" for path in paths for hit in _parameter_lookups(ast.parse(path.read_text()))]
+    assert not offenders

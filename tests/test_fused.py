@@ -23,13 +23,13 @@ def layer_spec(levels=None, signed=False, **settings):
 def plain_layer(x, kernel, gamma, spec, stats=None):
     """conv -> BNTT -> LIF as `layers.Unit(fused=False)` composes them, by autodiff."""
     n = spec.neuron
-    c = ops.unfold_time(formulations.conv2d_xla(x, kernel, spec.dilation), spec.timesteps)
+    c = ops._unfold_time(formulations.conv2d_xla(x, kernel, spec.dilation), spec.timesteps)
     mean, var = (c.mean(axis=(1, 2, 3)), c.var(axis=(1, 2, 3))) if stats is None else stats
     scale = gamma * jax.lax.rsqrt(var + n.bntt_epsilon)
     y = c * scale[:, None, None, None] - (mean * scale)[:, None, None, None]
     spike = neurons.spike_function(n.surrogate, n.surrogate_param)
     spikes, _ = neurons.lif_scan(y, leak=n.leak, threshold=n.threshold, surrogate=spike)
-    return ops.fold_time(spikes), mean, var
+    return ops._fold_time(spikes), mean, var
 
 
 def layer_input(levels, signed, channels):

@@ -8,7 +8,7 @@ import pytest
 
 from snnseg_jax import architecture, formulations, neurons, ops
 from snnseg_jax.architecture import Layer
-from snnseg_jax.layers import BNTT, Settings, Unit
+from snnseg_jax.layers import BNTT, LIF, Settings, Unit
 from snnseg_jax.neurons import Neuron
 
 T, B, H, W, C = 4, 3, 5, 5, 2
@@ -73,14 +73,65 @@ def test_spiking_unit_uses_the_neurons_bntt_settings(fused):
         Settings(spiking=True, timesteps=T, neuron=neuron, fused=fused),
     )
     x_TB = jnp.asarray(make_input()[..., :1] > 0, jnp.float32)  # spikes [T, B, H, W, 1]
-    variables = unit.init(jax.random.PRNGKey(0), ops.fold_time(x_TB), train=False)
-    spikes, updates = unit.apply(variables, ops.fold_time(x_TB), train=True, mutable=["batch_stats"])
+    variables = unit.init(jax.random.PRNGKey(0), ops._fold_time(x_TB), train=False)
+    spikes, updates = unit.apply(variables, ops._fold_time(x_TB), train=True, mutable=["batch_stats"])
     kernel = variables["params"]["conv"]["kernel"]
-    currents = np.asarray(formulations.conv2d_xla(ops.fold_time(x_TB), kernel, 1)).reshape(B, T, H, W, 4)
+    currents = np.asarray(formulations.conv2d_xla(ops._fold_time(x_TB), kernel, 1)).reshape(B, T, H, W, 4)
     mean, var = currents.mean(axis=(0, 2, 3)), currents.var(axis=(0, 2, 3))
     stats = updates["batch_stats"]["bntt"]
     np.testing.assert_allclose(stats["mean"], 0.5 * mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["var"], 0.5 + 0.5 * var, rtol=1e-5)
     normalized = (np.swapaxes(currents, 0, 1) - mean[:, None, None, None]) / np.sqrt(var[:, None, None, None] + 0.3)
     expected, _ = neurons.lif_scan(jnp.asarray(normalized, jnp.float32), leak=0.9)
-    np.testing.assert_array_equal(ops.unfold_time(spikes, T), expected)
+    np.testing.assert_array_equal(ops._unfold_time(spikes, T), expected)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unit_steps_through_time_as_the_unit_runs_the_window(fused):
+    """`Unit.step` on frame t after t steps, membrane carried, gives the window's spikes of step t
+    (evaluation: running statistics); `LIF.step` is one step of `LIF`."""
+    unit = Unit(
+        Layer("unit", architecture.UNIT, (architecture.INPUT,), 4),
+        Settings(spiking=True, timesteps=T, neuron=Neuron(leak=0.9), fused=fused),
+    )
+    x_TB = jnp.asarray(make_input()[..., :1] > 0, jnp.float32)
+    variables = unit.init(jax.random.PRNGKey(0), ops._fold_time(x_TB), train=False)
+    rng = np.random.default_rng(3)
+    variables["batch_stats"]["bntt"] = {
+        "mean": jnp.asarray(rng.uniform(-0.5, 0.0, (T, 4)), jnp.float32),
+        "var": jnp.asarray(rng.uniform(0.1, 0.5, (T, 4)), jnp.float32),
+    }
+    window = ops._unfold_time(unit.apply(variables, ops._fold_time(x_TB), train=False), T)
+    assert 0 < float(window.mean()) < 1
+    membrane = None
+    for t in range(T):
+        membrane, spikes = unit.apply(variables, x_TB[t], membrane, t, method=Unit.step)
+        np.testing.assert_array_equal(spikes, window[t], err_msg=f"step {t}")
+    currents = jnp.asarray(make_input())
+    lif = LIF(Neuron(leak=0.9))
+    membrane, spikes = None, []
+    for t in range(T):
+        membrane, fired = lif.apply({}, currents[t], membrane, method=LIF.step)
+        spikes.append(fired)
+    np.testing.assert_array_equal(jnp.stack(spikes), lif.apply({}, currents))
+
+
+def test_late_statistics_past_t_take_the_last_the_mean_or_step_t_mod_t():
+    layer = Layer("unit", architecture.UNIT, (architecture.INPUT,), 2)
+    unit = Unit(layer, Settings(spiking=True, timesteps=T))
+    x = jnp.ones((1, 1, 1, 1))
+    variables = unit.init(jax.random.PRNGKey(0), jnp.ones((T, 1, 1, 1)), train=False)
+    variables["params"]["conv"]["kernel"] = jnp.ones((3, 3, 1, 2))
+    gamma = jnp.arange(1.0, T + 1)[:, None] * jnp.ones((T, 2))
+    variables["params"]["bntt"]["scale"] = gamma
+
+    def current(steps, rule):  # the membrane before the reset (threshold 1), from zero: the BNTT output
+        membrane, spikes = unit.apply(variables, x, None, steps, rule, method=Unit.step)
+        return membrane + spikes
+
+    scale = 1 / np.sqrt(1 + 1e-4)  # running mean 0, variance 1: the current is gamma_t / sqrt(1 + eps)
+    for rule, expected in (("last", T), ("mean", (T + 1) / 2), ("cycle", 2)):
+        np.testing.assert_allclose(current(T + 1, rule)[0, 0, 0], expected * scale, rtol=1e-6, err_msg=rule)
+    np.testing.assert_allclose(current(1, "mean")[0, 0, 0], 2 * scale, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown late_statistics 'first'"):
+        current(0, "first")

@@ -132,9 +132,10 @@ def test_spiking_output_is_time_average_of_output_currents():
     x = jax.random.uniform(KEY, (1, 16, 16, 3), minval=-1, maxval=1)
     variables = model.init({"params": KEY, "spikes": KEY}, x, train=False)
     logits, sown = model.apply(variables, x, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
-    spikes = models.activity(sown)["fc6"]  # [B * T, 4, 4, 128]
+    spikes = models.activity(sown)["fc6"]  # time-major [T, B, 4, 4, 128]
+    assert spikes.shape == (4, 1, 4, 4, 128)
     kernel = variables["params"]["output"]["kernel"][0, 0]
-    per_step = jnp.einsum("nhwc,ck->nhwk", spikes, kernel).reshape(4, 1, 4, 4, 3)
+    per_step = jnp.einsum("tbhwc,ck->tbhwk", spikes, kernel)
     expected = ops.resize_bilinear(per_step.mean(axis=0), 16, 16)
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
 
@@ -149,7 +150,7 @@ def test_ann_fcn_decoder_is_linear(relu_after_ups, random_variables):
     variables = random_variables(model, (16, 16, 3))
     x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-0.5, maxval=0.5)
     logits, sown = model.apply(variables, x, train=False, mutable=[models.ACTIVITY])
-    features = models.activity(sown)
+    features = {name: a[0] for name, a in models.activity(sown).items()}  # one step: [1, B, ...]
     assert set(features) == {layer.name for layer in model.architecture.layers if layer.op == architecture.UNIT}
     conv = lambda name, y: models.class_conv(model.architecture[name], 3, model.settings).apply(
         {"params": variables["params"][name]}, y
@@ -172,7 +173,7 @@ def test_ann_batchnorm_epsilon_is_bntts(random_variables):
     kernel = variables["params"]["conv1_1"]["conv"]["kernel"]
     conv = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(
-        models.activity(sown)["conv1_1"], jax.nn.relu(conv / np.sqrt(1e-4)), rtol=1e-4, atol=1e-4
+        models.activity(sown)["conv1_1"][0], jax.nn.relu(conv / np.sqrt(1e-4)), rtol=1e-4, atol=1e-4
     )
 
 

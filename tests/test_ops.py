@@ -91,17 +91,17 @@ def test_time_mean_of_folded_steps(tuning):
     T, B = 5, 3
     x_TB = jnp.asarray(rng.normal(size=(T, B, 2, 4)), jnp.float32)
     np.testing.assert_allclose(
-        ops.time_mean(ops.fold_time(x_TB), T, TUNINGS[tuning]), x_TB.mean(axis=0), rtol=1e-6, atol=1e-6
+        ops.time_mean(ops._fold_time(x_TB), T, TUNINGS[tuning]), x_TB.mean(axis=0), rtol=1e-6, atol=1e-6
     )
 
 
 def test_time_is_folded_batch_major_and_unfolds_back():
     T, B = 3, 4
     x_TB = jnp.asarray(rng.normal(size=(T, B, 2, 5)), jnp.float32)
-    folded = ops.fold_time(x_TB)
+    folded = ops._fold_time(x_TB)
     for t in range(T):
         for b in range(B):  # example b's steps are rows b * T ... b * T + T - 1
             np.testing.assert_array_equal(folded[b * T + t], x_TB[t, b])
-    np.testing.assert_array_equal(ops.unfold_time(folded, T), x_TB)
-    np.testing.assert_array_equal(ops.split_time(folded, T), jnp.swapaxes(x_TB, 0, 1))
-    np.testing.assert_array_equal(ops.merge_time(ops.split_time(folded, T)), folded)
+    np.testing.assert_array_equal(ops._unfold_time(folded, T), x_TB)
+    np.testing.assert_array_equal(ops._split_time(folded, T), jnp.swapaxes(x_TB, 0, 1))
+    np.testing.assert_array_equal(ops._merge_time(ops._split_time(folded, T)), folded)

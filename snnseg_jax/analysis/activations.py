@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, data, models, ops
+from snnseg_jax import architecture, data, models
 from snnseg_jax.evaluate import Restored
 
 
@@ -34,7 +34,7 @@ def max_activation_step(state, batch: dict, key: jax.Array, *, model: nn.Module)
         if layer.op != architecture.UNIT:
             continue
         out = models.activity(sown)[layer.name]
-        per_image = ops.split_time(out, len(out) // batch_size).max(axis=1)  # the maximum over frames
+        per_image = out.max(axis=0)  # the maximum over frames
         maxima[layer.name] = (per_image.max(axis=(1, 2)), per_image.max(axis=3).reshape(batch_size, -1))
     return maxima
 

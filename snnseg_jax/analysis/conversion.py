@@ -3,9 +3,10 @@
 A trained ANN (static images only: conversion has no counterpart for event streams) becomes an
 SNN of integrate-and-fire neurons:
 - BatchNorm is folded into the preceding conv: kernel * s and bias beta - mean * s per output
-  channel, s = gamma / sqrt(var + eps). `folded_forward` then walks the architecture's table on
-  these biased convs with `activate(name, currents)` wherever the ANN has a ReLU (its units; the
-  FCN's decoder is linear and stays analog); with ReLU it reproduces the ANN.
+  channel, s = gamma / sqrt(var + eps) (`layers.Unit.folded_conv`). `folded_forward` runs the ANN
+  one frame at a time on these biased convs (`models.Network.folded`), with `activate(name,
+  currents)` wherever the ANN has a ReLU (its units; the FCN's decoder is linear and stays analog);
+  with ReLU it reproduces the ANN.
 - Each ReLU becomes IF neurons (leak 1, soft reset, membrane 0 at the start). A spike of a layer
   carries its threshold theta as amplitude: rate * theta then approximates the ReLU output, so the
   next layer's weights and folded biases apply unchanged. This is threshold balancing written with
@@ -37,11 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, encoding, metrics, models, neurons, ops
+from snnseg_jax import encoding, metrics, models, neurons, ops
 from snnseg_jax import train as train_lib
 from snnseg_jax.data import pipeline
 from snnseg_jax.evaluate import Restored
-from snnseg_jax.layers import BATCHNORM_EPSILON, Conv
 
 Array = jax.Array
 Activate = Callable[[str, Array], Array]  # (layer name, input currents) -> output
@@ -51,46 +51,14 @@ SILENT = 1e30  # threshold of layers not balanced yet: they never fire
 # ---------------------------------------------------------------- folded network
 
 
-def fold_batchnorm(params: dict, batch_stats: dict) -> dict[str, dict]:
-    """Per conv layer: the params of a biased `Conv` (units, with their BatchNorm folded in), or the
-    layer's own params (the other convolutions)."""
-    folded = {}
-    for name, layer in params.items():
-        if "bn" not in layer:
-            folded[name] = dict(layer)
-            continue
-        stats = batch_stats[name]["bn"]
-        scale = layer["bn"]["scale"] * jax.lax.rsqrt(stats["var"] + BATCHNORM_EPSILON)
-        folded[name] = {"kernel": layer["conv"]["kernel"] * scale, "bias": layer["bn"]["bias"] - stats["mean"] * scale}
-    return folded
+def folded_forward(model: nn.Module, variables: dict, x: Array, activate: Activate) -> Array:
+    """Logits at feature resolution of the ANN `model` (static input) with its BatchNorm folded into
+    its convs, in float32: `activate(name, currents)` wherever the ANN has a ReLU."""
+    simulated = model.clone(settings=dataclasses.replace(model.settings, dtype=jnp.float32))
+    return simulated.apply(variables, x, activate, method=models.Network.folded)
 
 
-def _unit_conv(params: dict, x: Array, dilation: int, tuning) -> Array:
-    """A unit's conv with its BatchNorm folded in (`fold_batchnorm`): a biased conv."""
-    kernel = params["kernel"]
-    return Conv(kernel.shape[-1], kernel.shape[0], dilation, use_bias=True, tuning=tuning).apply({"params": params}, x)
-
-
-def folded_forward(model: nn.Module, layers: dict[str, dict], x: Array, activate: Activate) -> Array:
-    """Logits at feature resolution of `model`'s architecture (static input) on folded `layers`:
-    `activate(name, currents)` wherever the ANN has a ReLU."""
-    settings = dataclasses.replace(model.settings, dtype=jnp.float32)  # the simulation runs in float32
-
-    def apply(layer: architecture.Layer, inputs: list[Array]) -> Array:
-        total = architecture.add(inputs)
-        if layer.op == architecture.POOL:
-            return ops.avg_pool(total, settings.tuning)
-        if layer.op == architecture.UNIT:
-            total = _unit_conv(layers[layer.name], total, layer.dilation, settings.tuning)
-        elif layer.op in (architecture.CLASSES, architecture.UP):
-            conv = models.class_conv(layer, model.num_classes, settings)
-            total = conv.apply({"params": layers[layer.name]}, total)
-        return activate(layer.name, total) if architecture.activated(layer, spiking=False) else total
-
-    return architecture.walk(model.architecture, x, apply)
-
-
-def activation_shapes(model: nn.Module, layers: dict[str, dict], input_shape: tuple[int, ...]) -> dict:
+def activation_shapes(model: nn.Module, variables: dict, input_shape: tuple[int, ...]) -> dict:
     """Shapes of the currents at each activation, in forward order."""
     shapes = {}
 
@@ -98,7 +66,9 @@ def activation_shapes(model: nn.Module, layers: dict[str, dict], input_shape: tu
         shapes[name] = z.shape
         return z
 
-    jax.eval_shape(lambda x: folded_forward(model, layers, x, record), jax.ShapeDtypeStruct(input_shape, jnp.float32))
+    jax.eval_shape(
+        lambda x: folded_forward(model, variables, x, record), jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    )
     return shapes
 
 
@@ -107,7 +77,7 @@ def activation_shapes(model: nn.Module, layers: dict[str, dict], input_shape: tu
 
 def simulate(
     model: nn.Module,
-    layers: dict,
+    variables: dict,
     thresholds: dict[str, Array],
     images: Array,
     key: jax.Array,
@@ -122,8 +92,8 @@ def simulate(
     `readout_timesteps` `[G]` steps, `[G, B, h, w, K]`; `slot_of_step[t - 1]` is the index of t in
     `readout_timesteps`, or G.
     """
-    shapes = activation_shapes(model, layers, images.shape)
-    logits_shape = jax.eval_shape(lambda x: folded_forward(model, layers, x, lambda n, z: z), images).shape
+    shapes = activation_shapes(model, variables, images.shape)
+    logits_shape = jax.eval_shape(lambda x: folded_forward(model, variables, x, lambda n, z: z), images).shape
     num_readouts = readout_timesteps.shape[0]
 
     def step(carry, t):
@@ -138,7 +108,7 @@ def simulate(
             )
             return fired * thresholds[name]
 
-        summed = summed + folded_forward(model, layers, spikes_in, integrate_and_fire)
+        summed = summed + folded_forward(model, variables, spikes_in, integrate_and_fire)
         readouts = readouts.at[slot_of_step[t]].set(summed)
         return (new_membranes, new_maxima, summed, readouts), None
 
@@ -157,18 +127,24 @@ _simulate = jax.jit(simulate, static_argnums=0)
 
 
 def balance_thresholds(
-    model: nn.Module, layers: dict, images: Array, key: jax.Array, timesteps: int, per_channel: bool, scale: float = 1.0
+    model: nn.Module,
+    variables: dict,
+    images: Array,
+    key: jax.Array,
+    timesteps: int,
+    per_channel: bool,
+    scale: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Sequential threshold balancing (module docstring); thresholds `[C]` per layer.
 
     The thresholds stay host arrays between the layers, so every simulation has the same argument
     types and shardings and `_simulate` compiles once.
     """
-    shapes = activation_shapes(model, layers, images.shape)
+    shapes = activation_shapes(model, variables, images.shape)
     thresholds = {name: np.full(shape[-1], SILENT, np.float32) for name, shape in shapes.items()}
     no_readout, slots = jnp.zeros((0,), jnp.int32), jnp.zeros((timesteps,), jnp.int32)
     for name in shapes:
-        maxima, _ = _simulate(model, layers, thresholds, images, key, no_readout, slots)
+        maxima, _ = _simulate(model, variables, thresholds, images, key, no_readout, slots)
         thresholds[name] = np.float32(scale) * thresholds_from_maxima(np.asarray(maxima[name]), per_channel)
     return thresholds
 
@@ -185,11 +161,11 @@ def thresholds_from_maxima(channel_max: np.ndarray, per_channel: bool) -> np.nda
 def converted_eval_step(operand: tuple, batch: dict, key: jax.Array, *, model: nn.Module) -> Array:
     """Confusion matrices `[G, K, K]` of the converted SNN at each readout T.
 
-    Operand: `(layers, thresholds, readout_timesteps [G], slot_of_step [T_max])`.
+    Operand: `(variables, thresholds, readout_timesteps [G], slot_of_step [T_max])`.
     """
-    layers, thresholds, readout_timesteps, slot_of_step = operand
+    variables, thresholds, readout_timesteps, slot_of_step = operand
     images = batch["inputs"]
-    _, logits = simulate(model, layers, thresholds, images, key, readout_timesteps, slot_of_step)
+    _, logits = simulate(model, variables, thresholds, images, key, readout_timesteps, slot_of_step)
     height, width = images.shape[1:3]
     predictions = jnp.argmax(jax.vmap(lambda one: ops.resize_bilinear(one, height, width))(logits), axis=-1)
     return jax.vmap(lambda p: metrics.confusion_matrix(batch["labels"], p, logits.shape[-1]))(predictions)
@@ -209,7 +185,7 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     settings = run.config.analysis
     grid = sorted({int(t) for t in settings.conversion_timesteps})
     subset = run.first_images(settings.conversion_images)
-    layers = fold_batchnorm(run.state.params, run.state.batch_stats)
+    variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
     train_set = train_lib.load_split(run.config, run.config.dataset.train_split)
     balance_images = next(
         pipeline.train_batches(train_set, settings.balance_batch_size, run.config.seed, pipeline.Position())
@@ -226,14 +202,14 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     for method, per_channel in (("layer", False), ("channel", True)):
         thresholds = balance_thresholds(
             run.model,
-            layers,
+            variables,
             jnp.asarray(balance_images),
             balance_key,
             settings.balance_timesteps,
             per_channel,
             settings.conversion_threshold_scale,
         )
-        confusions = run.confusion(dataset=subset, step=converted_eval_step, operand=(layers, thresholds, *readout))
+        confusions = run.confusion(dataset=subset, step=converted_eval_step, operand=(variables, thresholds, *readout))
         report[method] = {"timesteps": grid, "miou": [metrics.mean_iou(c) for c in confusions]}
     if compare:
         report["direct"] = {

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, models, ops
+from snnseg_jax import architecture, models
 from snnseg_jax.evaluate import Restored
 
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Table 4)
@@ -101,21 +101,13 @@ def layer_flops(model: nn.Module, variables: dict, input_shape: tuple[int, ...])
         variables,
         x,
     )
+    kernels = jax.eval_shape(lambda v: model.apply(v, method=models.Network.kernels), variables)
     flops = {}
     for layer in layers:
         _, height, width, _ = captured["intermediates"][layer.name]["__call__"][0].shape
         positions = height * width // 4 if layer.transposed else height * width  # up: n -> 2n
-        flops[layer.name] = conv_flops(_kernel_shape(variables["params"][layer.name]), positions)
+        flops[layer.name] = conv_flops(kernels[layer.name].shape, positions)
     return flops
-
-
-def _kernel_shape(layer_params: dict) -> tuple[int, ...]:
-    kernels = [
-        leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(layer_params) if path[-1].key == "kernel"
-    ]
-    if len(kernels) != 1:
-        raise ValueError(f"expected one kernel in a conv layer, found {len(kernels)}")
-    return kernels[0]
 
 
 def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
@@ -131,7 +123,7 @@ def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> 
     timesteps = model.settings.timesteps
     rates = {}
     for name, spikes in models.activity(sown).items():
-        counts = ops.split_time(spikes.astype(jnp.float32), timesteps).sum(axis=1)
+        counts = spikes.astype(jnp.float32).sum(axis=0)
         rates[name] = counts.reshape(len(counts), -1).mean(axis=1)
     if batch["inputs"].ndim == 4:
         rates[INPUT] = expected_input_spikes(batch["inputs"], timesteps)
