@@ -22,15 +22,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from snnseg_jax import evaluate  # noqa: E402  (after the repository is on the path)
-from snnseg_jax.analysis import samples  # noqa: E402
+from snnseg_jax import evaluate, steps  # noqa: E402  (after the repository is on the path)
 
 BINS = (0.0, 0.25, 0.5, 0.75, 1.01)
 
 
 def predictions(run: evaluate.Restored) -> np.ndarray:
     """The argmax predictions `[N, H, W]` of a restored run on its evaluation split."""
-    return np.concatenate(run.map_batches(samples.predict_step, run.state))[: len(run.dataset)]
+    return np.concatenate(run.map_batches(steps.predict_step, run.state))[: len(run.dataset)]
 
 
 def load_config(path: str):

@@ -37,8 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, encoding, metrics, models, neurons, ops
-from snnseg_jax import train as train_lib
+from snnseg_jax import architecture, encoding, experiment, metrics, models, neurons, ops
 from snnseg_jax.data import pipeline
 from snnseg_jax.evaluate import Restored
 from snnseg_jax.layers import BATCHNORM_EPSILON, Conv
@@ -210,7 +209,7 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     grid = sorted({int(t) for t in settings.conversion_timesteps})
     subset = run.first_images(settings.conversion_images)
     layers = fold_batchnorm(run.state.params, run.state.batch_stats)
-    train_set = train_lib.load_split(run.config, run.config.dataset.train_split)
+    train_set = experiment.load_split(run.config, run.config.dataset.train_split)
     balance_images = next(
         pipeline.train_batches(train_set, settings.balance_batch_size, run.config.seed, pipeline.Position())
     )["inputs"]
