@@ -19,7 +19,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from snnseg_jax import analysis, cli, evaluate, train
+from snnseg_jax import analysis, cli, evaluate, experiment
 
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory holding the run's checkpoints.")
@@ -31,7 +31,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main() -> None:
     config, workdir, compare_workdir = flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.compare_workdir
     config_file = config_flags.get_config_filename(flags.FLAGS["config"])
-    train.check_config(config)  # every bad value at once, before what depends on them
+    experiment.check_config(config)  # every bad value at once, before what depends on them
     analysis.check(config, flags.FLAGS.analyses)  # a misspelt or misplaced name fails at once
     evaluate.check_run(config, workdir, evaluate.train_command(config_file, sys.argv, workdir))
     if flags.FLAGS.analyses and compare_workdir:

@@ -18,15 +18,14 @@ import runpy
 
 import numpy as np
 
-from snnseg_jax import evaluate
-from snnseg_jax.analysis import samples
+from snnseg_jax import evaluate, steps
 
 BINS = (0.0, 0.25, 0.5, 0.75, 1.01)
 
 
 def predictions(run: evaluate.Restored) -> np.ndarray:
     """The argmax predictions `[N, H, W]` of a restored run on its evaluation split."""
-    return np.concatenate(run.map_batches(samples.predict_step, run.state))[: len(run.dataset)]
+    return np.concatenate(run.map_batches(steps.predict_step, run.state))[: len(run.dataset)]
 
 
 def main() -> None:

@@ -7,7 +7,7 @@
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
 memory, the model's FLOPs (paper Eq. 9) and the FLOP/s they imply, and the device. The last line
-of stdout is one JSON object. The steps are `train.compile_train_step` and `train.compile_eval_step`,
+of stdout is one JSON object. The steps are `steps.compile_train_step` and `steps.compile_eval_step`,
 the ones `train.py` runs; no dataset is read.
 """
 
@@ -27,10 +27,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, formulations, optimization, sharding, stream, train
+from snnseg_jax import cli, experiment, formulations, optimization, sharding, stream
 from snnseg_jax.analysis import energy
 from snnseg_jax.data import ddd17, synthetic, voc
 from snnseg_jax.metrics import IGNORE_LABEL
+from snnseg_jax.steps import compile_eval_step, compile_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,20 +107,18 @@ class Steps:
     def __init__(self, config: ml_collections.ConfigDict, tuning: formulations.Tuning | None = None):
         mesh = sharding.data_mesh()
         sharding.check_batch_size(config.batch_size, mesh, "batch_size")
-        self.model = train.build_model(config, input_shapes(config))
+        self.model = experiment.build_model(config, input_shapes(config))
         if tuning is not None:  # another choice of formulations than the config's
             self.model = self.model.clone(settings=dataclasses.replace(self.model.settings, tuning=tuning))
         optimizer = optimization.make_optimizer(config, steps=1_000_000)
-        init_key, self.key, _ = train.run_keys(config.seed)
+        init_key, self.key, _ = experiment.run_keys(config.seed)
         self.batch = sharding.put_batch(
             synthetic_batch(config, config.batch_size, config.seed), sharding.batch_sharding(mesh)
         )
-        init = functools.partial(train.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
+        init = functools.partial(experiment.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
         self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
-        self.train = (
-            train.compile_train_step(self.model, optimizer, mesh).lower(self.state, self.batch, self.key).compile()
-        )
-        self.eval = train.compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
+        self.train = compile_train_step(self.model, optimizer, mesh).lower(self.state, self.batch, self.key).compile()
+        self.eval = compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
 
     def train_once(self) -> dict:
         self.state, metrics = self.train(self.state, self.batch, self.key)
@@ -131,7 +130,7 @@ class Steps:
 
 def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: int = 5) -> dict:
     """Compiles (and unless `compile_only`, times) the train and eval steps; returns the results."""
-    train.check_config(config)
+    experiment.check_config(config)
     steps = Steps(config)
     variables = {"params": steps.state.params, "batch_stats": steps.state.batch_stats}
     flops = forward_flops(steps.model, variables, steps.batch["inputs"])
@@ -202,7 +201,7 @@ def ablate_tuning(
     Every variant is compiled first; then rounds time one step of each in turn, so that load from
     other processes falls on all of them alike. Best and median over `repeats` rounds.
     """
-    train.check_config(config)
+    experiment.check_config(config)
     steps = {name: Steps(config, tuning) for name, tuning in tuning_variants(backend, fields).items()}
     for variant in steps.values():
         time_calls(variant.train_once, 1)  # warm-up
@@ -236,10 +235,10 @@ def stream_latency(config: ml_collections.ConfigDict, rounds: int) -> dict:
     Both jitted, on one synthetic example of the config's shapes; each round times one window and
     then T steps carrying the state, so that load falls on both alike. Medians over the rounds.
     """
-    train.check_config(config)
-    model = train.build_model(config, input_shapes(config))
+    experiment.check_config(config)
+    model = experiment.build_model(config, input_shapes(config))
     batch = synthetic_batch(config, 1, config.seed)
-    init_key, key, _ = train.run_keys(config.seed)
+    init_key, key, _ = experiment.run_keys(config.seed)
     variables = jax.jit(lambda x: model.init({"params": init_key, "spikes": init_key}, x, train=False))(batch["inputs"])
     window = jax.jit(lambda v, x: model.apply(v, x, train=False, rngs={"spikes": key}))
     inputs = jnp.asarray(batch["inputs"])

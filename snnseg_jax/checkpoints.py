@@ -33,6 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from snnseg_jax import config_rules
 from snnseg_jax.cli import UserError, explain_os_error, warn
 from snnseg_jax.data.pipeline import Position
 
@@ -394,19 +395,9 @@ def warn_config_differences(checkpoint: Checkpoint, config: dict, doing: str, fi
 
 def config_differences(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
     """`{"model.width": (saved value, current value), ...}` for the fields whose values differ."""
-    before, after = _flatten(saved), _flatten(current)
+    before, after = config_rules.flatten(saved), config_rules.flatten(current)
     return {
         field: (before.get(field), after.get(field))
         for field in sorted(before.keys() | after.keys())
         if before.get(field) != after.get(field)
     }
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat

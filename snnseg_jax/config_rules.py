@@ -1,7 +1,7 @@
 """What each config field may hold, in one table: its type and range.
 
 `problems(config)` checks every field that has a rule in `RULES` and names each one that breaks
-its rule, so that a run stops at start-up with every bad value listed at once (`train.check_config`
+its rule, so that a run stops at start-up with every bad value listed at once (`experiment.check_config`
 adds the checks that involve several fields). Overrides on the command line are parsed into the
 field's type by ml_collections before this; the rules catch what parses but cannot work (a
 negative size, a leak above 1, a NaN, an unknown dtype) and wrong types written in a config file.

@@ -7,7 +7,6 @@ analyses (`snnseg_jax.analysis`) start from it too.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import shlex
@@ -19,8 +18,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from snnseg_jax import checkpoints, data, metrics, optimization, sharding
-from snnseg_jax import train as train_lib
+from snnseg_jax import checkpoints, data, experiment, metrics, sharding, steps
 from snnseg_jax.cli import UserError
 
 
@@ -31,7 +29,7 @@ class Restored:
     config: ml_collections.ConfigDict
     workdir: str
     model: nn.Module
-    state: train_lib.TrainState
+    state: steps.TrainState
     dataset: data.Dataset  # the evaluation split
     train_key: jax.Array  # the run's training-step key (Poisson spikes of step s: fold_in(train_key, s))
     eval_key: jax.Array
@@ -48,16 +46,22 @@ class Restored:
         """Whether the inputs are event sequences `[B, T, H, W, C]` rather than static images."""
         return len(self.input_shape) == 4
 
-    def first_images(self, count: int) -> data.Dataset:
+    def first_images(self, count: int) -> data.ArrayDataset:
         """The first `count` examples of the evaluation split (all of them if fewer), in memory."""
-        inputs, labels = self.dataset.read(np.arange(min(count, len(self.dataset))))
-        return data.ArrayDataset(inputs, labels, self.dataset.class_names)
+        return steps.first_examples(self.dataset, count)
+
+    def predict_first(self, count: int) -> tuple[data.ArrayDataset, np.ndarray]:
+        """The first `count` examples of the evaluation split and the classes `[N, H, W]` predicted for
+        them (with the evaluation's batch size and Poisson keys)."""
+        return steps.predict_first(
+            self.model, self.mesh, self.state, self.dataset, count, self.config.eval_batch_size, self.eval_key
+        )
 
     def map_batches(self, step: Callable, operand: Any, dataset: data.Dataset | None = None) -> list:
         """`step(operand, batch, key, *, model)` over the evaluation batches of `dataset` (default: the
         evaluation split), with the evaluation's batch size and Poisson keys."""
-        return train_lib.map_batches(
-            train_lib.compile_eval_step(self.model, self.mesh, step),
+        return steps.map_batches(
+            steps.compile_eval_step(self.model, self.mesh, step),
             operand,
             self.dataset if dataset is None else dataset,
             self.config.eval_batch_size,
@@ -68,14 +72,14 @@ class Restored:
     def confusion(
         self,
         dataset: data.Dataset | None = None,
-        step: Callable = train_lib.eval_step,
+        step: Callable = steps.eval_step,
         operand: Any = None,
         threads: int = 1,
     ) -> np.ndarray:
         """The confusion matrix (or stack of them) of `step` (default: the plain evaluation of the
         restored state) summed over `dataset` (default: the evaluation split)."""
-        return train_lib.confusion_over(
-            train_lib.compile_eval_step(self.model, self.mesh, step),
+        return steps.confusion_over(
+            steps.compile_eval_step(self.model, self.mesh, step),
             self.state if operand is None else operand,
             self.dataset if dataset is None else dataset,
             self.config.eval_batch_size,
@@ -109,56 +113,67 @@ def kind_differences(config: ml_collections.ConfigDict, saved_config: dict) -> d
     }
 
 
-def check_run(config: ml_collections.ConfigDict, workdir: str, train: str) -> None:
-    """Raises a `UserError` unless `workdir` (given as --workdir) holds a run of the kind `config` describes.
+def check_run(
+    config: ml_collections.ConfigDict, workdir: str, train: str, flag: str = "--workdir", role: str | None = None
+) -> None:
+    """Raises a `UserError` unless `workdir` (given as `flag`) holds a run of the kind `config` describes:
+    the run to evaluate, or where `role` says what it must hold, another one. `train` is the command
+    that trains that run.
 
     Cheap (reads the newest checkpoint's saved config, no arrays), so that a wrong directory stops the
-    command before any work. `train` is the command that trains the run.
+    command before any work.
     """
     saved = checkpoints.saved_config(workdir)
     if saved is None and not checkpoints.steps_on_disk(workdir):
-        raise UserError(f"--workdir={workdir} holds no checkpoint to evaluate. Train it first with:\n    {train}")
+        if role:
+            raise UserError(f"{flag}={workdir} holds no checkpoint; it must hold {role}. Train it with:\n    {train}")
+        raise UserError(f"{flag}={workdir} holds no checkpoint to evaluate. Train it first with:\n    {train}")
     if saved is None:
         return  # checkpoints too damaged to say: restoring lists what fails
     step, saved_config = saved
     differences = kind_differences(config, saved_config)
-    if differences:
-        saved_kind = " and ".join(f"{field}={saved!r}" for field, (saved, _) in differences.items())
-        kind = " and ".join(f"{field}={now!r}" for field, (_, now) in differences.items())
-        hint = f", here --config.model.name={differences['model.name'][0]}" if "model.name" in differences else ""
+    if not differences:
+        return
+    saved_kind = " and ".join(f"{field}={saved!r}" for field, (saved, _) in differences.items())
+    if role:
         raise UserError(
-            f"--workdir={workdir} holds a run with {saved_kind} (its checkpoint {step}), and this "
-            f"config describes one with {kind}. Evaluate it with the config it was trained with "
-            f"(saved in checkpoints/{step}/run/metadata){hint}."
+            f"{flag}={workdir} holds a run with {saved_kind} (its checkpoint {step}); it must hold {role}. "
+            f"Pass the workdir of such a run, or move {workdir} away and train it there with:\n    {train}"
         )
+    kind = " and ".join(f"{field}={now!r}" for field, (_, now) in differences.items())
+    hint = f", here --config.model.name={differences['model.name'][0]}" if "model.name" in differences else ""
+    raise UserError(
+        f"{flag}={workdir} holds a run with {saved_kind} (its checkpoint {step}), and this "
+        f"config describes one with {kind}. Evaluate it with the config it was trained with "
+        f"(saved in checkpoints/{step}/run/metadata){hint}."
+    )
 
 
 def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
     """The newest valid checkpoint in `workdir` of the run `config` describes, and its evaluation split."""
-    train_lib.check_config(config)
-    sharding.start_processes(**config.distributed)
-    mesh = sharding.data_mesh()
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    experiment.check_config(config)
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise UserError(
             f"no checkpoints in {workdir!r}; train first with python train.py --config <config> --workdir {workdir}"
         )
-    dataset = train_lib.load_split(config, config.dataset.eval_split)
-    model = train_lib.build_model(config, dataset)
-    init_key, train_key, eval_key = train_lib.run_keys(config.seed)
-    # The optimizer only shapes the state to restore; its schedule plays no part here.
-    optimizer = optimization.make_optimizer(config, steps=1)
-    input_shape = dataset.read(np.arange(1))[0].shape[1:]
-    init = functools.partial(train_lib.init_state, model, optimizer, input_shape, init_key)
-    config_json = train_lib.config_as_json(config)
+    e = experiment.build(config, training=False)
     restored = checkpoints.restore_newest(
-        workdir, train_lib.abstract_state(init, mesh), config_json, move_invalid=False
+        workdir, experiment.abstract_state(e.init, e.mesh), e.config_json, move_invalid=False
     )
     if restored is None:
         raise UserError(f"no checkpoints in {workdir!r}; train first with train.py")
-    checkpoints.warn_config_differences(restored, config_json, "evaluating", fields=("model.",))
+    checkpoints.warn_config_differences(restored, e.config_json, "evaluating", fields=("model.",))
     return Restored(
-        config, workdir, model, restored.state, dataset, train_key, eval_key, mesh, input_shape, restored.config
+        config,
+        workdir,
+        e.model,
+        restored.state,
+        e.eval_set,
+        e.train_key,
+        e.eval_key,
+        e.mesh,
+        e.input_shape,
+        restored.config,
     )
 
 
@@ -181,7 +196,7 @@ def measured_differences(saved_config: dict, config: ml_collections.ConfigDict) 
     not_measured = (*NOT_MEASURED, f"dataset.synthetic_sizes.{config.dataset.train_split}")
     return {
         field: values
-        for field, values in checkpoints.config_differences(saved_config, train_lib.config_as_json(config)).items()
+        for field, values in checkpoints.config_differences(saved_config, experiment.config_as_json(config)).items()
         if field.startswith(MEASURED) and field not in not_measured
     }
 

@@ -82,19 +82,3 @@ class Summaries:
             for summary in summaries:
                 self._writer.write_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
             self._writer.flush()
-
-
-def as_rgb(image: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """uint8 `[H, W, 3]` of an RGB image in [0, 1], or of a grey one `[H, W]` shown from `vmin` to `vmax`."""
-    if image.ndim == 2:
-        low, high = (image.min() if vmin is None else vmin), (image.max() if vmax is None else vmax)
-        image = np.repeat(((image - low) / max(high - low, 1e-12))[..., None], 3, axis=-1)
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def side_by_side(*images: np.ndarray, min_height: int = 128) -> np.ndarray:
-    """uint8 `[H, W, 3]` images of one size next to each other, enlarged (nearest) to `min_height` rows."""
-    scale = max(1, -(-min_height // images[0].shape[0]))
-    gap = np.full((images[0].shape[0] * scale, scale, 3), 255, np.uint8)
-    enlarged = [np.kron(image, np.ones((scale, scale, 1), np.uint8)) for image in images]
-    return np.concatenate([part for image in enlarged for part in (image, gap)][:-1], axis=1)

@@ -27,7 +27,7 @@ import runpy
 import signal
 import sys
 
-from snnseg_jax import train
+from snnseg_jax.hooks import HOOKS
 
 TRAIN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's name for a checkpoint being written
@@ -62,58 +62,41 @@ def plant_in_save(step: int, act=die, again: bool = False) -> None:
 
 def plant_in_step(step: int, act=None) -> None:
     """Records the steps dispatched (printed at exit), calling `act` once `step` is dispatched."""
-    dispatched = train.StepChecker.dispatched
     last = [0]
 
-    def recording(checker, number, step_metrics):
-        dispatched(checker, number, step_metrics)
+    def dispatched(number: int) -> None:
         last[0] = max(last[0], number)
         if number == step and act is not None:
             act()
 
-    train.StepChecker.dispatched = recording
+    HOOKS.step_dispatched = dispatched
     atexit.register(lambda: print(f"kill_switch: last step dispatched {last[0]}, {len(SENT)} SIGTERM", file=sys.stderr))
 
 
 def plant_before_training() -> None:
     """Sends SIGINT as training restores its newest checkpoint, before the first step."""
-    restore_or_init = train.restore_or_init
-
-    def restoring(run):
-        os.kill(os.getpid(), signal.SIGINT)
-        return restore_or_init(run)
-
-    train.restore_or_init = restoring
+    HOOKS.restoring = lambda: os.kill(os.getpid(), signal.SIGINT)
 
 
 def plant_in_validation(step: int) -> None:
     """Sends SIGTERM as the validation of `step` begins."""
-    validate = train.validate
-
-    def validating(run, verified, *args):
-        if verified.step == step:
-            terminate()
-        return validate(run, verified, *args)
-
-    train.validate = validating
+    HOOKS.validating = lambda number: terminate() if number == step else None
 
 
 def plant_in_line(step: int, whole: bool) -> None:
-    """Dies while (or, if `whole`, just after) writing the first metrics line of `step`."""
-    append = train.append_metrics
+    """Dies just after writing the first metrics line of `step`, or with only its first half written
+    (the rest cut off, as a kill in the middle of the write leaves it)."""
 
-    def appending(workdir: str, record: dict) -> None:
+    def written(path: str, record: dict) -> None:
         if record["step"] != step:
-            return append(workdir, record)
-        if whole:
-            append(workdir, record)
-        else:
+            return
+        if not whole:
             line = json.dumps(record) + "\n"
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-                f.write(line[: len(line) // 2])
+            with open(path, "r+") as f:
+                f.truncate(os.path.getsize(path) - (len(line) - len(line) // 2))
         die()
 
-    train.append_metrics = appending
+    HOOKS.metrics_written = written
 
 
 def main() -> None:

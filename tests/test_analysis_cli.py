@@ -13,7 +13,7 @@ import pytest
 from conftest import random_variables
 
 from configs import shapes_deeplab
-from snnseg_jax import checkpoints, optimization, train
+from snnseg_jax import checkpoints, experiment, optimization, steps, training_log
 from snnseg_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,8 +48,8 @@ def tiny_config(model_name):
 def tiny_network(model_name):
     """The evaluation split, the network and its random (untrained) variables for `tiny_config(model_name)`."""
     config = tiny_config(model_name)
-    dataset = train.load_split(config, config.dataset.eval_split)
-    model = train.build_model(config, dataset)
+    dataset = experiment.load_split(config, config.dataset.eval_split)
+    model = experiment.build_model(config, dataset)
     return config, dataset, model, random_variables(model, dataset.read(np.arange(1))[0].shape[1:])
 
 
@@ -61,7 +61,7 @@ def runs(tmp_path_factory):
     for name in ("spiking_deeplab", "deeplab"):
         workdirs[name] = str(tmp_path_factory.mktemp(name))
         config, _, _, variables = tiny_network(name)
-        state = train.TrainState(
+        state = steps.TrainState(
             step=jnp.zeros((), jnp.int32),
             params=variables["params"],
             batch_stats=variables["batch_stats"],
@@ -73,8 +73,8 @@ def runs(tmp_path_factory):
             0,
             state,
             pipeline.Position(),
-            log_window=dataclasses.asdict(train.LogWindow()),
-            config=train.config_as_json(config),
+            log_window=dataclasses.asdict(training_log.LogWindow()),
+            config=experiment.config_as_json(config),
         )
         mngr.wait_until_finished()
         mngr.close()
@@ -263,10 +263,10 @@ def test_latency_and_streaming_on_event_recordings(tmp_path):
     workdir, overrides = str(tmp_path), {**TINY, "dataset.name": "events", "dataset.synthetic_sizes.val": 12}
     config = shapes_deeplab.get_config()
     config.update_from_flattened_dict(overrides)
-    dataset = train.load_split(config, config.dataset.eval_split)
-    model = train.build_model(config, dataset)
+    dataset = experiment.load_split(config, config.dataset.eval_split)
+    model = experiment.build_model(config, dataset)
     variables = random_variables(model, dataset.read(np.arange(1))[0].shape[1:])
-    state = train.TrainState(
+    state = steps.TrainState(
         step=jnp.zeros((), jnp.int32),
         params=variables["params"],
         batch_stats=variables["batch_stats"],
@@ -278,8 +278,8 @@ def test_latency_and_streaming_on_event_recordings(tmp_path):
         0,
         state,
         pipeline.Position(),
-        log_window=dataclasses.asdict(train.LogWindow()),
-        config=train.config_as_json(config),
+        log_window=dataclasses.asdict(training_log.LogWindow()),
+        config=experiment.config_as_json(config),
     )
     mngr.wait_until_finished()
     mngr.close()

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snnseg_jax import encoding, formulations, models, neurons, ops, train
+from snnseg_jax import encoding, formulations, models, neurons, ops, steps
 from snnseg_jax.analysis import energy
 
 KEY = jax.random.PRNGKey(0)
@@ -70,7 +70,7 @@ def test_spike_rates_equal_an_independent_count_of_the_layers_spikes(random_vari
         ),
         variables["batch_stats"],
     )
-    state = train.TrainState(step=0, params=variables["params"], batch_stats=stats, opt_state=None)
+    state = steps.TrainState(step=0, params=variables["params"], batch_stats=stats, opt_state=None)
     rates = jax.jit(lambda s, b: energy.spike_rate_step(s, b, KEY, model=model))(state, {"inputs": events})
 
     frames = jnp.swapaxes(events, 0, 1)  # frame t at step t

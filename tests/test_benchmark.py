@@ -133,20 +133,20 @@ def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_o
 
     from jax import export
 
-    from snnseg_jax import formulations, sharding, train
+    from snnseg_jax import experiment, formulations, sharding, steps
 
     config = tiny_config()
     tuning = formulations.for_backend("gpu")
     assert formulations.for_backend("tpu") == tuning
-    model = train.build_model(config, benchmark.input_shapes(config))
+    model = experiment.build_model(config, benchmark.input_shapes(config))
     model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
     optimizer, mesh = optimization.make_optimizer(config, 100), sharding.data_mesh()
     batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), benchmark.synthetic_batch(config, 2))
     state = jax.eval_shape(
-        functools.partial(train.init_state, model, optimizer, batch["inputs"].shape[1:], jax.random.PRNGKey(0))
+        functools.partial(experiment.init_state, model, optimizer, batch["inputs"].shape[1:], jax.random.PRNGKey(0))
     )
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-    for step in (train.compile_train_step(model, optimizer, mesh), train.compile_eval_step(model, mesh)):
+    for step in (steps.compile_train_step(model, optimizer, mesh), steps.compile_eval_step(model, mesh)):
         exported = export.export(step, platforms=("cuda", "tpu"))(state, batch, key)
         assert exported.platforms == ("cuda", "tpu")
         module = exported.mlir_module()

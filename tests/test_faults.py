@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO, read_events
 
 from configs import shapes_deeplab
-from snnseg_jax import checkpoints, cli, models, optimization, sharding, train
+from snnseg_jax import checkpoints, cli, experiment, models, optimization, sharding
 from snnseg_jax.cli import UserError
 
 CONFIG = REPO / "configs" / "shapes_deeplab.py"
@@ -380,7 +380,7 @@ def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_good_check
     ]
     config = tiny_config(DIVERGING)
     restored = checkpoints.restore_newest(
-        workdir, abstract_state(config), train.config_as_json(config), move_invalid=False
+        workdir, abstract_state(config), experiment.config_as_json(config), move_invalid=False
     )
     assert restored.step == last_good
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored.state))
@@ -410,16 +410,8 @@ def test_skip_nonfinite_steps_keeps_the_state_as_it_was_and_counts_the_steps(ref
 
 
 def abstract_state(config):
-    dataset = train.load_split(config, config.dataset.train_split)
-    model = train.build_model(config, dataset)
-    init = functools.partial(
-        train.init_state,
-        model,
-        optimization.make_optimizer(config, STEPS),
-        dataset.read(np.arange(1))[0].shape[1:],
-        jax.random.PRNGKey(0),
-    )
-    return train.abstract_state(init, sharding.data_mesh())
+    shared = experiment.build(config, training=False)
+    return experiment.abstract_state(shared.init, shared.mesh)
 
 
 # ---------------------------------------------------------------- damaged checkpoints
@@ -469,7 +461,7 @@ def test_a_damaged_newest_checkpoint_is_reported_and_the_one_before_it_used(refe
     workdir = damaged_copy(reference, tmp_path, damage, [STEPS])
     config = tiny_config()
     restored = checkpoints.restore_newest(
-        workdir, abstract_state(config), train.config_as_json(config), move_invalid=False
+        workdir, abstract_state(config), experiment.config_as_json(config), move_invalid=False
     )
     assert restored.step == STEPS - EVERY
     assert_same_arrays(
@@ -486,7 +478,9 @@ def test_no_readable_checkpoint_is_an_error_that_moves_nothing(reference, tmp_pa
     workdir = damaged_copy(reference, tmp_path, "truncated-array-file", [STEPS - EVERY, STEPS])
     config = tiny_config()
     with pytest.raises(UserError) as error:
-        checkpoints.restore_newest(workdir, abstract_state(config), train.config_as_json(config), move_invalid=True)
+        checkpoints.restore_newest(
+            workdir, abstract_state(config), experiment.config_as_json(config), move_invalid=True
+        )
     message = " ".join(str(error.value).split())
     assert f"checkpoint {STEPS}: " in message and f"checkpoint {STEPS - EVERY}: " in message
     assert "Nothing was moved or deleted" in message
@@ -552,7 +546,9 @@ def test_a_checkpoint_that_does_not_fit_the_config_names_the_parameter_and_the_f
 ):
     config = tiny_config(changes)
     with pytest.raises(UserError) as error:
-        checkpoints.restore_newest(reference, abstract_state(config), train.config_as_json(config), move_invalid=True)
+        checkpoints.restore_newest(
+            reference, abstract_state(config), experiment.config_as_json(config), move_invalid=True
+        )
     message = " ".join(str(error.value).split())
     assert f"checkpoint {STEPS} in" in message and "does not fit this config" in message
     assert parameter in message and field in message
@@ -563,7 +559,7 @@ def test_a_class_count_that_does_not_fit_names_the_output_layer(reference):
     model = models.build("spiking_deeplab", num_classes=21, timesteps=2, width=0.0625)
     config = tiny_config()
     init = functools.partial(
-        train.init_state, model, optimization.make_optimizer(config, STEPS), (16, 16, 3), jax.random.PRNGKey(0)
+        experiment.init_state, model, optimization.make_optimizer(config, STEPS), (16, 16, 3), jax.random.PRNGKey(0)
     )
     with pytest.raises(
         UserError,
@@ -572,8 +568,8 @@ def test_a_class_count_that_does_not_fit_names_the_output_layer(reference):
     ):
         checkpoints.restore_newest(
             reference,
-            train.abstract_state(init, sharding.data_mesh()),
-            train.config_as_json(config),
+            experiment.abstract_state(init, sharding.data_mesh()),
+            experiment.config_as_json(config),
             move_invalid=False,
         )
 

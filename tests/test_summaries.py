@@ -32,12 +32,3 @@ def test_events_after_a_checkpoint_go_to_a_new_file_which_a_resumed_run_drops(tm
     other = tmp_path / "events.out.tfevents.123.host"  # not one of ours: left alone
     other.write_bytes(b"")
     assert summaries.drop_from(workdir, 0) and os.listdir(workdir) == [other.name]
-
-
-def test_images_side_by_side_are_enlarged_to_a_visible_size():
-    grey = summaries.as_rgb(np.array([[-1.0, 0.0], [1.0, 0.5]]), vmin=-1.0, vmax=1.0)
-    assert grey.dtype == np.uint8 and grey.shape == (2, 2, 3) and grey[0, 0, 0] == 0 and grey[1, 0, 2] == 255
-    rgb = summaries.as_rgb(np.full((2, 2, 3), 0.5))
-    joined = summaries.side_by_side(grey, rgb, min_height=8)
-    assert joined.shape == (8, 8 + 4 + 8, 3)  # two images 4x larger, one white column 4 wide between
-    assert np.all(joined[:, 8:12] == 255) and np.all(joined[:4, :4] == 0)

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from configs import shapes_deeplab
-from snnseg_jax import models, optimization, train
+from snnseg_jax import experiment, models, optimization, steps, training_log
 from snnseg_jax.cli import UserError
 
 
@@ -23,7 +23,7 @@ def test_cross_entropy_averages_over_valid_pixels_only():
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     valid = labels < 4
     expected = -np.mean([log_probs[i, y, x, labels[i, y, x]] for i, y, x in zip(*np.nonzero(valid))])
-    assert float(train.cross_entropy(jnp.array(logits), jnp.array(labels))) == pytest.approx(expected, rel=1e-5)
+    assert float(steps.cross_entropy(jnp.array(logits), jnp.array(labels))) == pytest.approx(expected, rel=1e-5)
 
 
 def test_learning_rate_drops_by_the_factor_after_the_decay_point():
@@ -79,7 +79,7 @@ def test_check_config_lists_every_bad_value():
     config.batch_size, config.lr_decay_at = 0, 1.5
     config.model.name, config.dataset.image_size = "spiking_fcn", 36
     with pytest.raises(UserError) as error:
-        train.check_config(config)
+        experiment.check_config(config)
     message = str(error.value)
     for part in (
         "batch_size must be a positive integer, got 0",
@@ -93,13 +93,13 @@ def test_train_step_is_deterministic_and_draws_new_spikes_each_step():
     model = models.build("spiking_deeplab", num_classes=3, timesteps=2, width=0.0625)
     config = shapes_deeplab.get_config()
     optimizer = optimization.make_optimizer(config, 10)
-    state = train.init_state(model, optimizer, (8, 8, 3), jax.random.PRNGKey(0))
+    state = experiment.init_state(model, optimizer, (8, 8, 3), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     batch = {
         "inputs": jnp.array(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32),
         "labels": jnp.array(rng.integers(0, 3, (2, 8, 8)), jnp.uint8),
     }
-    step = jax.jit(functools.partial(train.train_step, model=model, optimizer=optimizer))
+    step = jax.jit(functools.partial(steps.train_step, model=model, optimizer=optimizer))
     key = jax.random.PRNGKey(1)
     a, metrics_a = step(state, batch, key)
     b, metrics_b = step(state, batch, key)
@@ -123,7 +123,7 @@ class TinyNet(nn.Module):
 
 def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchanged():
     model, optimizer = TinyNet(), optimization.make_optimizer(shapes_deeplab.get_config(), 10)
-    state = train.init_state(model, optimizer, (4, 4, 2), jax.random.PRNGKey(0))
+    state = experiment.init_state(model, optimizer, (4, 4, 2), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     good = {
         "inputs": jnp.array(rng.normal(size=(2, 4, 4, 2)), jnp.float32),
@@ -133,7 +133,7 @@ def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchange
     runs = {}
     for skip_nonfinite in (False, True):
         step = jax.jit(
-            functools.partial(train.train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite)
+            functools.partial(steps.train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite)
         )
         after_good, metrics_good = step(state, good, jax.random.PRNGKey(1))
         after_bad, metrics_bad = step(after_good, bad, jax.random.PRNGKey(1))
@@ -147,7 +147,7 @@ def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchange
 
 
 def test_log_window_averages_the_applied_steps_and_counts_the_skipped():
-    window = train.LogWindow(losses=[1.0])
+    window = training_log.LogWindow(losses=[1.0])
     assert window.add([(2, 2.0, True), (3, float("nan"), False), (4, 3.0, True)], skip_nonfinite=True) is None
     assert window.record(4, 0.1, 5.0) == {
         "step": 4,
@@ -156,8 +156,8 @@ def test_log_window_averages_the_applied_steps_and_counts_the_skipped():
         "images_per_sec": 5.0,
         "skipped_steps": 1,
     }
-    assert train.LogWindow().add([(5, 1.0, True), (6, 7.5, False), (7, 1.0, False)], False) == (6, 7.5)
-    assert train.LogWindow(skipped=3).record(9, 0.1, 1.0)["loss"] is None
+    assert training_log.LogWindow().add([(5, 1.0, True), (6, 7.5, False), (7, 1.0, False)], False) == (6, 7.5)
+    assert training_log.LogWindow(skipped=3).record(9, 0.1, 1.0)["loss"] is None
 
 
 def write_lines(path, text):
@@ -168,9 +168,9 @@ def write_lines(path, text):
 def test_drop_metrics_after_keeps_earlier_lines_and_drops_a_torn_last_line(tmp_path):
     lines = [json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (2, 4, 4, 6)]
     workdir = write_lines(tmp_path / "metrics.jsonl", "".join(lines) + '{"step": 8, "lo')
-    train.drop_metrics_after(workdir, 4)
+    training_log.drop_metrics_after(workdir, 4)
     assert (tmp_path / "metrics.jsonl").read_text() == "".join(lines[:3])
-    train.drop_metrics_after(workdir, 0)
+    training_log.drop_metrics_after(workdir, 0)
     assert (tmp_path / "metrics.jsonl").read_text() == ""
 
 
@@ -178,7 +178,7 @@ def test_drop_metrics_after_refuses_a_damaged_line_before_the_end(tmp_path):
     text = '{"step": 2, "loss": 1.0}\n{"step": 4, "lo\n{"step": 6, "loss": 1.0}\n'
     workdir = write_lines(tmp_path / "metrics.jsonl", text)
     with pytest.raises(UserError, match="line 2 of .*metrics.jsonl is not a metrics record"):
-        train.drop_metrics_after(workdir, 2)
+        training_log.drop_metrics_after(workdir, 2)
     assert (tmp_path / "metrics.jsonl").read_text() == text
 
 

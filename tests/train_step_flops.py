@@ -13,14 +13,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from configs import shapes_deeplab
-from snnseg_jax import models, optimization, sharding, train
+from snnseg_jax import experiment, models, optimization, sharding, steps
 
 
 def flops_per_device(devices: int) -> float:
     config = shapes_deeplab.get_config()
     model = models.build("spiking_deeplab", num_classes=5, timesteps=2, width=0.125)
     optimizer = optimization.make_optimizer(config, 10)
-    init = functools.partial(train.init_state, model, optimizer, (16, 16, 3), jax.random.PRNGKey(0))
+    init = functools.partial(experiment.init_state, model, optimizer, (16, 16, 3), jax.random.PRNGKey(0))
     state = jax.eval_shape(init)
     batch = {
         "inputs": jax.ShapeDtypeStruct((4, 16, 16, 3), jnp.float32),
@@ -29,7 +29,7 @@ def flops_per_device(devices: int) -> float:
     mesh = Mesh(np.array(jax.devices()[:devices]), ("data",))
     replicated = sharding.replicated(mesh)
     step = jax.jit(
-        functools.partial(train.train_step, model=model, optimizer=optimizer),
+        functools.partial(steps.train_step, model=model, optimizer=optimizer),
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated),
     )

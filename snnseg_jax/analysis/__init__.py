@@ -21,7 +21,7 @@ import time
 
 import ml_collections
 
-from snnseg_jax import checkpoints, data, evaluate
+from snnseg_jax import data, evaluate
 from snnseg_jax.analysis import (
     activations,
     conversion,
@@ -75,19 +75,7 @@ def check_twin(config: ml_collections.ConfigDict, compare_workdir: str, train: s
         f"the {kind} twin of the {config.model.name!r} run evaluated: a run of "
         f"--config.model.name={twin.model.name} trained with the same config"
     )
-    saved = checkpoints.saved_config(compare_workdir)
-    if saved is None and not checkpoints.steps_on_disk(compare_workdir):
-        raise UserError(
-            f"--compare_workdir={compare_workdir} holds no checkpoint; it must hold {role}. Train it with:\n    {train}"
-        )
-    differences = evaluate.kind_differences(twin, saved[1]) if saved else {}
-    if differences:
-        found = " and ".join(f"{field}={before!r}" for field, (before, _) in differences.items())
-        raise UserError(
-            f"--compare_workdir={compare_workdir} holds a run with {found} (its checkpoint {saved[0]}); "
-            f"it must hold {role}. Pass the workdir of such a run, or move {compare_workdir} away and "
-            f"train it there with:\n    {train}"
-        )
+    evaluate.check_run(twin, compare_workdir, train, "--compare_workdir", role)
 
 
 def check(config: ml_collections.ConfigDict, names: list[str]) -> None:

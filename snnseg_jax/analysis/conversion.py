@@ -38,8 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import encoding, metrics, models, neurons, ops
-from snnseg_jax import train as train_lib
+from snnseg_jax import encoding, experiment, metrics, models, neurons, ops
 from snnseg_jax.data import pipeline
 from snnseg_jax.evaluate import Restored
 
@@ -186,7 +185,7 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
     grid = sorted({int(t) for t in settings.conversion_timesteps})
     subset = run.first_images(settings.conversion_images)
     variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
-    train_set = train_lib.load_split(run.config, run.config.dataset.train_split)
+    train_set = experiment.load_split(run.config, run.config.dataset.train_split)
     balance_images = next(
         pipeline.train_batches(train_set, settings.balance_batch_size, run.config.seed, pipeline.Position())
     )["inputs"]

@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 from matplotlib.figure import Figure
 
-from snnseg_jax import metrics
-from snnseg_jax import train as train_lib
+from snnseg_jax import metrics, steps
 from snnseg_jax.evaluate import Restored
 
 PIXEL_RANGE = 255.0  # static images: the 0-255 scale, also the divisor of the normalization
@@ -40,11 +39,11 @@ def add_noise(inputs: jax.Array, sigma: float | jax.Array, key: jax.Array, event
 
 
 def noisy_eval_step(operand: tuple, batch: dict, key: jax.Array, *, model) -> jax.Array:
-    """`train.eval_step` on the batch with noise of native sigma added; operand `(state, sigma)`."""
+    """`steps.eval_step` on the batch with noise of native sigma added; operand `(state, sigma)`."""
     state, sigma = operand
     events = batch["inputs"].ndim == 5
     noisy = add_noise(batch["inputs"], sigma, jax.random.fold_in(key, NOISE_STREAM), events)
-    return train_lib.eval_step(state, {**batch, "inputs": noisy}, key, model=model)
+    return steps.eval_step(state, {**batch, "inputs": noisy}, key, model=model)
 
 
 def miou_over_sigmas(run: Restored, sigmas: list[float]) -> list[float]:

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import metrics, stream
-from snnseg_jax.analysis import samples
+from snnseg_jax import images, metrics, stream
+from snnseg_jax.data import preprocess
 from snnseg_jax.data.split import run_starts
 from snnseg_jax.evaluate import Restored
 
@@ -135,16 +135,16 @@ def _figure(run: Restored, split, indices: np.ndarray, predictions: np.ndarray, 
     """Input, continuous prediction and label of frames spread over the longest recording; below,
     the continuous MIoU by position in the recording against the windowed MIoU."""
     shown = np.linspace(0, len(indices) - 1, min(STRIP_FRAMES, len(indices))).astype(int)
-    palette = samples.palette_for(run.config.dataset.name, len(split.class_names))
+    palette = images.palette_for(run.config.dataset.name, len(split.class_names))
     figure = Figure(figsize=(max(1.4 * len(shown), 7), 6.6), layout="constrained")
     strip, curve = figure.subfigures(2, 1, height_ratios=[3, 1.6])
     axes = strip.subplots(3, len(shown), squeeze=False)
     for column, f in enumerate(shown):
-        image, style = samples.displayable(split.inputs[indices[f]][None])
+        image, style = images.displayable(split.inputs[indices[f]][None], preprocess.RGB_MEAN)
         panels = (
             (image, style),
-            (samples.colour_labels(predictions[f], palette), {}),
-            (samples.colour_labels(split.labels[indices[f]], palette), {}),
+            (images.colour_labels(predictions[f], palette), {}),
+            (images.colour_labels(split.labels[indices[f]], palette), {}),
         )
         for row, (picture, kwargs) in enumerate(panels):
             axes[row, column].imshow(picture, interpolation="nearest", **kwargs)

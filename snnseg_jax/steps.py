@@ -1,0 +1,201 @@
+"""The pure steps of training and evaluation, and their compilation for a mesh.
+
+`train_step(state, batch, key) -> (state, metrics)` and the evaluation steps `step(operand, batch,
+key, *, model)` (`eval_step`: a confusion matrix; `predict_step`: the predicted classes), which the
+analyses extend with their own; `map_batches` and `confusion_over` run a compiled evaluation step
+over a split, summing on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from snnseg_jax import data, metrics, sharding
+from snnseg_jax.data import pipeline
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any  # BNTT / BatchNorm running statistics
+    opt_state: Any
+
+
+def cross_entropy(logits_BHWK: jax.Array, labels_BHW: jax.Array) -> jax.Array:
+    """Pixel-wise softmax cross-entropy averaged over the valid pixels (labels < K)."""
+    valid = labels_BHW < logits_BHWK.shape[-1]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits_BHWK, jnp.where(valid, labels_BHW, 0))
+    return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def train_step(
+    state: TrainState,
+    batch: dict,
+    key: jax.Array,
+    *,
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    skip_nonfinite: bool = False,
+) -> tuple[TrainState, dict]:
+    """One optimizer step on `batch`; the Poisson spikes come from `fold_in(key, state.step)`.
+
+    The metrics say whether the loss, the gradients and the updated state are all finite. With
+    `skip_nonfinite`, a step where they are not leaves the state as it was but for the step count.
+    """
+    step_key = jax.random.fold_in(key, state.step)
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["inputs"],
+            train=True,
+            rngs={"spikes": step_key},
+            mutable=["batch_stats"],
+        )
+        return cross_entropy(logits, batch["labels"].astype(jnp.int32)), updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(new_state)
+    if skip_nonfinite:
+        kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = kept.replace(step=state.step + 1)
+    return new_state, {"loss": loss, "finite": finite}
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point value in `tree` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def forward(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
+    """The model's evaluation-mode logits `[B, H, W, K]` on `batch`, its Poisson spikes drawn from `key`."""
+    return model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, batch["inputs"], train=False, rngs={"spikes": key}
+    )
+
+
+def eval_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
+    """Confusion matrix `[K, K]` of the model's predictions on `batch` (ignored labels left out)."""
+    logits_BHWK = forward(state, batch, key, model=model)
+    return metrics.confusion_matrix(batch["labels"], jnp.argmax(logits_BHWK, axis=-1), logits_BHWK.shape[-1])
+
+
+def predict_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
+    """Predicted classes `[B, H, W]`."""
+    return jnp.argmax(forward(state, batch, key, model=model), axis=-1)
+
+
+def compile_train_step(
+    model: nn.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh, skip_nonfinite: bool = False
+) -> Callable:
+    """`train_step` jitted for `mesh` (the state is donated): what training runs and the benchmark times."""
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+        compiler_options=model.settings.tuning.compiler_options(),
+    )
+
+
+@functools.cache  # one compilation per (model, mesh, step) and operand shapes
+def compile_eval_step(model: nn.Module, mesh: jax.sharding.Mesh, step: Callable = eval_step) -> Callable:
+    """`step(operand, batch, key, *, model)` (by default `eval_step`) compiled for `model`: the batch
+    sharded, the operand and key replicated."""
+    replicated = sharding.replicated(mesh)
+    return jax.jit(
+        functools.partial(step, model=model),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=replicated,
+        compiler_options=model.settings.tuning.compiler_options(),
+    )
+
+
+def map_batches(
+    compiled_step: Callable,
+    operand: Any,
+    dataset: data.Dataset,
+    batch_size: int,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    threads: int = 1,
+) -> list:
+    """`compiled_step(operand, batch, fold_in(key, i))` on every padded evaluation batch i, on the host."""
+    share = sharding.process_share(dataset, batch_size, mesh)
+    batches = placed_batches(
+        functools.partial(pipeline.read_eval_batch, share, batch_size),
+        range(0, len(dataset), batch_size),
+        mesh,
+        threads,
+    )
+    return jax.device_get(
+        [compiled_step(operand, batch, jax.random.fold_in(key, i)) for i, batch in enumerate(batches)]
+    )
+
+
+def confusion_over(
+    compiled_eval_step: Callable,
+    state: Any,
+    dataset: data.Dataset,
+    batch_size: int,
+    key: jax.Array,
+    mesh: jax.sharding.Mesh,
+    threads: int = 1,
+) -> np.ndarray:
+    """The confusion matrix of the whole split, summed on the host (batch i draws `fold_in(key, i)`).
+
+    A step returning a stack of matrices `[..., K, K]` gives their sums.
+    """
+    per_batch = map_batches(compiled_eval_step, state, dataset, batch_size, key, mesh, threads)
+    return np.sum(np.asarray(per_batch, np.int64), axis=0)
+
+
+def first_examples(dataset: data.Dataset, count: int) -> data.ArrayDataset:
+    """The first `count` examples of `dataset` (all of them if fewer), in memory."""
+    inputs, labels = dataset.read(np.arange(min(count, len(dataset))))
+    return data.ArrayDataset(inputs, labels, dataset.class_names)
+
+
+def predict_first(
+    model: nn.Module,
+    mesh: jax.sharding.Mesh,
+    state: TrainState,
+    dataset: data.Dataset,
+    count: int,
+    batch_size: int,
+    key: jax.Array,
+) -> tuple[data.ArrayDataset, np.ndarray]:
+    """The first `count` examples of `dataset` and the classes `[N, H, W]` predicted for them, in batches
+    of `batch_size` (batch i draws `fold_in(key, i)`)."""
+    first = first_examples(dataset, count)
+    per_batch = map_batches(compile_eval_step(model, mesh, predict_step), state, first, batch_size, key, mesh)
+    return first, np.concatenate(per_batch)[: len(first)]
+
+
+def placed_batches(
+    read: Callable[[Any], dict], items: Iterable, mesh: jax.sharding.Mesh, threads: int, ahead: int = 2
+) -> Iterator[dict]:
+    """`read(item)` for each item, on the devices, up to `ahead` prepared by `threads` loader threads."""
+    batch_sharding = sharding.batch_sharding(mesh)
+    return pipeline.prefetch(
+        iter(items), lambda item: sharding.put_batch(read(item), batch_sharding), size=ahead, threads=threads
+    )
