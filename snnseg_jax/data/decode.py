@@ -59,6 +59,29 @@ def read_events(path: Path) -> np.ndarray:
     return events
 
 
+def check_finite(path: Path, values: np.ndarray, channels_in_file: int) -> None:
+    """Raise unless every value read from `path` is finite, saying how many are NaN, +inf and -inf."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    counts = {"NaN": np.isnan(values).sum(), "+inf": np.isposinf(values).sum(), "-inf": np.isneginf(values).sum()}
+    where = "" if values.shape[-1] == channels_in_file else f" in channels 0-{values.shape[-1] - 1} (the ones used)"
+    raise DatasetError(
+        f"{path} holds {sum(counts.values())} non-finite values "
+        f"({', '.join(f'{count} {name}' for name, count in counts.items() if count)}){where}; inputs must be finite. "
+        "Replace the file, or leave it out of the split."
+    )
+
+
+def check_normalized(path: Path, normalized: np.ndarray, values: np.ndarray) -> None:
+    """Raise unless normalizing the (finite) `values` read from `path` gave finite values."""
+    if not np.isfinite(normalized).all():
+        raise DatasetError(
+            f"{path} holds values up to {np.abs(values).max():.3g} in magnitude, too large to normalize in "
+            f"float32: {np.count_nonzero(~np.isfinite(normalized))} non-finite values result. "
+            "Replace the file, or leave it out of the split."
+        )
+
+
 def check_same_size(input_path: Path, input_hw: tuple[int, ...], label_path: Path, label_hw: tuple[int, ...]) -> None:
     """Raise unless an input and its label have the same height and width."""
     if tuple(input_hw) != tuple(label_hw):
