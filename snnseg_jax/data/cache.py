@@ -80,8 +80,7 @@ def check_sources(path: Path, built: np.ndarray, paths: Sequence[Path]) -> None:
     if changed:
         raise DatasetError(
             f"Cache {path} is out of date: {len(changed)} of the {len(paths)} files it was built from "
-            f"changed since (their size or modification time): {a_few(changed)}. "
-            f"{REBUILD}"
+            f"changed since (their size or modification time): {a_few(changed)}. {REBUILD}"
         )
 
 
@@ -120,8 +119,7 @@ def read(path: Path, settings: dict, sources: Sequence[Path]) -> Split:
             if f.attrs.get("settings_hash") != settings_hash(settings):
                 raise DatasetError(
                     f"Cache {path} was built with other preprocessing settings "
-                    f"({differences(built, settings)}). "
-                    f"{REBUILD}"
+                    f"({differences(built, settings)}). {REBUILD}"
                 )
             check_sources(path, f["sources"][...], sources)
             sequence = "recordings" in f

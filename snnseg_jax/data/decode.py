@@ -9,6 +9,7 @@ from PIL import Image
 
 from snnseg_jax.data.errors import DatasetError
 
+REPLACE_OR_LEAVE_OUT = "Replace the file, or leave it out of the split."
 LABEL_MODES = ("P", "L")  # palette PNG (VOC) or grayscale PNG (SBD, DDD17): pixel values are class indices
 
 
@@ -68,7 +69,7 @@ def check_finite(path: Path, values: np.ndarray, channels_in_file: int) -> None:
     raise DatasetError(
         f"{path} holds {sum(counts.values())} non-finite values "
         f"({', '.join(f'{count} {name}' for name, count in counts.items() if count)}){where}; inputs must be finite. "
-        "Replace the file, or leave it out of the split."
+        + REPLACE_OR_LEAVE_OUT
     )
 
 
@@ -77,8 +78,7 @@ def check_normalized(path: Path, normalized: np.ndarray, values: np.ndarray) -> 
     if not np.isfinite(normalized).all():
         raise DatasetError(
             f"{path} holds values up to {np.abs(values).max():.3g} in magnitude, too large to normalize in "
-            f"float32: {np.count_nonzero(~np.isfinite(normalized))} non-finite values result. "
-            "Replace the file, or leave it out of the split."
+            f"float32: {np.count_nonzero(~np.isfinite(normalized))} non-finite values result. " + REPLACE_OR_LEAVE_OUT
         )
 
 
