@@ -5,7 +5,7 @@
 #
 #   benchmarks/gpu_check.sh [path/to/torch_reference.py]      (default: $TORCH_REFERENCE or reproduce/torch_reference.py)
 #
-# Settings (device, sizes, compilation cache): reproduce/accelerator_env.sh. Results go to
+# Settings (interpreter, device, sizes, compilation cache): reproduce/accelerator_env.sh. Results go to
 # $OUT/gpu_check/ when OUT is set (else runs/gpu_check/): devices.txt (jax.devices()), the
 # logs, one JSON per run and summary.json; the last stdout line is the summary. It stops with
 # status 3 before measuring anything when JAX sees no GPU. Rehearsal without a GPU, tiny sizes:
@@ -46,14 +46,14 @@ run() {
 
 TORCH_DEVICE=$([ "$DEVICE" = cpu ] && echo cpu || echo cuda)
 run jax_float32 $(( $(left) > 150 ? 150 : $(left) )) "${OURS[@]}"
-run torch_loop $(( $(left) > 90 ? 90 : $(left) )) python3 -m reproduce.torch_on_cuda "$REFERENCE" --device "$TORCH_DEVICE" \
+run torch_loop $(( $(left) > 90 ? 90 : $(left) )) "$PYTHON" -m reproduce.torch_on_cuda "$REFERENCE" --device "$TORCH_DEVICE" \
     --styles loop --batch "$BATCH" --timesteps "$TIMESTEPS" --size "$SIZE" --width "$WIDTH" --steps 3
 # fc6 both ways: the step as it is ("all", compiled above, from the cache) and with conv_in_bounds_taps.
 run jax_fc6_in_bounds $(( $(left) > 120 ? 120 : $(left) )) "${OURS[@]}" --ablate_tuning --ablate=conv_in_bounds_taps \
     --repeats=5 ${GPU_CHECK_TUNING_BACKEND:+--tuning_backend=$GPU_CHECK_TUNING_BACKEND}
 run jax_bfloat16 $(( $(left) - 10 )) "${OURS[@]}" --config.model.dtype=bfloat16  # only if time is left
 
-python3 - "$RESULTS" <<'PY' | tee "$RESULTS/summary.json"
+"$PYTHON" - "$RESULTS" <<'PY' | tee "$RESULTS/summary.json"
 import json, sys
 results = sys.argv[1]
 def load(name):

@@ -4,6 +4,8 @@
 #   GPU_CHECK_DEVICE   cuda (default), tpu, or cpu to rehearse on a machine without an accelerator
 #   GPU_CHECK_BATCH, GPU_CHECK_TIMESTEPS, GPU_CHECK_SIZE, GPU_CHECK_WIDTH   the step's sizes
 #                      (default: the paper's network at batch 16: 16, 20, 64, 1.0)
+#   PYTHON             the interpreter that runs everything (default: python3 from PATH), e.g. a
+#                      virtual environment's bin/python, which then needs no activating
 #
 # JAX_PLATFORMS makes JAX fail instead of falling back to the CPU when it finds no such device;
 # `check_devices` prints `jax.devices()` and fails unless they are of the platform asked for. One
@@ -11,6 +13,7 @@
 # benchmark would otherwise split its batch over all of them. XLA's compilation cache persists in
 # JAX_COMPILATION_CACHE_DIR (default ~/.cache/snnseg_jax/xla), so that a rerun compiles nothing.
 
+PYTHON=${PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 BATCH=${GPU_CHECK_BATCH:-16}
 TIMESTEPS=${GPU_CHECK_TIMESTEPS:-20}
@@ -25,12 +28,12 @@ fi
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/snnseg_jax/xla}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
-OURS=(python3 -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size="$BATCH"
+OURS=("$PYTHON" -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size="$BATCH"
       --config.model.timesteps="$TIMESTEPS" --config.dataset.image_size="$SIZE" --config.model.width="$WIDTH")
 
 # check_devices FILE: prints jax.devices() (also into FILE); fails unless they are $DEVICE devices.
 check_devices() {
-  python3 - "$DEVICE" "$1" <<'PY'
+  "$PYTHON" - "$DEVICE" "$1" <<'PY'
 import sys
 expected, path = sys.argv[1], sys.argv[2]
 try:

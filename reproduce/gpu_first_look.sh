@@ -29,11 +29,11 @@ for dtype in float32 bfloat16; do
     JAX_ENABLE_COMPILATION_CACHE=false timeout "$LIMIT" "${OURS[@]}" --config.model.dtype=$dtype --repeats=5 \
     > "$RESULTS/$dtype.log" 2>&1
   echo "$dtype benchmark exit $?: $(tail -n 1 "$RESULTS/$dtype.log" | tee "$RESULTS/$dtype.json")" >&2
-  python3 -m reproduce.hlo_report "$RESULTS/hlo_$dtype" > "$RESULTS/report_$dtype.json"
+  "$PYTHON" -m reproduce.hlo_report "$RESULTS/hlo_$dtype" > "$RESULTS/report_$dtype.json"
   find "$RESULTS/hlo_$dtype" -type f ! -name '*train_step*after_optimizations.txt' -delete  # keep what was read
 done
 
-python3 - "$RESULTS" <<'PY'
+"$PYTHON" - "$RESULTS" <<'PY'
 import json, sys
 results = sys.argv[1]
 summary = {"devices": open(f"{results}/devices.txt").read().strip()}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from snnseg_jax.data import voc
+from snnseg_jax.data import loading, voc
 
 VOC_SIZES = {
     "2007_000032": (37, 53),
@@ -110,3 +111,49 @@ def make_dataset(base: Path, layout: str) -> Path:
         return make_voc(base)[0]
     make_ddd17(base, layout)
     return base
+
+
+def put_nonfinite(path: Path, value: float, count: int = 100) -> None:
+    """Set `count` values of channel 0 (event counts) of the event tensor at `path` to `value`."""
+    events = np.load(path)
+    events.reshape(-1, events.shape[-1])[:count, 0] = value
+    np.save(path, events)
+
+
+def rewrite(path: Path) -> None:
+    """Other content of the same kind in the file at `path` (a re-exported image or tensor, a corrected
+    label), dated one second later whatever the file system's clock resolution."""
+    modified = path.stat().st_mtime_ns + 10**9
+    if path.suffix == ".npy":
+        np.save(path, np.load(path) + 1)
+    else:
+        pixels = np.asarray(Image.open(path))
+        changed = 255 - pixels if pixels.ndim == 3 else np.where(pixels == 255, 255, 0).astype(np.uint8)
+        Image.fromarray(changed).save(path)
+    os.utime(path, ns=(modified, modified))
+
+
+def first_train_frame(root: Path) -> Path:
+    """The event tensor of the first frame of DDD17's train split in the list form."""
+    recording, numbers = next(iter(DDD17_TRAIN.items()))
+    return root / "events" / "train" / f"rec{recording}_export_{numbers[0]}.npy"
+
+
+def ddd17_with_nonfinite(root: Path, value: float) -> None:
+    """DDD17 in the list form with 100 values `value` (NaN, inf or -inf) in `first_train_frame`."""
+    make_ddd17(root, "lists")
+    put_nonfinite(first_train_frame(root), value)
+
+
+def changed_after_caching(root: Path, layout: str, relative: str, image_size: int = 64) -> None:
+    """A dataset in `layout` with the caches of its train and eval splits prepared, then the file
+    `root/relative` changed."""
+    if layout == "voc":
+        root = make_voc(root)[0]
+        name, splits = "voc2012", ("train_aug", "val")
+    else:
+        make_ddd17(root, layout)
+        name, splits = "ddd17", ("train", "test")
+    for split in splits:
+        loading.prepare_split(name, root, split, image_size)
+    rewrite(root / relative)

@@ -156,6 +156,7 @@ def test_the_train_and_eval_steps_lower_for_gpus_and_tpus_without_custom_calls_o
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the refusal on a machine without accelerator")
 def test_the_gpu_check_refuses_to_measure_without_a_gpu_unless_rehearsing(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GPU_CHECK_", "JAX_PLATFORMS"))}
+    env["PYTHON"] = sys.executable  # this interpreter, whether or not its environment is activated
     command = ["bash", os.path.join(REPO, "benchmarks", "gpu_check.sh"), str(tmp_path / "no_reference.py")]
     refused = subprocess.run(
         command, cwd=REPO, env={**env, "OUT": str(tmp_path / "gpu")}, capture_output=True, text=True, timeout=300

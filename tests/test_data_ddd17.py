@@ -4,12 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from datasets_on_disk import DDD17_TEST, DDD17_TRAIN, EVENTS_HW, make_ddd17
+from datasets_on_disk import DDD17_TEST, DDD17_TRAIN, EVENTS_HW, make_ddd17, put_nonfinite
 from PIL import Image
 
 from snnseg_jax.data import preprocess
 from snnseg_jax.data.errors import DatasetError
-from snnseg_jax.data.loading import load_split
+from snnseg_jax.data.loading import load_split, prepare_split
 from snnseg_jax.data.split import EventSequences, sequence_windows
 
 SIZE = 16
@@ -124,11 +124,32 @@ def _break(root, what):
     if what == "unparsable_name":
         events.rename(events.with_name("frame_100.npy"))
         return "frame_100.npy", "rec<recording>_export_<frame>.npy"
+    if what in NONFINITE:
+        put_nonfinite(events, NONFINITE[what])
+        return f"{name}.npy holds 100 non-finite values", f"(100 {what}) in channels 0-1 (the ones used)"
+    if what == "too_large_to_normalize":
+        huge = np.zeros((*EVENTS_HW, 6), np.float32)
+        huge[: EVENTS_HW[0] // 2, :, :2], huge[EVENTS_HW[0] // 2 :, :, :2] = 3.4e38, -3.4e38
+        np.save(events, huge)
+        return f"{name}.npy holds values up to 3.4e+38", "too large to normalize"
     raise ValueError(what)
 
 
+NONFINITE = {"NaN": np.nan, "+inf": np.inf, "-inf": -np.inf}
+
+
 @pytest.mark.parametrize(
-    "what", ["missing_split", "wrong_shape", "wrong_dtype", "missing_label", "size_mismatch", "unparsable_name"]
+    "what",
+    [
+        "missing_split",
+        "wrong_shape",
+        "wrong_dtype",
+        "missing_label",
+        "size_mismatch",
+        "unparsable_name",
+        *NONFINITE,
+        "too_large_to_normalize",
+    ],
 )
 def test_bad_input_raises_a_message_naming_the_file(tmp_path, what):
     make_ddd17(tmp_path, "evsegnet")
@@ -138,7 +159,7 @@ def test_bad_input_raises_a_message_naming_the_file(tmp_path, what):
     assert fragment in str(error.value) and phrase in str(error.value)
 
 
-@pytest.mark.parametrize("what", ["wrong_shape", "unparsable_name"])
+@pytest.mark.parametrize("what", ["wrong_shape", "unparsable_name", "NaN"])
 def test_bad_input_through_prepare_exits_non_zero_without_traceback(tmp_path, what, run_prepare):
     make_ddd17(tmp_path, "evsegnet")
     fragment, phrase = _break(tmp_path, what)
@@ -163,3 +184,44 @@ def test_event_sequences_read_windows_and_augment_only_with_a_generator(tmp_path
     np.testing.assert_array_equal(labels, split.labels[[0, 4, 6]])
     augmented, augmented_labels = sequences.read(np.array([0, 4, 6]), np.random.default_rng(1))
     assert augmented.shape == inputs.shape and not np.array_equal(augmented_labels, labels)
+
+
+def test_non_finite_values_are_counted_by_kind_in_the_channels_used_only(tmp_path):
+    make_ddd17(tmp_path, "evsegnet")
+    events = tmp_path / "test/events/rec1487593224_export_1.npy"
+    clean = load_split("ddd17", tmp_path, "test", SIZE)
+    tensor = np.load(events)
+    tensor[..., 2:] = np.nan  # channels 2-5 (timestamp statistics) are not read
+    np.save(events, tensor)
+    np.testing.assert_array_equal(load_split("ddd17", tmp_path, "test", SIZE).inputs, clean.inputs)
+    tensor[0, :3, 0], tensor[1, :2, 1], tensor[2, 0, 0] = np.nan, np.inf, -np.inf
+    np.save(events, tensor)
+    with pytest.raises(DatasetError, match=r"holds 6 non-finite values \(3 NaN, 2 \+inf, 1 -inf\) in channels 0-1"):
+        load_split("ddd17", tmp_path, "test", SIZE)
+
+
+@pytest.mark.parametrize("what", NONFINITE)
+def test_preparing_a_cache_stops_at_a_non_finite_value_and_writes_nothing(tmp_path, what):
+    make_ddd17(tmp_path, "evsegnet")
+    fragment, phrase = _break(tmp_path, what)
+    with pytest.raises(DatasetError) as error:
+        prepare_split("ddd17", tmp_path, "test", SIZE)
+    assert fragment in str(error.value) and phrase in str(error.value)
+    assert not (tmp_path / "snnseg_cache").exists()
+
+
+def test_label_values_outside_the_classes_are_ignored_with_a_warning_naming_three_files(tmp_path, caplog):
+    frames = make_ddd17(tmp_path, "evsegnet")
+    names = names_in_order(DDD17_TEST)
+    for name in names[:5]:
+        Image.fromarray(np.where(frames[name][1] == 0, 6, frames[name][1]).astype(np.uint8)).save(
+            tmp_path / "test/labels" / f"{name}.png"
+        )
+    with caplog.at_level("WARNING"):
+        split = load_split("ddd17", tmp_path, "test", SIZE)
+    pixels = sum(int((frames[name][1] == 0).sum()) for name in names[:5])
+    [warning] = [r.getMessage() for r in caplog.records if "label pixels" in r.getMessage()]
+    labels = [tmp_path / "test/labels" / f"{name}.png" for name in names[:3]]
+    assert f"{pixels} label pixels in 5 files have values >= 6" in warning
+    assert f"Files: {labels[0]}, {labels[1]}, {labels[2]} and 2 more." in warning
+    assert not ((split.labels >= 6) & (split.labels != 255)).any()

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import REPO
-from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset
+from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset, put_nonfinite, rewrite
 
 from snnseg_jax.data import loading
 
@@ -23,7 +23,7 @@ TINY = [
 ]
 
 
-def run(script, config, workdir, root, *overrides):
+def run(script, config, workdir, root, *overrides, status=0):
     result = subprocess.run(
         [
             sys.executable,
@@ -39,7 +39,7 @@ def run(script, config, workdir, root, *overrides):
         cwd=REPO,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == status, result.stderr
     return result
 
 
@@ -48,8 +48,27 @@ def trained_losses(workdir):
     return [line["loss"] for line in lines if "loss" in line]
 
 
+def a_label_changed_after_caching(root):
+    """The val split cached, then one of its labels corrected: the message names it and the command."""
+    loading.prepare_split("voc2012", root, "val", 16)
+    label = root / "VOCdevkit/VOC2012/SegmentationClass" / f"{VOC_VAL[1]}.png"
+    rewrite(label)
+    return (
+        "voc2012_val_16.h5 is out of date: 1 of the 4 files it was built from changed since (their size or "
+        f"modification time): {label}. Rebuild it with `python -m snnseg_jax.data.prepare"
+    )
+
+
+def nan_in_a_test_frame(root):
+    """100 NaN in an event tensor of the test split: the message names it and counts them."""
+    recording, numbers = next(iter(DDD17_TEST.items()))
+    events = root / "events/test" / f"rec{recording}_export_{numbers[-1]}.npy"
+    put_nonfinite(events, np.nan)
+    return f"error: {events} holds 100 non-finite values (100 NaN) in channels 0-1"
+
+
 @pytest.mark.parametrize(
-    "config,layout,split,count,extra",
+    "config,layout,split,count,extra,damage",
     [
         (
             "configs/voc_deeplab.py",
@@ -57,6 +76,7 @@ def trained_losses(workdir):
             "val",
             len(VOC_VAL),
             ["--config.model.name=deeplab", "--config.dataset.train_split=train"],
+            a_label_changed_after_caching,
         ),
         (
             "configs/ddd17_deeplab.py",
@@ -64,10 +84,12 @@ def trained_losses(workdir):
             "test",
             sum(map(len, DDD17_TEST.values())),
             ["--config.model.name=deeplab", "--config.dataset.augment=true"],
+            nan_in_a_test_frame,
         ),
     ],
 )
-def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, layout, split, count, extra):
+def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, layout, split, count, extra, damage):
+    """Then the eval split damaged (`damage`): evaluate.py stops with exit 2 and a message naming the file."""
     root = make_dataset(tmp_path / "data", layout)
     workdir = tmp_path / "run"
     run("train.py", config, workdir, root, *extra)
@@ -76,6 +98,9 @@ def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, l
     report = json.loads((workdir / f"eval_{split}.json").read_text())
     assert report["num_images"] == count and report["step"] == 2
     assert 0.0 <= report["miou"] <= 1.0
+    message = damage(root)
+    stopped = run("evaluate.py", config, workdir, root, *extra, status=2)
+    assert "Traceback" not in stopped.stderr and message in " ".join(stopped.stderr.split()), stopped.stderr
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from datasets_on_disk import VOC_SIZES, VOC_TRAIN, VOC_VAL, make_voc
 from PIL import Image
 
-from snnseg_jax.data import voc
+from snnseg_jax.data import decode, voc
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.loading import load_split
 
@@ -102,6 +102,7 @@ def test_labels_outside_the_classes_become_ignore_with_one_warning(voc_tree, cap
     warnings = [r for r in caplog.records if "label pixels" in r.getMessage()]
     assert len(warnings) == 1
     assert f"{expected_total} label pixels in {len(VOC_VAL)} files" in warnings[0].getMessage()
+    assert warnings[0].getMessage().endswith(f"Files: {folder / VOC_VAL[0]}.png, {folder / VOC_VAL[1]}.png.")
     assert split.labels.max() == 255 and not ((split.labels >= 21) & (split.labels != 255)).any()
 
 
@@ -169,3 +170,19 @@ def test_bad_input_through_prepare_exits_non_zero_without_traceback(voc_tree, wh
     assert "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
     assert fragment in message and phrase in message
+
+
+def test_a_decoder_yielding_non_finite_pixels_stops_reading_naming_the_image(voc_tree, monkeypatch):
+    """Decoded JPEGs are uint8; a decoder giving floats is checked like the event tensors."""
+    root, _ = voc_tree
+    read_rgb = decode.read_rgb
+
+    def floats_with_nan(path):
+        image = read_rgb(path).astype(np.float32)
+        if path.stem == VOC_VAL[1]:
+            image[:2, :2, 1] = np.nan
+        return image
+
+    monkeypatch.setattr(decode, "read_rgb", floats_with_nan)
+    with pytest.raises(DatasetError, match=rf"JPEGImages/{VOC_VAL[1]}\.jpg holds 4 non-finite values \(4 NaN\);"):
+        load_split("voc2012", root, "val", SIZE)

@@ -1,16 +1,19 @@
 """`train.py` and `evaluate.py` end to end, as a user runs them, on a tiny config."""
 
 import concurrent.futures
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import read_events
+from datasets_on_disk import VOC_TRAIN, VOC_VAL, changed_after_caching, ddd17_with_nonfinite, first_train_frame
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
@@ -201,6 +204,48 @@ BAD_COMMAND_LINES = {
         "analysis.noise_sigmas must be a non-empty list, each item a non-negative number",
     ),
     "nothing-to-evaluate": ("evaluate.py", [], "holds no checkpoint to evaluate. Train it first with: python train.py"),
+    **{
+        f"event-tensor-with-{kind}": (
+            "train.py",
+            [
+                "--config=configs/ddd17_deeplab.py",
+                f"--config.dataset.root={{tmp}}/ddd17_{kind}",
+                f"--workdir={{tmp}}/run_ddd17_{kind}",
+            ],
+            f"{first_train_frame(Path(f'ddd17_{kind}'))} holds 100 non-finite values (100 {kind}) in channels 0-1",
+        )
+        for kind in ("NaN", "+inf", "-inf")
+    },
+    "image-changed-after-caching": (
+        "train.py",
+        [
+            "--config=configs/voc_deeplab.py",
+            "--config.dataset.root={tmp}/voc_image_changed",
+            "--workdir={tmp}/run_image",
+        ],
+        f"voc_image_changed/VOCdevkit/VOC2012/JPEGImages/{VOC_TRAIN[0]}.jpg. Rebuild it with "
+        "`python -m snnseg_jax.data.prepare",
+    ),
+    "label-changed-after-caching": (
+        "train.py",
+        [
+            "--config=configs/voc_deeplab.py",
+            "--config.dataset.root={tmp}/voc_label_changed",
+            "--workdir={tmp}/run_label",
+        ],
+        f"voc_label_changed/VOCdevkit/VOC2012/SegmentationClass/{VOC_VAL[0]}.png. Rebuild it with "
+        "`python -m snnseg_jax.data.prepare",
+    ),
+}
+# Damaged datasets under {tmp}: name -> what builds it there.
+BAD_TREES = {
+    **{f"ddd17_{kind}": functools.partial(ddd17_with_nonfinite, value=float(kind)) for kind in ("NaN", "+inf", "-inf")},
+    "voc_image_changed": functools.partial(
+        changed_after_caching, layout="voc", relative=f"VOCdevkit/VOC2012/JPEGImages/{VOC_TRAIN[0]}.jpg"
+    ),
+    "voc_label_changed": functools.partial(
+        changed_after_caching, layout="voc", relative=f"VOCdevkit/VOC2012/SegmentationClass/{VOC_VAL[0]}.png"
+    ),
 }
 
 
@@ -213,6 +258,8 @@ def bad_command_lines(tmp_path_factory):
             os.makedirs(tmp / name)
         else:
             (tmp / name).write_text(text)
+    for name, build in BAD_TREES.items():
+        build(tmp / name)
 
     def run_one(case):
         script, arguments, _ = case

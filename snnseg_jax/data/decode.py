@@ -9,6 +9,7 @@ from PIL import Image
 
 from snnseg_jax.data.errors import DatasetError
 
+REPLACE_OR_LEAVE_OUT = "Replace the file, or leave it out of the split."
 LABEL_MODES = ("P", "L")  # palette PNG (VOC) or grayscale PNG (SBD, DDD17): pixel values are class indices
 
 
@@ -57,6 +58,28 @@ def read_events(path: Path) -> np.ndarray:
             "float32 of shape [H, W, 6] (DDD17 as distributed with Ev-SegNet)."
         )
     return events
+
+
+def check_finite(path: Path, values: np.ndarray, channels_in_file: int) -> None:
+    """Raise unless every value read from `path` is finite, saying how many are NaN, +inf and -inf."""
+    if values.dtype.kind != "f" or np.isfinite(values).all():
+        return
+    counts = {"NaN": np.isnan(values).sum(), "+inf": np.isposinf(values).sum(), "-inf": np.isneginf(values).sum()}
+    where = "" if values.shape[-1] == channels_in_file else f" in channels 0-{values.shape[-1] - 1} (the ones used)"
+    raise DatasetError(
+        f"{path} holds {sum(counts.values())} non-finite values "
+        f"({', '.join(f'{count} {name}' for name, count in counts.items() if count)}){where}; inputs must be finite. "
+        + REPLACE_OR_LEAVE_OUT
+    )
+
+
+def check_normalized(path: Path, normalized: np.ndarray, values: np.ndarray) -> None:
+    """Raise unless normalizing the (finite) `values` read from `path` gave finite values."""
+    if not np.isfinite(normalized).all():
+        raise DatasetError(
+            f"{path} holds values up to {np.abs(values).max():.3g} in magnitude, too large to normalize in "
+            f"float32: {np.count_nonzero(~np.isfinite(normalized))} non-finite values result. " + REPLACE_OR_LEAVE_OUT
+        )
 
 
 def check_same_size(input_path: Path, input_hw: tuple[int, ...], label_path: Path, label_hw: tuple[int, ...]) -> None:

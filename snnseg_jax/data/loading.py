@@ -28,13 +28,13 @@ def cache_path(name: str, root: str | Path, split: str, image_size: int, cache_d
 
 
 def load_split(name: str, root: str | Path, split: str, image_size: int, cache_dir: str | Path = "") -> Split:
-    """A preprocessed split: from its cache when present (rejected if built with other settings),
-    otherwise read from the files with a progress bar."""
+    """A preprocessed split: from its cache when present (rejected if built with other settings or from
+    files changed since), otherwise read from the files with a progress bar."""
     reader = reader_for(name)
     items = reader.list_split(Path(root), split)
     path = cache_path(name, root, split, image_size, cache_dir)
     if path.exists():
-        return cache.read(path, cache.settings_for(name, split, image_size, items))
+        return cache.read(path, cache.settings_for(name, split, image_size, items), cache.source_files(items))
     return reader.read_split(items, split, image_size)
 
 
@@ -45,10 +45,11 @@ def prepare_split(
     start = time.perf_counter()
     reader = reader_for(name)
     items = reader.list_split(Path(root), split)
+    sources = cache.file_stats(cache.source_files(items))  # before reading: a file changed while read is noticed
     split_data = reader.read_split(items, split, image_size)
     path = cache_path(name, root, split, image_size, cache_dir)
     try:
-        cache.write(path, split_data, cache.settings_for(name, split, image_size, items))
+        cache.write(path, split_data, cache.settings_for(name, split, image_size, items), sources)
     except OSError as error:
         raise DatasetError(
             f"Cannot write cache {path} ({error}); choose a writable folder with --config.dataset.cache_dir=..."

@@ -3,8 +3,9 @@
     python -m snnseg_jax.data.prepare --config configs/voc_deeplab.py --config.dataset.root=/data/VOCdevkit
 
 Training then reads the caches in seconds instead of decoding every file. Rerun after changing
-anything that changes the arrays (dataset, split, image size, the split's file list): a cache that
-does not match the config is rejected by training rather than silently used.
+anything that changes the arrays (dataset, split, image size, the split's file list, any of its
+files): a cache that does not match the config, or whose files changed size or modification time
+since, is rejected by training rather than silently used.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def normalize_events(events_HWC: np.ndarray, size: int) -> np.ndarray:
     average sparse events with their empty neighbours: on a frame with 5% of its pixels active the
     network would see about [-0.50, -0.30].
     """
-    return minmax_event_frames(resize_bilinear(events_HWC[..., :2].astype(np.float32), size))
+    return minmax_event_frames(resize_bilinear(np.asarray(events_HWC[..., :2], np.float32), size))
 
 
 def ignore_unknown_classes(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, int]:
