@@ -210,8 +210,9 @@ def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict |
         if start.validation_owed:
             result = validate(run, checker.verify(state, first), tensorboard)
         for step in range(first + 1, run.steps + 1):
-            state, step_metrics = compiled_train_step(state, next(batches), run.train_key)
-            checker.dispatched(step, step_metrics)  # checks step - 1 while this one runs
+            batch = next(batches)
+            state, step_metrics = compiled_train_step(state, batch, run.train_key)
+            checker.dispatched(step, step_metrics, batch)  # checks step - 1 while this one runs
             HOOKS.step_dispatched(step)
             stopping = step < run.steps and vote is not None and bool(vote)  # asked for after step - 1
             if stopping or run.validates_at(step) or run.saves_at(step):

@@ -77,17 +77,32 @@ def final_validation(workdir: str) -> dict | None:
     return next((r for r in reversed(records) if "miou" in r), None)
 
 
-def nonfinite_message(step: int, loss: float, newest_checkpoint: int | None, learning_rate: float) -> str:
-    """The error stopping training at non-finite step `step`."""
+def nonfinite_message(
+    step: int, loss: float, newest_checkpoint: int | None, learning_rate: float, bad_inputs: int = 0
+) -> str:
+    """The error stopping training at non-finite step `step`, whose batch held `bad_inputs` non-finite
+    input values (then the input, not the learning rate, is at fault)."""
     kept = (
         f"checkpoint {newest_checkpoint} is intact" if newest_checkpoint is not None else "no checkpoint had been saved"
     )
     what = "gradient or update" if np.isfinite(loss) else "loss"
+    stopped = f"training stopped before saving it, and {kept}"
+    if bad_inputs:
+        return (
+            f"step {step} gave a non-finite {what} (loss {loss}) because its batch held {bad_inputs} non-finite "
+            f"input values (NaN or inf): the input data, not the learning rate, is at fault; {stopped}. Find the "
+            f"damaged file (python -m snnseg_jax.data.prepare reads and checks every file of a split) and replace "
+            f"it, or leave it out of the split."
+        )
     return (
-        f"step {step} gave a non-finite {what} (loss {loss}); training "
-        f"stopped before saving it, and {kept}. Lower learning_rate (now {learning_rate}), or set "
-        f"skip_nonfinite_steps=True to skip such steps."
+        f"step {step} gave a non-finite {what} (loss {loss}); {stopped}. Lower learning_rate (now {learning_rate}), "
+        f"or set skip_nonfinite_steps=True to skip such steps."
     )
+
+
+def nonfinite_inputs(batch: dict) -> int:
+    """How many input values of `batch` (this process's share) are NaN or infinite."""
+    return sum(int(np.size(s.data) - np.isfinite(np.asarray(s.data)).sum()) for s in batch["inputs"].addressable_shards)
 
 
 def log_validation(
@@ -251,12 +266,14 @@ class StepChecker:
     ) -> None:
         self.log, self.newest_checkpoint, self.learning_rate = log, newest_checkpoint, learning_rate
         self.checked = start  # every step up to this one fetched and found finite (or skipped)
-        self.pending: tuple[int, dict] | None = None  # the step dispatched last, if not yet checked
+        # The step dispatched last, if not yet checked: its metrics, and its batch (kept to tell a
+        # non-finite input from a divergence, which only a non-finite step pays for).
+        self.pending: tuple[int, dict, dict] | None = None
 
-    def dispatched(self, step: int, step_metrics: dict) -> None:
-        """Takes the metrics of `step`, just dispatched, and checks those of the step before it."""
+    def dispatched(self, step: int, step_metrics: dict, batch: dict) -> None:
+        """Takes the metrics of `step`, just dispatched on `batch`, and checks those of the step before it."""
         self._check_pending()
-        self.pending = (step, step_metrics)
+        self.pending = (step, step_metrics, batch)
 
     def verify(self, state: TrainState, step: int) -> Verified:
         """`state`, the state after `step`, once every step up to `step` is checked (waits for them);
@@ -273,9 +290,12 @@ class StepChecker:
         """Fetches the pending step's metrics (waits for it) and checks them."""
         if self.pending is None:
             return
-        (step, step_metrics), self.pending = self.pending, None
+        (step, step_metrics, batch), self.pending = self.pending, None
         values = jax.device_get(step_metrics)
         nonfinite = self.log.add(step, float(values["loss"]), bool(values["finite"]))
         if nonfinite is not None:
-            raise UserError(nonfinite_message(*nonfinite, self.newest_checkpoint(), self.learning_rate))
+            message = nonfinite_message(
+                *nonfinite, self.newest_checkpoint(), self.learning_rate, nonfinite_inputs(batch)
+            )
+            raise UserError(message)
         self.checked = step

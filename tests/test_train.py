@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from configs import shapes_deeplab
-from snnseg_jax import experiment, models, optimization, steps, training_log
+from snnseg_jax import data, experiment, models, optimization, steps, training_log
+from snnseg_jax import train as train_lib
 from snnseg_jax.cli import UserError
 
 
@@ -194,3 +195,32 @@ def test_every_field_of_the_shipped_configs_has_a_rule_and_keeps_it():
         config = importlib.import_module(f"configs.{name}").get_config()
         assert [f for f in config_rules.flatten(config) if config_rules.rule_for(f) is None] == [], name
         assert config_rules.problems(config) == {}, name
+
+
+def test_a_nonfinite_step_on_nonfinite_inputs_blames_the_inputs_not_the_learning_rate(monkeypatch, tmp_path):
+    """Datasets reject non-finite files when they read them; should one reach a step anyway, the error
+    says the input is at fault (and how many values), not the learning rate. (The ANN: a spiking
+    network's rate coding turns a NaN pixel into no spike, a silent error the datasets' check stops.)"""
+    config = shapes_deeplab.get_config()
+    config.update_from_flattened_dict(
+        {"model.name": "deeplab", "dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 2,
+         "dataset.synthetic_sizes.train": 8,
+         "dataset.synthetic_sizes.val": 8, "batch_size": 8, "eval_batch_size": 8, "num_train_steps": 3,
+         "log_every_steps": 1, "eval_every_steps": 0, "checkpoint_every_steps": 100}
+    )  # fmt: skip
+    load_split = experiment.load_split
+
+    def damaged(config, split):
+        dataset = load_split(config, split)
+        if split != config.dataset.train_split:
+            return dataset
+        inputs, labels = dataset.read(np.arange(len(dataset)))
+        inputs[:, 0, 0, 0] = np.nan  # one bad value per image: every batch holds 8
+        return data.ArrayDataset(inputs, labels, dataset.class_names)
+
+    monkeypatch.setattr(experiment, "load_split", damaged)
+    with pytest.raises(UserError) as error:
+        train_lib.train_and_evaluate(config, str(tmp_path))
+    message = str(error.value)
+    assert "step 1 gave a non-finite" in message and "held 8 non-finite input values" in message
+    assert "not the learning rate" in message and "Lower learning_rate" not in message
