@@ -40,22 +40,27 @@ class Stopped(Exception):
 
 def fail(message: str, status: int = EXIT_USER_ERROR, prefix: str = "error") -> NoReturn:
     """Prints `message` as one paragraph on stderr and exits with `status`."""
-    print(_paragraph(f"{prefix}: {message}"), file=sys.stderr)
+    print(_paragraph(f"{prefix}: ", message), file=sys.stderr)
     sys.exit(status)
 
 
 def warn(message: str) -> None:
     """Prints `message` as one paragraph on stderr; the program goes on."""
-    print(_paragraph(f"warning: {message}"), file=sys.stderr)
+    print(_paragraph("warning: ", message), file=sys.stderr)
 
 
-def _paragraph(text: str) -> str:
-    """`text` filled to 100 columns; lines after it that begin with 4 spaces (commands to paste) stay whole."""
+def _paragraph(label: str, text: str) -> str:
+    """`label` then `text` filled to 100 columns, the label on the first line whatever follows it; lines
+    after it that begin with 4 spaces (commands to paste) stay whole."""
     text, *commands = text.split("\n    ")
     return "\n".join(
         [
             textwrap.fill(
-                " ".join(text.split()), width=100, break_long_words=False, break_on_hyphens=False
+                " ".join(text.split()),
+                width=100,
+                initial_indent=label,
+                break_long_words=False,
+                break_on_hyphens=False,
             ),  # paths stay whole
             *(f"    {' '.join(command.split())}" for command in commands),
         ]

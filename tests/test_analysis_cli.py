@@ -258,8 +258,9 @@ def test_an_evaluation_with_other_settings_than_training_gets_its_own_file(runs)
     )
 
 
+@pytest.mark.slow  # the analyses themselves are checked in-process in tests/test_analysis_stream.py
 def test_latency_and_streaming_on_event_recordings(tmp_path):
-    """A random spiking checkpoint on the embedded event recordings: both analyses' JSON."""
+    """A random spiking checkpoint on the embedded event recordings: both analyses' JSON, through evaluate.py."""
     workdir, overrides = str(tmp_path), {**TINY, "dataset.name": "events", "dataset.synthetic_sizes.val": 12}
     config = shapes_deeplab.get_config()
     config.update_from_flattened_dict(overrides)

@@ -209,6 +209,9 @@ def final_state(workdir, step=3):
     return ocp.tree.to_flat_dict(checkpointer.restore(path, target))
 
 
+# The end-to-end runs (one device, two devices, two processes) are slow; the sharded step itself and
+# each process's rows are checked in the default run above and below.
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["two_devices", "two_processes"])
 def test_data_parallel_training_matches_one_device(runs, run):
     expected, got = read_metrics(runs["one_device"]), read_metrics(runs[run])
@@ -228,6 +231,7 @@ def test_data_parallel_training_matches_one_device(runs, run):
     assert np.all(np.abs(np.diff(losses)) > 10 * 1e-5 * np.abs(losses[1:]))
 
 
+@pytest.mark.slow
 def test_only_the_first_process_writes_the_metrics(runs):
     lines = read_metrics(runs["two_processes"])
     assert len(lines) == 4  # not once per process
