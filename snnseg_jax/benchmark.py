@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, experiment, formulations, optimization, sharding, stream
+from snnseg_jax import cli, experiment, formulations, optimization, sharding, sparsity, stream
 from snnseg_jax.analysis import energy
 from snnseg_jax.data import ddd17, synthetic, voc
 from snnseg_jax.metrics import IGNORE_LABEL
@@ -117,7 +117,9 @@ class Steps:
         )
         init = functools.partial(experiment.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
         self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
-        self.train = compile_train_step(self.model, optimizer, mesh).lower(self.state, self.batch, self.key).compile()
+        budget = sparsity.budget_of(config)
+        self.train = compile_train_step(self.model, optimizer, mesh, budget=budget)
+        self.train = self.train.lower(self.state, self.batch, self.key).compile()
         self.eval = compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
 
     def train_once(self) -> dict:
