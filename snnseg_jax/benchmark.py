@@ -4,6 +4,8 @@
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning \
         [--ablate=conv_in_bounds_taps,...] [--tuning_backend=gpu]
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --stream --repeats=10
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 \
+        --config.spikes.penalty=0.1 --spike_budget
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
 memory, the model's FLOPs (paper Eq. 9) and the FLOP/s they imply, and the device. The last line
@@ -194,6 +196,43 @@ def tuning_variants(backend: str | None = None, fields: Sequence[str] = ()) -> d
     return variants
 
 
+def alternated(variants: dict[str, Steps], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best and median train step seconds of each variant: after a warm-up, `repeats` rounds time one
+    step of each in turn, so that load from other processes falls on all of them alike."""
+    for variant in variants.values():
+        time_calls(variant.train_once, 1)  # warm-up
+    seconds = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, variant in variants.items():
+            seconds[name] += time_calls(variant.train_once, 1)
+    return {name: min(v) for name, v in seconds.items()}, {name: statistics.median(v) for name, v in seconds.items()}
+
+
+def spike_budget_cost(config: ml_collections.ConfigDict, repeats: int) -> dict:
+    """Train step seconds at the config's spike budget (`spikes.penalty` > 0) against no budget, alternated."""
+    experiment.check_config(config)
+    if config.spikes.penalty <= 0:
+        raise cli.UserError("--spike_budget compares a spike budget with none: set --config.spikes.penalty > 0")
+    without = config.copy_and_resolve_references()
+    with without.unlocked():
+        without.spikes.penalty = 0.0
+    steps = {"budget": Steps(config), "none": Steps(without)}
+    best, median = alternated(steps, repeats)
+    return {
+        "model": config.model.name,
+        "batch_size": config.batch_size,
+        "penalty": config.spikes.penalty,
+        "weighting": config.spikes.weighting,
+        "train_step_seconds": best,
+        "train_step_median_seconds": median,
+        "ratio_best": best["budget"] / best["none"],
+        "ratio_median": median["budget"] / median["none"],
+        "train_temp_bytes": {name: int(v.train.memory_analysis().temp_size_in_bytes) for name, v in steps.items()},
+        "device": device_description(),
+        "jax": jax.__version__,
+    }
+
+
 def ablate_tuning(
     config: ml_collections.ConfigDict, repeats: int, backend: str | None = None, fields: Sequence[str] = ()
 ) -> list[dict]:
@@ -205,15 +244,8 @@ def ablate_tuning(
     """
     experiment.check_config(config)
     steps = {name: Steps(config, tuning) for name, tuning in tuning_variants(backend, fields).items()}
-    for variant in steps.values():
-        time_calls(variant.train_once, 1)  # warm-up
-    seconds = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, variant in steps.items():
-            seconds[name] += time_calls(variant.train_once, 1)
+    best, median = alternated(steps, repeats)
     memory = {name: int(variant.train.memory_analysis().temp_size_in_bytes) for name, variant in steps.items()}
-    best = {name: min(values) for name, values in seconds.items()}
-    median = {name: statistics.median(values) for name, values in seconds.items()}
     return [
         {
             "variant": name,
@@ -307,6 +339,14 @@ def main() -> None:
             )
         print(json.dumps(rows))
         return
+    if FLAGS.spike_budget:
+        result = spike_budget_cost(FLAGS.config, FLAGS.repeats)
+        print(
+            f"spike budget ({result['weighting']}, penalty {result['penalty']}) against none: "
+            f"{result['ratio_best']:.3f}x best, {result['ratio_median']:.3f}x median train step"
+        )
+        print(json.dumps(result))
+        return
     result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
     print("\n".join(summary_lines(result)))
     print(json.dumps(result))
@@ -324,6 +364,12 @@ if __name__ == "__main__":
         "stream",
         False,
         "Time stream.step at batch 1 against a T-th of the whole-window forward (spiking networks; --repeats rounds).",
+    )
+    flags.DEFINE_bool(
+        "spike_budget",
+        False,
+        "Time the train step at the config's spike budget (spikes.penalty > 0) against none, "
+        "alternating over --repeats rounds, as ratios.",
     )
     flags.DEFINE_bool(
         "ablate_tuning",
