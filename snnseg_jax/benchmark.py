@@ -323,32 +323,28 @@ def summary_lines(result: dict) -> list[str]:
 def main() -> None:
     if FLAGS.stream:
         result = stream_latency(FLAGS.config, FLAGS.repeats)
-        print(
+        lines = [
             f"stream.step at batch 1: {result['step_ms']:.2f} ms median; whole window of T={result['timesteps']}: "
             f"{result['window_ms']:.2f} ms, so {result['ratio_to_window_share']:.2f}x a T-th of it"
-        )
-        print(json.dumps(result))
-        return
-    if FLAGS.ablate_tuning:
-        rows = ablate_tuning(FLAGS.config, FLAGS.repeats, FLAGS.tuning_backend or None, FLAGS.ablate)
-        for row in rows:
-            print(
-                f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
-                f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
-                f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)"
-            )
-        print(json.dumps(rows))
-        return
-    if FLAGS.spike_budget:
+        ]
+    elif FLAGS.ablate_tuning:
+        result = ablate_tuning(FLAGS.config, FLAGS.repeats, FLAGS.tuning_backend or None, FLAGS.ablate)
+        lines = [
+            f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
+            f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
+            f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)"
+            for row in result
+        ]
+    elif FLAGS.spike_budget:
         result = spike_budget_cost(FLAGS.config, FLAGS.repeats)
-        print(
+        lines = [
             f"spike budget ({result['weighting']}, penalty {result['penalty']}) against none: "
             f"{result['ratio_best']:.3f}x best, {result['ratio_median']:.3f}x median train step"
-        )
-        print(json.dumps(result))
-        return
-    result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
-    print("\n".join(summary_lines(result)))
+        ]
+    else:
+        result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
+        lines = summary_lines(result)
+    print("\n".join(lines))
     print(json.dumps(result))
 
 
