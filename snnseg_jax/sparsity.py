@@ -59,8 +59,8 @@ def budget_of(config: ml_collections.ConfigDict) -> SpikeBudget:
 
 
 def batch_rates(activity: dict[str, jax.Array], inputs: jax.Array, timesteps: int) -> dict[str, jax.Array]:
-    """`spike_energy.input_rates` averaged over the batch (scalars)."""
-    return {name: rates.mean() for name, rates in spike_energy.input_rates(activity, inputs, timesteps).items()}
+    """`spike_energy.rates_per_image` averaged over the batch (scalars)."""
+    return {name: rates.mean() for name, rates in spike_energy.rates_per_image(activity, inputs, timesteps).items()}
 
 
 def energy_cost(model: nn.Module, variables: dict, inputs: jax.Array, rates: dict[str, jax.Array]) -> jax.Array:

@@ -125,7 +125,7 @@ def expected_input_spikes(images_BHWC: jax.Array, timesteps: int) -> jax.Array:
     return timesteps * jnp.minimum(jnp.abs(images_BHWC), 1.0).reshape(len(images_BHWC), -1).mean(axis=1)
 
 
-def input_rates(activity: dict[str, jax.Array], inputs: jax.Array, timesteps: int) -> dict[str, jax.Array]:
+def rates_per_image(activity: dict[str, jax.Array], inputs: jax.Array, timesteps: int) -> dict[str, jax.Array]:
     """Per image `[B]`: `spike_rates` of every spiking layer, and the expected Poisson input spikes per
     input value (`INPUT`, static images only: event frames are analog)."""
     rates = spike_rates(activity)

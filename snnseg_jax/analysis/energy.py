@@ -36,7 +36,7 @@ def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> 
         rngs={"spikes": key},
         mutable=[models.ACTIVITY],
     )
-    return spike_energy.input_rates(models.activity(sown), batch["inputs"], model.settings.timesteps)
+    return spike_energy.rates_per_image(models.activity(sown), batch["inputs"], model.settings.timesteps)
 
 
 def mean_spike_rates(run: Restored) -> dict[str, float]:
