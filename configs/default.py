@@ -46,6 +46,12 @@ def get_config() -> ml_collections.ConfigDict:
         True  # faster formulations of the ops for the backend (False: XLA's plain ops; same values)
     )
 
+    # A spike budget in the loss of a spiking network: loss = cross-entropy + penalty * cost (snnseg_jax.sparsity)
+    config.spikes = ml_collections.ConfigDict()
+    config.spikes.penalty = 0.0  # lambda >= 0 on the cost; 0: no spike term, the plain cross-entropy
+    config.spikes.weighting = "energy"  # energy: cost E_SNN / E_ANN of the batch (Eqs. 8-12); rate: see target_rate
+    config.spikes.target_rate = 0.1  # rate: spikes per neuron per step above which a layer costs (its excess squared)
+
     # Several processes (hosts): see docs/training.md, "Multiple devices and hosts". Empty / 0 / -1 fields are
     # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.
     config.distributed = ml_collections.ConfigDict()

@@ -4,6 +4,8 @@
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 --ablate_tuning \
         [--ablate=conv_in_bounds_taps,...] [--tuning_backend=gpu]
     python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --stream --repeats=10
+    python -m snnseg_jax.benchmark --config configs/voc_deeplab.py --config.batch_size=2 \
+        --config.spikes.penalty=0.1 --spike_budget
 
 Reports the best and median seconds per step (after warm-up), the compiled train step's temporary
 memory, the model's FLOPs (paper Eq. 9) and the FLOP/s they imply, and the device. The last line
@@ -27,7 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from snnseg_jax import cli, experiment, formulations, optimization, sharding, stream
+from snnseg_jax import cli, experiment, formulations, optimization, sharding, sparsity, stream
 from snnseg_jax.analysis import energy
 from snnseg_jax.data import ddd17, synthetic, voc
 from snnseg_jax.metrics import IGNORE_LABEL
@@ -117,7 +119,9 @@ class Steps:
         )
         init = functools.partial(experiment.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
         self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
-        self.train = compile_train_step(self.model, optimizer, mesh).lower(self.state, self.batch, self.key).compile()
+        budget = sparsity.budget_of(config)
+        self.train = compile_train_step(self.model, optimizer, mesh, budget=budget)
+        self.train = self.train.lower(self.state, self.batch, self.key).compile()
         self.eval = compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
 
     def train_once(self) -> dict:
@@ -192,6 +196,43 @@ def tuning_variants(backend: str | None = None, fields: Sequence[str] = ()) -> d
     return variants
 
 
+def alternated(variants: dict[str, Steps], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best and median train step seconds of each variant: after a warm-up, `repeats` rounds time one
+    step of each in turn, so that load from other processes falls on all of them alike."""
+    for variant in variants.values():
+        time_calls(variant.train_once, 1)  # warm-up
+    seconds = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, variant in variants.items():
+            seconds[name] += time_calls(variant.train_once, 1)
+    return {name: min(v) for name, v in seconds.items()}, {name: statistics.median(v) for name, v in seconds.items()}
+
+
+def spike_budget_cost(config: ml_collections.ConfigDict, repeats: int) -> dict:
+    """Train step seconds at the config's spike budget (`spikes.penalty` > 0) against no budget, alternated."""
+    experiment.check_config(config)
+    if config.spikes.penalty <= 0:
+        raise cli.UserError("--spike_budget compares a spike budget with none: set --config.spikes.penalty > 0")
+    without = config.copy_and_resolve_references()
+    with without.unlocked():
+        without.spikes.penalty = 0.0
+    steps = {"budget": Steps(config), "none": Steps(without)}
+    best, median = alternated(steps, repeats)
+    return {
+        "model": config.model.name,
+        "batch_size": config.batch_size,
+        "penalty": config.spikes.penalty,
+        "weighting": config.spikes.weighting,
+        "train_step_seconds": best,
+        "train_step_median_seconds": median,
+        "ratio_best": best["budget"] / best["none"],
+        "ratio_median": median["budget"] / median["none"],
+        "train_temp_bytes": {name: int(v.train.memory_analysis().temp_size_in_bytes) for name, v in steps.items()},
+        "device": device_description(),
+        "jax": jax.__version__,
+    }
+
+
 def ablate_tuning(
     config: ml_collections.ConfigDict, repeats: int, backend: str | None = None, fields: Sequence[str] = ()
 ) -> list[dict]:
@@ -203,15 +244,8 @@ def ablate_tuning(
     """
     experiment.check_config(config)
     steps = {name: Steps(config, tuning) for name, tuning in tuning_variants(backend, fields).items()}
-    for variant in steps.values():
-        time_calls(variant.train_once, 1)  # warm-up
-    seconds = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, variant in steps.items():
-            seconds[name] += time_calls(variant.train_once, 1)
+    best, median = alternated(steps, repeats)
     memory = {name: int(variant.train.memory_analysis().temp_size_in_bytes) for name, variant in steps.items()}
-    best = {name: min(values) for name, values in seconds.items()}
-    median = {name: statistics.median(values) for name, values in seconds.items()}
     return [
         {
             "variant": name,
@@ -289,24 +323,28 @@ def summary_lines(result: dict) -> list[str]:
 def main() -> None:
     if FLAGS.stream:
         result = stream_latency(FLAGS.config, FLAGS.repeats)
-        print(
+        lines = [
             f"stream.step at batch 1: {result['step_ms']:.2f} ms median; whole window of T={result['timesteps']}: "
             f"{result['window_ms']:.2f} ms, so {result['ratio_to_window_share']:.2f}x a T-th of it"
-        )
-        print(json.dumps(result))
-        return
-    if FLAGS.ablate_tuning:
-        rows = ablate_tuning(FLAGS.config, FLAGS.repeats, FLAGS.tuning_backend or None, FLAGS.ablate)
-        for row in rows:
-            print(
-                f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
-                f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
-                f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)"
-            )
-        print(json.dumps(rows))
-        return
-    result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
-    print("\n".join(summary_lines(result)))
+        ]
+    elif FLAGS.ablate_tuning:
+        result = ablate_tuning(FLAGS.config, FLAGS.repeats, FLAGS.tuning_backend or None, FLAGS.ablate)
+        lines = [
+            f"{row['variant']:45s} {row['train_step_seconds']:.3f} s best ({row['ratio_best']:.2f}x), "
+            f"{row['train_step_median_seconds']:.3f} s median ({row['ratio_median']:.2f}x), "
+            f"temp {row['train_temp_bytes'] / 2**30:.3f} GiB ({row['memory_ratio']:.2f}x)"
+            for row in result
+        ]
+    elif FLAGS.spike_budget:
+        result = spike_budget_cost(FLAGS.config, FLAGS.repeats)
+        lines = [
+            f"spike budget ({result['weighting']}, penalty {result['penalty']}) against none: "
+            f"{result['ratio_best']:.3f}x best, {result['ratio_median']:.3f}x median train step"
+        ]
+    else:
+        result = run(FLAGS.config, FLAGS.compile_only, FLAGS.repeats)
+        lines = summary_lines(result)
+    print("\n".join(lines))
     print(json.dumps(result))
 
 
@@ -322,6 +360,12 @@ if __name__ == "__main__":
         "stream",
         False,
         "Time stream.step at batch 1 against a T-th of the whole-window forward (spiking networks; --repeats rounds).",
+    )
+    flags.DEFINE_bool(
+        "spike_budget",
+        False,
+        "Time the train step at the config's spike budget (spikes.penalty > 0) against none, "
+        "alternating over --repeats rounds, as ratios.",
     )
     flags.DEFINE_bool(
         "ablate_tuning",

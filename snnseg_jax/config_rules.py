@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from snnseg_jax import architecture, data, models, neurons, optimization, stream
+from snnseg_jax import architecture, data, models, neurons, optimization, sparsity, stream
 
 COMPUTE_DTYPES = ("float32", "bfloat16")  # model.dtype: what the layers are written and tested for
 
@@ -112,6 +112,9 @@ RULES: dict[str, Rule] = {
     "model.remat": FLAG,
     "model.fused": FLAG,
     "model.tuned_ops": FLAG,
+    "spikes.penalty": number(0),
+    "spikes.weighting": one_of(*sparsity.WEIGHTINGS),
+    "spikes.target_rate": number(0, 1),
     "distributed.initialize": FLAG,
     "distributed.coordinator_address": TEXT,
     "distributed.num_processes": integer(0),

@@ -37,6 +37,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 f"the {table.name.upper()}s need dataset.image_size divisible by "
                 f"{table.side_multiple()}, got {config.dataset.image_size}"
             )
+    name, penalty = config.model.name, config.spikes.penalty
+    if fine("spikes.penalty", "model.name") and penalty > 0 and not name.startswith("spiking_"):
+        problems.append(f"spikes.penalty must be 0 for an ANN (model.name {name}), got {penalty}")
     d = config.distributed
     if fine("distributed.num_processes", "distributed.process_id") and 0 < d.num_processes <= d.process_id:
         problems.append(

@@ -10,7 +10,9 @@ averaged over T, which the authors' code leaves summed for the FCN (the argmax i
 Inside, activations are time-folded `[B * T, H, W, C]`. Every layer that ends in neurons sows its
 output (spikes, or ReLU activations in an ANN) into Flax's collection `"intermediates"`:
 `activity(model.apply(..., mutable=["intermediates"])[1])` gives them by layer name, time-major
-`[T, B, h, w, C]` (T = 1 for an ANN's layers that run once), and nothing is kept otherwise.
+`[T, B, h, w, C]` (T = 1 for an ANN's layers that run once), and nothing is kept otherwise. The
+training step keeps a spiking network's spikes this way, for its spike statistics and budget
+(`sparsity`): the sown spikes are the layers' outputs themselves, so a loss on them is differentiable.
 
 Besides `__call__` (the whole window, the training path), the network has methods for one frame at
 a time, through `model.apply(variables, ..., method=...)`: `step` (the spiking network's step with

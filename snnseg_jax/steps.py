@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from snnseg_jax import data, metrics, sharding
+from snnseg_jax import data, metrics, models, sharding, sparsity
 from snnseg_jax.data import pipeline
 
 
@@ -46,25 +46,36 @@ def train_step(
     model: nn.Module,
     optimizer: optax.GradientTransformation,
     skip_nonfinite: bool = False,
+    budget: sparsity.SpikeBudget = sparsity.NO_BUDGET,
 ) -> tuple[TrainState, dict]:
     """One optimizer step on `batch`; the Poisson spikes come from `fold_in(key, state.step)`.
 
-    The metrics say whether the loss, the gradients and the updated state are all finite. With
-    `skip_nonfinite`, a step where they are not leaves the state as it was but for the step count.
+    The loss is the cross-entropy, plus a spiking network's spike `budget` term (`sparsity`). The
+    metrics say whether the loss, the gradients and the updated state are all finite, and hold a
+    spiking network's spike statistics of the batch. With `skip_nonfinite`, a step where they are
+    not finite leaves the state as it was but for the step count.
     """
     step_key = jax.random.fold_in(key, state.step)
+    spiking = isinstance(model, models.Network) and model.settings.spiking  # any other module: cross-entropy only
+    if budget.penalty and not spiking:
+        raise ValueError("a spike budget needs a spiking network")
 
     def loss_fn(params):
+        variables = {"params": params, "batch_stats": state.batch_stats}
         logits, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
+            variables,
             batch["inputs"],
             train=True,
             rngs={"spikes": step_key},
-            mutable=["batch_stats"],
+            mutable=["batch_stats", models.ACTIVITY] if spiking else ["batch_stats"],
         )
-        return cross_entropy(logits, batch["labels"].astype(jnp.int32)), updates["batch_stats"]
+        loss, statistics = cross_entropy(logits, batch["labels"].astype(jnp.int32)), {}
+        if spiking:
+            term, statistics = sparsity.spike_term(model, variables, batch["inputs"], models.activity(updates), budget)
+            loss = loss if term is None else loss + term
+        return loss, (updates["batch_stats"], statistics)
 
-    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (batch_stats, statistics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = TrainState(
         step=state.step + 1,
@@ -76,7 +87,7 @@ def train_step(
     if skip_nonfinite:
         kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         new_state = kept.replace(step=state.step + 1)
-    return new_state, {"loss": loss, "finite": finite}
+    return new_state, {"loss": loss, "finite": finite, **statistics}
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -104,12 +115,17 @@ def predict_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Mo
 
 
 def compile_train_step(
-    model: nn.Module, optimizer: optax.GradientTransformation, mesh: jax.sharding.Mesh, skip_nonfinite: bool = False
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    skip_nonfinite: bool = False,
+    budget: sparsity.SpikeBudget = sparsity.NO_BUDGET,
 ) -> Callable:
     """`train_step` jitted for `mesh` (the state is donated): what training runs and the benchmark times."""
     replicated = sharding.replicated(mesh)
+    step = functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite, budget=budget)
     return jax.jit(
-        functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite),
+        step,
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,

@@ -32,6 +32,7 @@ from snnseg_jax import (
     optimization,
     preemption,
     sharding,
+    sparsity,
     steps,
     summaries,
     training_log,
@@ -196,7 +197,9 @@ def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict |
     """
     first, config = int(start.state.step), run.config
     per_epoch = pipeline.batches_per_epoch(len(run.train_set), config.batch_size)
-    compiled_train_step = steps.compile_train_step(run.model, run.optimizer, run.mesh, config.skip_nonfinite_steps)
+    compiled_train_step = steps.compile_train_step(
+        run.model, run.optimizer, run.mesh, config.skip_nonfinite_steps, sparsity.budget_of(config)
+    )
     mngr = checkpoints.manager(run.workdir, config.keep_checkpoints)
     batches = train_batches(run, start.position, per_epoch)
     tensorboard = summaries.Summaries(run.workdir, first, active=sharding.is_primary())

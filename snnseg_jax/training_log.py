@@ -140,16 +140,20 @@ def log_validation(
 
 @dataclasses.dataclass
 class LogWindow:
-    """The steps since the last training line: losses of the steps applied, number skipped."""
+    """The steps since the last training line: losses of the steps applied, number skipped, and the
+    spike statistics of the steps applied (a spiking network's, see `sparsity`)."""
 
     losses: list[float] = dataclasses.field(default_factory=list)
     skipped: int = 0
+    spikes: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
-    def add(self, results: list[tuple[int, float, bool]], skip_nonfinite: bool) -> tuple[int, float] | None:
-        """Adds (step, loss, finite) results; returns the first non-finite (step, loss) unless skipping them."""
-        for step, loss, finite in results:
+    def add(self, results: list[tuple], skip_nonfinite: bool) -> tuple[int, float] | None:
+        """Adds (step, loss, finite[, spike statistics]) results; returns the first non-finite (step, loss)
+        unless skipping them."""
+        for step, loss, finite, *statistics in results:
             if finite:
                 self.losses.append(loss)
+                self.spikes += [s for s in statistics if s]
             elif skip_nonfinite:
                 self.skipped += 1
             else:
@@ -159,12 +163,15 @@ class LogWindow:
     def record(self, step: int, learning_rate: float, images_per_sec: float) -> dict:
         """The training line of `metrics.jsonl` closing this window at `step`."""
         loss = float(np.mean(np.array(self.losses))) if self.losses else None
+        names = self.spikes[0] if self.spikes else {}
+        spikes = {name: float(np.mean(np.array([s[name] for s in self.spikes]))) for name in names}
         return {
             "step": step,
             "loss": loss,
             "learning_rate": learning_rate,
             "images_per_sec": images_per_sec,
             "skipped_steps": self.skipped,
+            **spikes,
         }
 
 
@@ -212,10 +219,12 @@ class TrainingLog:
             disable=not sharding.is_primary(),
         )
 
-    def add(self, step: int, loss: float, finite: bool) -> tuple[int, float] | None:
-        """Adds a finished step, writing its window's line where it ends; returns it as (step, loss) if
-        it is non-finite and not to be skipped."""
-        nonfinite = self.window.add([(step, loss, finite)], self.settings.skip_nonfinite)
+    def add(
+        self, step: int, loss: float, finite: bool, spikes: dict[str, float] | None = None
+    ) -> tuple[int, float] | None:
+        """Adds a finished step (and its spike statistics), writing its window's line where it ends;
+        returns it as (step, loss) if it is non-finite and not to be skipped."""
+        nonfinite = self.window.add([(step, loss, finite, spikes or {})], self.settings.skip_nonfinite)
         if nonfinite is None:
             if not self.timed:  # the first step compiled the train step: the rate and ETA start after it
                 self.bar.close()
@@ -233,7 +242,8 @@ class TrainingLog:
         self.clock = (now, step)
         record = self.window.record(step, float(self.settings.schedule(step - 1)), images_per_sec)
         append_metrics(self.settings.workdir, record)
-        self.tensorboard.scalars(step, {f"train/{name}": record[name] for name in TENSORBOARD_TRAINING})
+        logged = [*TENSORBOARD_TRAINING, *(self.window.spikes[0] if self.window.spikes else ())]
+        self.tensorboard.scalars(step, {f"train/{name}": record[name] for name in logged})
         self.bar.set_postfix(
             loss=f"{record['loss']:.4f}" if self.window.losses else "-", images_per_sec=f"{images_per_sec:.1f}"
         )
@@ -292,7 +302,8 @@ class StepChecker:
             return
         (step, step_metrics, batch), self.pending = self.pending, None
         values = jax.device_get(step_metrics)
-        nonfinite = self.log.add(step, float(values["loss"]), bool(values["finite"]))
+        spikes = {name: float(value) for name, value in values.items() if name not in ("loss", "finite")}
+        nonfinite = self.log.add(step, float(values["loss"]), bool(values["finite"]), spikes)
         if nonfinite is not None:
             message = nonfinite_message(
                 *nonfinite, self.newest_checkpoint(), self.learning_rate, nonfinite_inputs(batch)

@@ -189,3 +189,15 @@ def test_the_hlo_report_finds_time_loops_with_their_trip_counts_and_the_convolut
     assert report["loops"] == 1 and report["loops_with_unknown_trip_count"] == 0
     assert report["loop_details"][0]["trip_count"] == 7 and report["loop_details"][0]["op_name"] == "jit(steps)/while"
     assert report["convolutions"] == {"convolution f32 b01f_01io->b01f out{3,2,1,0}": 1}
+
+
+def test_the_spike_budget_is_timed_against_none_and_needs_a_penalty():
+    from snnseg_jax.cli import UserError
+
+    config = tiny_config()
+    config.model.width, config.dataset.image_size = 0.0625, 16
+    with pytest.raises(UserError, match="set --config.spikes.penalty > 0"):
+        benchmark.spike_budget_cost(config, repeats=1)
+    config.spikes.penalty = 0.1
+    report = benchmark.spike_budget_cost(config, repeats=1)
+    assert set(report["train_step_seconds"]) == {"budget", "none"} and report["ratio_best"] > 0

@@ -180,6 +180,26 @@ BAD_COMMAND_LINES = {
         "learning_rate must be a positive number, got nan",
     ),
     "negative-seed": ("train.py", ["--config.seed=-1"], "seed must be a non-negative integer, got -1"),
+    "negative-spike-penalty": (
+        "train.py",
+        ["--config.spikes.penalty=-0.1"],
+        "spikes.penalty must be a non-negative number, got -0.1",
+    ),
+    "unknown-spike-weighting": (
+        "train.py",
+        ["--config.spikes.weighting=flops"],
+        "spikes.weighting must be one of energy, rate, got 'flops'",
+    ),
+    "spike-target-rate-above-1": (
+        "train.py",
+        ["--config.spikes.target_rate=1.5"],
+        "spikes.target_rate must be a number in [0, 1], got 1.5",
+    ),
+    "spike-penalty-on-an-ann": (
+        "train.py",
+        ["--config.model.name=deeplab", "--config.spikes.penalty=0.5"],
+        "spikes.penalty must be 0 for an ANN (model.name deeplab), got 0.5",
+    ),
     "process-id-out-of-range": (
         "train.py",
         ["--config.distributed.num_processes=2", "--config.distributed.process_id=2"],

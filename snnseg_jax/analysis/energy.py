@@ -1,113 +1,29 @@
 """Spike rates (Eq. 8), FLOPs (Eqs. 9, 10) and the energy estimate (Table 4) of a spiking run.
 
-Fig. 11 and Table 5 of the paper. What is counted, and why:
-
-- Spike rate R_s(l) (Eq. 8): spikes of layer l summed over all T steps, divided by its number of
-  neurons, per image, averaged over the evaluation split. It is read from the outputs that the
-  network's layers with neurons sow into the `"activity"` collection (see `models`), which is kept
-  only when this analysis asks for it.
-- Every convolution is a layer with ANN FLOPs k^2 * O^2 * C_in * C_out (Eq. 9; O^2 = output
-  positions, zero-padding taps counted as Eq. 9 does, dilation irrelevant). A stride-2 transposed
-  conv (the FCN's decoder) meets k^2 kernel taps per *input* position, so O^2 is its input
-  positions; the output positions would count the zeros the stride inserts. Pooling, the bilinear
-  resizes, biases, BNTT (a per-step affine map that folds into the weights) and the neurons' own
-  updates add no FLOPs, as in the paper. E_ANN is one pass of the ANN twin over one input (Eq. 11;
-  the paper's "same energy regardless of dataset"), also on event data, where our ANN twin actually
-  runs its feature extractor on each of the T frames.
-- SNN FLOPs = ANN FLOPs * the rate of what the layer receives over the T steps (Eq. 10):
-  * spikes of a spiking layer: its R_s, as accumulates (AC). An average pool between them is folded
-    into the synapses: the mean of the pooled spikes equals the spike rate, so it passes R_s on.
-  * the Poisson input (static images, layer 1): +-1 spikes are accumulates too (a -1 spike
-    subtracts); its rate is the expected number of input spikes per pixel, T * mean(min(|p|, 1)),
-    exact for the drawn spikes up to sampling noise of the order of 1/sqrt(pixels).
-  * analog values (event frames at layer 1; in the FCN, the output of an analog 1x1 skip conv that a
-    transposed conv reads): multiply-accumulates (MAC) on every value at every step, rate T (dense,
-    as Eq. 9 is dense).
-  * the output conv and the FCN's skip convs receive spikes: AC at their rates. The networks average
-    spikes over time before these linear layers, which is the same output; the count follows the
-    per-step network a neuromorphic chip would run.
-  * where a transposed conv and a skip conv feed decoder neurons together, those neurons' rates are
-    reported on the transposed conv, the main path (Fig. 11b's "upsampling layers").
-- E_SNN = sum of SNN FLOPs * E_AC, or * E_MAC for layers marked `mac`; ratio = E_ANN / E_SNN.
-
-Which layer reads what, and which neurons it drives, comes from the architecture's table.
+Fig. 11 and Table 5 of the paper: the rates averaged over the evaluation split, counted and weighed
+by the rules of `spike_energy` (what is counted, and why, is written there), which the spike budget
+of the loss shares.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, models
+from snnseg_jax import models, spike_energy
 from snnseg_jax.evaluate import Restored
-
-E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Table 4)
-E_AC_PJ = 0.9  # 32-bit float accumulate
-INPUT = architecture.INPUT  # source name of the network input
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvLayer:
-    """A convolution of the network: where its input comes from, which neurons its output drives."""
-
-    name: str
-    source: str  # INPUT, a spiking layer's name, or an analog conv's name
-    neurons: str | None  # the spiking layer its output drives (None: analog output)
-    transposed: bool = False
-
-
-def conv_layers(model: nn.Module) -> list[ConvLayer]:
-    """The convolutions of `model` (either architecture, spiking or ANN) in forward order."""
-    table = model.architecture
-    return [
-        ConvLayer(
-            layer.name,
-            table.source(layer.name),
-            table.driven_neurons(layer.name),
-            transposed=layer.op == architecture.UP,
-        )
-        for layer in table.layers
-        if layer.op in architecture.PARAMETRIC
-    ]
-
-
-def conv_flops(kernel_shape: tuple[int, ...], positions: int) -> int:
-    """Eq. 9: k^2 * O^2 * C_in * C_out for an HWIO kernel applied at `positions` positions."""
-    kh, kw, c_in, c_out = kernel_shape
-    return int(kh * kw * positions * c_in * c_out)
-
-
-def layer_flops(model: nn.Module, variables: dict, input_shape: tuple[int, ...]) -> dict[str, int]:
-    """ANN FLOPs (Eq. 9) of each convolution of `model` (with `variables`, arrays or only their shapes)
-    on one input of `input_shape`."""
-    layers = conv_layers(model)
-    names = {layer.name for layer in layers}
-    capture = lambda mdl, method: method == "__call__" and len(mdl.path) == 1 and mdl.name in names
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    _, captured = jax.eval_shape(
-        lambda v, x: model.apply(
-            v,
-            x,
-            train=False,
-            rngs={"spikes": jax.random.PRNGKey(0)},
-            capture_intermediates=capture,
-            mutable=["intermediates"],
-        ),
-        variables,
-        x,
-    )
-    kernels = jax.eval_shape(lambda v: model.apply(v, method=models.Network.kernels), variables)
-    flops = {}
-    for layer in layers:
-        _, height, width, _ = captured["intermediates"][layer.name]["__call__"][0].shape
-        positions = height * width // 4 if layer.transposed else height * width  # up: n -> 2n
-        flops[layer.name] = conv_flops(kernels[layer.name].shape, positions)
-    return flops
+from snnseg_jax.spike_energy import (  # noqa: F401 (the names this analysis has always offered)
+    E_AC_PJ,
+    E_MAC_PJ,
+    INPUT,
+    ConvLayer,
+    conv_flops,
+    conv_layers,
+    expected_input_spikes,
+    layer_flops,
+)
 
 
 def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
@@ -120,20 +36,7 @@ def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> 
         rngs={"spikes": key},
         mutable=[models.ACTIVITY],
     )
-    timesteps = model.settings.timesteps
-    rates = {}
-    for name, spikes in models.activity(sown).items():
-        counts = spikes.astype(jnp.float32).sum(axis=0)
-        rates[name] = counts.reshape(len(counts), -1).mean(axis=1)
-    if batch["inputs"].ndim == 4:
-        rates[INPUT] = expected_input_spikes(batch["inputs"], timesteps)
-    return rates
-
-
-def expected_input_spikes(images_BHWC: jax.Array, timesteps: int) -> jax.Array:
-    """Per image `[B]`: expected signed-Poisson input spikes per input value over `timesteps` steps
-    (a value p fires with probability min(|p|, 1) at each step, see `encoding`)."""
-    return timesteps * jnp.minimum(jnp.abs(images_BHWC), 1.0).reshape(len(images_BHWC), -1).mean(axis=1)
+    return spike_energy.rates_per_image(models.activity(sown), batch["inputs"], model.settings.timesteps)
 
 
 def mean_spike_rates(run: Restored) -> dict[str, float]:
@@ -146,24 +49,20 @@ def mean_spike_rates(run: Restored) -> dict[str, float]:
 
 def energy_report(layers: list[ConvLayer], flops: dict[str, int], rates: dict[str, float], timesteps: int) -> dict:
     """Per-layer FLOPs and rates and the energies of Eqs. 11-12 (the JSON of this analysis)."""
-    entries, e_ann, e_snn = [], 0.0, 0.0
-    analog = {layer.name for layer in layers if layer.neurons is None}
-    for layer in layers:
-        mac = layer.source in analog or (layer.source == INPUT and INPUT not in rates)
-        input_rate = float(timesteps) if mac else rates[layer.source]
-        snn_flops = flops[layer.name] * input_rate
-        e_ann += flops[layer.name] * E_MAC_PJ
-        e_snn += snn_flops * (E_MAC_PJ if mac else E_AC_PJ)
-        entries.append(
-            {
-                "name": layer.name,
-                "flops": flops[layer.name],
-                "snn_flops": snn_flops,
-                "input_spike_rate": input_rate,
-                "output_spike_rate": rates[layer.neurons] if layer.neurons else None,
-                "mac": mac,
-            }
-        )
+    energies = spike_energy.layer_energies(layers, flops, rates, timesteps)
+    e_ann, e_snn = spike_energy.energies(energies)
+    neurons = {layer.name: layer.neurons for layer in layers}
+    entries = [
+        {
+            "name": e.name,
+            "flops": e.flops,
+            "snn_flops": e.snn_flops,
+            "input_spike_rate": e.input_rate,
+            "output_spike_rate": rates[neurons[e.name]] if neurons[e.name] else None,
+            "mac": e.mac,
+        }
+        for e in energies
+    ]
     return {
         "layers": entries,
         "e_ann_pj": e_ann,
