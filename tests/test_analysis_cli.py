@@ -113,6 +113,7 @@ def assert_written(workdir, names):
             assert os.path.getsize(path) > 0, path
 
 
+@pytest.mark.slow  # the analyses: tests/test_analysis_conversion.py; the CLI path: the tests below
 def test_ann_analyses_write_their_files_and_compare_with_the_spiking_twin(runs):
     result = evaluate(
         runs["deeplab"],

@@ -386,6 +386,7 @@ def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_good_check
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(restored.state))
 
 
+@pytest.mark.slow  # in-process: tests/test_train.py::test_a_nonfinite_step_is_flagged_and_with_skipping_...
 def test_skip_nonfinite_steps_keeps_the_state_as_it_was_and_counts_the_steps(reference, diverged, env, tmp_path):
     stopped, first_nonfinite, _ = diverged
     workdir = str(tmp_path / "skipping")

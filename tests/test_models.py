@@ -34,7 +34,8 @@ def init_and_loss(model, x, labels):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("kind", ["images", "events"])
+# Event inputs' gradients: also through the numeric pins' training paths and the stream tests; slow here.
+@pytest.mark.parametrize("kind", ["images", pytest.param("events", marks=pytest.mark.slow)])
 def test_every_model_runs_and_every_parameter_gets_gradient(name, kind):
     classes, steps, size = 4, 3, 16
     if kind == "images":
@@ -204,7 +205,9 @@ def test_the_library_snippet_of_the_docs_runs_as_written():
 @pytest.mark.parametrize(
     "name,kind,size,remat",
     [
-        ("spiking_deeplab", "images", 64, False),  # 16x16 at fc6: its dilation-12 taps partly in bounds
+        # 16x16 at fc6: its dilation-12 taps partly in bounds. Slow: tests/test_formulations.py checks each
+        # formulation against the plain one in the default run.
+        pytest.param("spiking_deeplab", "images", 64, False, marks=pytest.mark.slow),
         pytest.param("spiking_deeplab", "events", 32, True, marks=pytest.mark.slow),
         pytest.param("spiking_fcn", "images", 32, True, marks=pytest.mark.slow),
     ],
