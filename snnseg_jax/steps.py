@@ -103,6 +103,18 @@ def forward(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module)
     )
 
 
+def layer_outputs(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
+    """The evaluation-mode output of every layer that ends in neurons, `{name: [T, B, ...]}` (`models.activity`)."""
+    _, sown = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        batch["inputs"],
+        train=False,
+        rngs={"spikes": key},
+        mutable=[models.ACTIVITY],
+    )
+    return models.activity(sown)
+
+
 def eval_step(state: TrainState, batch: dict, key: jax.Array, *, model: nn.Module) -> jax.Array:
     """Confusion matrix `[K, K]` of the model's predictions on `batch` (ignored labels left out)."""
     logits_BHWK = forward(state, batch, key, model=model)

@@ -15,25 +15,19 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import architecture, data, models
+from snnseg_jax import architecture, data, steps
 from snnseg_jax.evaluate import Restored
 
 
 def max_activation_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, tuple]:
     """Per unit: maxima per image of each channel `[B, C]` and of each position `[B, H * W]`."""
-    _, sown = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        batch["inputs"],
-        train=False,
-        rngs={"spikes": key},
-        mutable=[models.ACTIVITY],
-    )
+    outputs = steps.layer_outputs(state, batch, key, model=model)
     batch_size = len(batch["inputs"])
     maxima = {}
     for layer in model.architecture.layers:
         if layer.op != architecture.UNIT:
             continue
-        out = models.activity(sown)[layer.name]
+        out = outputs[layer.name]
         per_image = out.max(axis=0)  # the maximum over frames
         maxima[layer.name] = (per_image.max(axis=(1, 2)), per_image.max(axis=3).reshape(batch_size, -1))
     return maxima

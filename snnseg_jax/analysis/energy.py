@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from matplotlib.figure import Figure
 
-from snnseg_jax import models, spike_energy
+from snnseg_jax import spike_energy, steps
 from snnseg_jax.evaluate import Restored
 from snnseg_jax.spike_energy import (  # noqa: F401 (the names this analysis has always offered)
     E_AC_PJ,
@@ -29,14 +29,8 @@ from snnseg_jax.spike_energy import (  # noqa: F401 (the names this analysis has
 def spike_rate_step(state, batch: dict, key: jax.Array, *, model: nn.Module) -> dict[str, jax.Array]:
     """Per image `[B]`: spikes per neuron over all T steps (Eq. 8) of every spiking layer, and the
     expected number of Poisson input spikes per input value (`INPUT`, static images only)."""
-    _, sown = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        batch["inputs"],
-        train=False,
-        rngs={"spikes": key},
-        mutable=[models.ACTIVITY],
-    )
-    return spike_energy.rates_per_image(models.activity(sown), batch["inputs"], model.settings.timesteps)
+    outputs = steps.layer_outputs(state, batch, key, model=model)
+    return spike_energy.rates_per_image(outputs, batch["inputs"], model.settings.timesteps)
 
 
 def mean_spike_rates(run: Restored) -> dict[str, float]:
