@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from snnseg_jax import images
 from snnseg_jax.data import decode, preprocess
 from snnseg_jax.data.errors import DatasetError
 from snnseg_jax.data.items import Item, preprocess_items
@@ -43,29 +44,8 @@ CLASS_NAMES = (
     "train",
     "tvmonitor",
 )
-PALETTE = (  # RGB of each class in the devkit's label PNGs; 255 (ignore) is shown white
-    (0, 0, 0),
-    (128, 0, 0),
-    (0, 128, 0),
-    (128, 128, 0),
-    (0, 0, 128),
-    (128, 0, 128),
-    (0, 128, 128),
-    (128, 128, 128),
-    (64, 0, 0),
-    (192, 0, 0),
-    (64, 128, 0),
-    (192, 128, 0),
-    (64, 0, 128),
-    (192, 0, 128),
-    (64, 128, 128),
-    (192, 128, 128),
-    (0, 64, 0),
-    (128, 64, 0),
-    (0, 192, 0),
-    (128, 192, 0),
-    (0, 64, 128),
-)
+# RGB of each class in the devkit's label PNGs (the VOC colour map, computed in one place).
+PALETTE = tuple(tuple(rgb) for rgb in images.voc_palette(len(CLASS_NAMES)).tolist())
 BORDER_COLOUR = (224, 224, 192)  # the devkit's colour for 255 (and unused indices)
 LABEL_FOLDERS = ("SegmentationClass", "SegmentationClassAug")
 _ROOT_CANDIDATES = (".", "VOC2012", "VOCdevkit/VOC2012")
