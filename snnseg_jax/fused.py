@@ -276,7 +276,7 @@ def bntt_lif_backward(
 
 
 def spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec) -> tuple[Array, Array, Array]:
-    """Spikes `[B * T, H, W, C]` of the layer in training, and its BNTT batch mean and variance `[T, C]`.
+    """Spikes `[B * T, H, W, C]` of the layer in training, and its BNTT batch mean and biased variance `[T, C]`.
 
     `x_NHWC` is `[B * T, H, W, C_in]` (time folded, see `ops`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.
     The statistics are for the running averages and carry no gradient.

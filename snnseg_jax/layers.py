@@ -29,7 +29,7 @@ from snnseg_jax.fused import InputValues
 Array = jax.Array
 
 BATCHNORM_EPSILON = 1e-4  # of the ANNs' BatchNorm: BNTT's, as in the authors' released code
-BATCHNORM_MOMENTUM = 0.9
+BATCHNORM_MOMENTUM = 0.9  # Flax's convention: PyTorch's momentum 0.1
 # What BNTT uses at a step past its T (`Unit.step`): the statistics and scales of step T - 1, their
 # average over the T steps, or those of step t mod T.
 LATE_STATISTICS = ("last", "mean", "cycle")
@@ -61,11 +61,49 @@ def bntt_variables(module: nn.Module, timesteps: int, channels: int):
     return gamma, ra_mean, ra_var
 
 
-def update_running_averages(module: nn.Module, ra_mean, ra_var, mean: Array, var: Array, momentum: float) -> None:
-    """Moves the running averages towards a batch's statistics (not while `module` initializes)."""
+def update_running_averages(
+    module: nn.Module, ra_mean, ra_var, mean: Array, var: Array, values: Array, momentum: float
+) -> None:
+    """Moves the running averages towards the statistics `mean` and biased `var` of a batch's `values`
+    (`neurons.running_statistics`, each statistic over `values.size // mean.size` of them); not while
+    `module` initializes."""
     if not module.is_initializing():
-        ra_mean.value = neurons.running_average(ra_mean.value, mean, momentum)
-        ra_var.value = neurons.running_average(ra_var.value, var, momentum)
+        count = values.size // mean.size
+        ra_mean.value, ra_var.value = neurons.running_statistics(
+            ra_mean.value, ra_var.value, mean, var, count, momentum
+        )
+
+
+class BatchNorm(nn.Module):
+    """The ANNs' BatchNorm over `[N, H, W, C]`: the variables and the values of `nn.BatchNorm` (its fast
+    variance, statistics in float32, output in `dtype`), but with PyTorch's running variance
+    (`update_running_averages`)."""
+
+    momentum: float = BATCHNORM_MOMENTUM
+    epsilon: float = BATCHNORM_EPSILON
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_NHWC: Array, train: bool) -> Array:
+        channels = (x_NHWC.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", jnp.zeros, channels, jnp.float32)
+        ra_var = self.variable("batch_stats", "var", jnp.ones, channels, jnp.float32)
+        if train:
+            mean, var = _fast_statistics(x_NHWC.astype(jnp.promote_types(self.dtype, jnp.float32)))
+            update_running_averages(self, ra_mean, ra_var, mean, var, x_NHWC, self.momentum)
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        scale = self.param("scale", nn.initializers.ones, channels)
+        bias = self.param("bias", nn.initializers.zeros, channels)
+        y = (x_NHWC - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+        return y.astype(self.dtype)
+
+
+def _fast_statistics(x_NHWC: Array) -> tuple[Array, Array]:
+    """Per-channel mean and biased variance as `E[x^2] - E[x]^2` (at least 0), Flax's BatchNorm's."""
+    squares, axes = jnp.square(x_NHWC), (0, 1, 2)  # squared first: the gradient sums in Flax's order
+    mean, mean_of_squares = x_NHWC.mean(axes), squares.mean(axes)
+    return mean, jnp.maximum(0.0, mean_of_squares - jnp.square(mean))
 
 
 class Conv(nn.Module):
@@ -105,7 +143,8 @@ class BNTT(nn.Module):
     """Batch Normalization Through Time on `[T, B, H, W, C]`: per-step statistics and scales, no shift.
 
     Step t is normalized with its own batch statistics in training and its own running averages at
-    evaluation, then scaled by its own per-channel gamma_t (epsilon and momentum from `neuron`).
+    evaluation, then scaled by its own per-channel gamma_t (epsilon and momentum from `neuron`). The
+    running variance moves towards the unbiased batch variance (`neurons.running_statistics`).
     """
 
     timesteps: int
@@ -124,7 +163,7 @@ def _bntt_over_time(module: nn.Module, x_TBHWC: Array, variables, train: bool, n
     gamma, ra_mean, ra_var = variables
     if train:
         mean, var = neurons.bntt_statistics(x_TBHWC)
-        update_running_averages(module, ra_mean, ra_var, mean, var, neuron.bntt_momentum)
+        update_running_averages(module, ra_mean, ra_var, mean, var, x_TBHWC, neuron.bntt_momentum)
     else:
         mean, var = ra_mean.value, ra_var.value
     scale, shift = neurons.bntt_affine(gamma, mean, var, neuron.bntt_epsilon)
@@ -222,12 +261,12 @@ class Unit(nn.Module):
             self.bntt = BNTTVariables(s.timesteps, features)
             self.lif = LIF(s.neuron)
         else:
-            self.bn = nn.BatchNorm(momentum=BATCHNORM_MOMENTUM, epsilon=BATCHNORM_EPSILON, dtype=s.dtype)
+            self.bn = BatchNorm(dtype=s.dtype)
 
     def __call__(self, x_NHWC: Array, train: bool) -> Array:
         s = self.settings
         if not s.spiking:
-            return nn.relu(self.bn(self._conv(x_NHWC), use_running_average=not train))
+            return nn.relu(self.bn(self._conv(x_NHWC), train))
         if x_NHWC.shape[0] % s.timesteps:
             raise ValueError(
                 f"BNTT has {s.timesteps} time steps but the input's leading axis "
@@ -278,5 +317,6 @@ class Unit(nn.Module):
         if not train:
             return fused.spiking_conv_eval(x_NHWC, kernel, gamma, ra_mean.value, ra_var.value, spec)
         spikes, mean, var = fused.spiking_conv_train(x_NHWC, kernel, gamma, spec)
-        update_running_averages(self, ra_mean, ra_var, mean, var, s.neuron.bntt_momentum)
+        # The spikes have the currents' shape: the statistics' count.
+        update_running_averages(self, ra_mean, ra_var, mean, var, spikes, s.neuron.bntt_momentum)
         return spikes

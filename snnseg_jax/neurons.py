@@ -51,7 +51,8 @@ class Neuron:
     """The fixed (untrained) settings of a spiking layer: its LIF neurons and their BNTT.
 
     `surrogate_param` None takes the surrogate's default. BNTT running averages move by
-    `1 - bntt_momentum` towards each batch's statistics (Flax's convention; PyTorch's momentum 0.1).
+    `1 - bntt_momentum` (Flax's convention; PyTorch's momentum 0.1) towards each batch's mean and
+    unbiased variance (`running_statistics`).
     """
 
     leak: float = 0.99
@@ -207,3 +208,17 @@ def bntt_normalize(currents: Array, scale: Array, shift: Array) -> Array:
 def running_average(average: Array, batch_value: Array, momentum: float) -> Array:
     """The running average after one more batch: `momentum * average + (1 - momentum) * batch_value`."""
     return momentum * average + (1 - momentum) * batch_value
+
+
+def unbiased(var: Array, count: int) -> Array:
+    """The unbiased variance `var * n / (n - 1)` of a biased variance `var` over `count` values (`var` if one)."""
+    return var * (count / (count - 1)) if count > 1 else var
+
+
+def running_statistics(
+    ra_mean: Array, ra_var: Array, mean: Array, var: Array, count: int, momentum: float
+) -> tuple[Array, Array]:
+    """The running mean and variance after one more batch whose statistics `mean` and biased `var`
+    are each over `count` values: the variance moves towards the unbiased one, as in PyTorch's
+    `BatchNorm2d`; the batch itself is normalized with the biased one."""
+    return running_average(ra_mean, mean, momentum), running_average(ra_var, unbiased(var, count), momentum)

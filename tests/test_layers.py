@@ -1,5 +1,5 @@
 """BNTT: per-step statistics and scales in training, per-step running averages at evaluation;
-the spiking unit built on it."""
+the spiking unit built on it; the running statistics of BNTT and of the ANN's BatchNorm."""
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +35,11 @@ def test_bntt_training_uses_each_steps_batch_statistics_and_gamma():
         var = x[t].var(axis=(0, 1, 2))
         expected = (x[t] - mean) / np.sqrt(var + 1e-4) * gamma[t]
         np.testing.assert_allclose(np.asarray(out[t]), expected, rtol=1e-4, atol=1e-4)
-    # Running averages move 10% towards each step's own batch statistics (Flax momentum 0.9).
+    # Running averages move 10% towards each step's own batch statistics (Flax momentum 0.9), the
+    # variance towards the unbiased one.
     stats = updates["batch_stats"]
     np.testing.assert_allclose(stats["mean"], 0.1 * x.mean(axis=(1, 2, 3)), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * x.var(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * x.var(axis=(1, 2, 3), ddof=1), rtol=1e-5)
 
 
 def test_bntt_eval_uses_each_steps_running_statistics():
@@ -80,10 +81,53 @@ def test_spiking_unit_uses_the_neurons_bntt_settings(fused):
     mean, var = currents.mean(axis=(0, 2, 3)), currents.var(axis=(0, 2, 3))
     stats = updates["batch_stats"]["bntt"]
     np.testing.assert_allclose(stats["mean"], 0.5 * mean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(stats["var"], 0.5 + 0.5 * var, rtol=1e-5)
+    np.testing.assert_allclose(stats["var"], 0.5 + 0.5 * currents.var(axis=(0, 2, 3), ddof=1), rtol=1e-5)
     normalized = (np.swapaxes(currents, 0, 1) - mean[:, None, None, None]) / np.sqrt(var[:, None, None, None] + 0.3)
     expected, _ = neurons.lif_scan(jnp.asarray(normalized, jnp.float32), leak=0.9)
     np.testing.assert_array_equal(ops._unfold_time(spikes, T), expected)
+
+
+def pytorch_running_statistics(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's `BatchNorm2d` running mean and variance after `batches` `[n, C]` (momentum 0.1, from 0
+    and 1): the variance moves towards `sum((x - mean)^2) / (n - 1)`, in float64."""
+    running_mean, running_var = 0.0, 1.0
+    for x in batches:
+        x = np.asarray(x, np.float64)
+        mean = x.sum(axis=0) / len(x)
+        unbiased_var = np.square(x - mean).sum(axis=0) / (len(x) - 1)
+        running_mean = 0.9 * running_mean + 0.1 * mean
+        running_var = 0.9 * running_var + 0.1 * unbiased_var
+    return running_mean, running_var
+
+
+@pytest.mark.parametrize("spiking, fused", [(True, True), (True, False), (False, False)])
+def test_running_statistics_after_one_and_two_steps_are_pytorchs(spiking, fused):
+    """BNTT (fused and plain layer, per step t) and the ANN's BatchNorm, after one and two training
+    batches: PyTorch's running mean and unbiased running variance, computed by hand."""
+    unit = Unit(Layer("unit", architecture.UNIT, (architecture.INPUT,), 4), Settings(spiking, T, fused=fused))
+    rng = np.random.default_rng(4)
+    inputs = [jnp.asarray(rng.normal(size=(B * T, H, W, 1)) * (1 + k), jnp.float32) for k in range(2)]
+    variables = unit.init(jax.random.PRNGKey(0), inputs[0], train=False)
+    kernel = variables["params"]["conv"]["kernel"]
+    currents = [np.asarray(formulations.conv2d_xla(x, kernel, 1)) for x in inputs]
+    for steps in (1, 2):
+        _, updates = unit.apply(variables, inputs[steps - 1], train=True, mutable=["batch_stats"])
+        variables = {**variables, **updates}
+        stats = updates["batch_stats"]["bntt" if spiking else "bn"]
+        if spiking:  # step t's statistics over the batch and the pixels of that step
+            step = lambda c, t: c.reshape(B, T, H * W, 4)[:, t].reshape(-1, 4)
+            expected = [pytorch_running_statistics([step(c, t) for c in currents[:steps]]) for t in range(T)]
+            expected_mean, expected_var = (np.stack([e[i] for e in expected]) for i in (0, 1))
+        else:
+            expected_mean, expected_var = pytorch_running_statistics([c.reshape(-1, 4) for c in currents[:steps]])
+        np.testing.assert_allclose(stats["mean"], expected_mean, rtol=1e-5, atol=1e-6, err_msg=f"{steps} steps")
+        np.testing.assert_allclose(stats["var"], expected_var, rtol=1e-5, err_msg=f"{steps} steps")
+
+
+def test_unbiased_leaves_a_single_values_variance():
+    """`n / (n - 1)` for n values; one value has nothing to correct with (its variance is 0)."""
+    np.testing.assert_allclose(neurons.unbiased(jnp.float32(2.0), 5), 2.5)
+    assert float(neurons.unbiased(jnp.float32(0.0), 1)) == 0.0
 
 
 @pytest.mark.parametrize("fused", [True, False])
