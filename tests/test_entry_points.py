@@ -4,6 +4,7 @@ import concurrent.futures
 import functools
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -12,8 +13,12 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from absl import flags
 from conftest import read_events
 from datasets_on_disk import VOC_TRAIN, VOC_VAL, changed_after_caching, ddd17_with_nonfinite, first_train_frame
+from ml_collections import config_flags
+
+from snnseg_jax import cli, formulations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
@@ -124,7 +129,8 @@ def test_evaluate_writes_eval_json_over_every_image_matching_the_final_validatio
 
 # Bad command lines: (script, arguments after the script, what the message must say). In the
 # arguments, {tmp} is a directory holding the files below, {config} the demo config; --workdir is
-# {tmp}/run unless given. Each must end with exit status 2, one paragraph and no traceback.
+# {tmp}/run unless given. Each must end with exit status 2, one paragraph and no traceback. Every
+# row runs in this process (`as_in_this_process`); those of `AS_PROCESSES` also as the command itself.
 BAD_FILES = {
     "syntax.py": "def get_config(:\n",
     "no_get_config.py": "x = 1\n",
@@ -269,9 +275,22 @@ BAD_TREES = {
 }
 
 
+# One row of each kind of failure (a config file that does not load, a bad value, a file or directory
+# of the workdir, a damaged data file) and each entry point, run as the commands a user types: the
+# entry points reach `cli.run`, which makes any of these an exit status 2 and one paragraph.
+AS_PROCESSES = (
+    "config-syntax-error",
+    "every-problem-at-once",
+    "metrics-file-is-a-directory",
+    "event-tensor-with-NaN",
+    "bad-noise-levels",
+    "nothing-to-evaluate",
+)
+
+
 @pytest.fixture(scope="module")
-def bad_command_lines(tmp_path_factory):
-    """The result of every command of `BAD_COMMAND_LINES`, run 3 at a time."""
+def bad_inputs(tmp_path_factory):
+    """A directory holding the files of `BAD_FILES` and the damaged datasets of `BAD_TREES`."""
     tmp = tmp_path_factory.mktemp("bad_inputs")
     for name, text in BAD_FILES.items():
         if text is None:
@@ -280,18 +299,30 @@ def bad_command_lines(tmp_path_factory):
             (tmp / name).write_text(text)
     for name, build in BAD_TREES.items():
         build(tmp / name)
+    return tmp
+
+
+def command_line(case, tmp):
+    """The arguments after the script of row `case`, with the demo config and {tmp}/run where it names none."""
+    _, arguments, _ = BAD_COMMAND_LINES[case]
+    arguments = [a.format(tmp=tmp) for a in arguments]
+    config = (
+        []
+        if any(a.startswith("--config") and "." not in a.split("=")[0] for a in arguments)
+        else [f"--config={CONFIG}"]
+    )
+    workdir = [] if any(a.startswith("--workdir") for a in arguments) else [f"--workdir={tmp}/run"]
+    return [*config, *workdir, *arguments]
+
+
+@pytest.fixture(scope="module")
+def bad_commands_as_processes(bad_inputs):
+    """The result of `python <script> ...` for each row of `AS_PROCESSES`, run 3 at a time."""
 
     def run_one(case):
-        script, arguments, _ = case
-        arguments = [a.format(tmp=tmp) for a in arguments]
-        config = (
-            []
-            if any(a.startswith("--config") and "." not in a.split("=")[0] for a in arguments)
-            else [f"--config={CONFIG}"]
-        )
-        workdir = [] if any(a.startswith("--workdir") for a in arguments) else [f"--workdir={tmp}/run"]
+        script = os.path.join(ROOT, BAD_COMMAND_LINES[case][0])
         return subprocess.run(
-            [sys.executable, os.path.join(ROOT, script), *config, *workdir, *arguments],
+            [sys.executable, script, *command_line(case, bad_inputs)],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -299,12 +330,55 @@ def bad_command_lines(tmp_path_factory):
         )
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        return dict(zip(BAD_COMMAND_LINES, pool.map(run_one, BAD_COMMAND_LINES.values())))
+        return dict(zip(AS_PROCESSES, pool.map(run_one, AS_PROCESSES)))
+
+
+def as_in_this_process(script, arguments, monkeypatch, capsys):
+    """The exit status and stderr of `python <script> *arguments`, run in this process: the script's own
+    flag definitions (on flags of their own) and `main`, through `cli.run`, from the repository root.
+    An exception that `cli.run` lets through (a traceback in the real command) fails the test."""
+    own_flags = flags.FlagValues()
+    with pytest.MonkeyPatch.context() as defining:
+        for module, name in [(flags, n) for n in ("DEFINE_string", "DEFINE_list", "mark_flags_as_required")] + [
+            (config_flags, "DEFINE_config_file")
+        ]:
+            defining.setattr(module, name, functools.partial(getattr(module, name), flag_values=own_flags))
+        main = runpy.run_path(os.path.join(ROOT, script))["main"]
+    argv = [script, *arguments]
+    monkeypatch.setattr(flags, "FLAGS", own_flags)
+    monkeypatch.setattr(sys, "argv", argv)  # where ml_collections reads the --config.<field> overrides
+    monkeypatch.chdir(ROOT)
+    # Settings of the process (malloc, XLA_FLAGS) that the commands make: not this one's to change.
+    monkeypatch.setattr(formulations, "keep_freed_memory", lambda: False)
+    monkeypatch.setattr(formulations, "deterministic_gpu_ops", lambda: False)
+    # ml_collections loads the config file as module "config_config" into the module it finds there, if any:
+    # a fresh one, as in a new process (else a file without get_config() would keep the last one's).
+    monkeypatch.delitem(sys.modules, "config_config", raising=False)
+    capsys.readouterr()
+    try:
+        cli.run(main, argv)
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    finally:
+        sys.modules.pop("config_config", None)
+    return status, capsys.readouterr().err
+
+
+def assert_one_paragraph_exit_2(status, stderr, message):
+    assert status == 2, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.startswith("error: ") and message in " ".join(stderr.split()), stderr
 
 
 @pytest.mark.parametrize("case", BAD_COMMAND_LINES)
-def test_a_bad_command_line_gives_one_paragraph_naming_it_and_exit_status_2(bad_command_lines, case):
-    result, message = bad_command_lines[case], BAD_COMMAND_LINES[case][2]
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split()), result.stderr
+def test_a_bad_command_line_gives_one_paragraph_naming_it_and_exit_status_2(bad_inputs, case, monkeypatch, capsys):
+    script, _, message = BAD_COMMAND_LINES[case]
+    status, stderr = as_in_this_process(script, command_line(case, bad_inputs), monkeypatch, capsys)
+    assert_one_paragraph_exit_2(status, stderr, message)
+
+
+@pytest.mark.parametrize("case", AS_PROCESSES)
+def test_the_entry_points_give_one_paragraph_and_exit_status_2_for_a_bad_command_line(bad_commands_as_processes, case):
+    result = bad_commands_as_processes[case]
+    assert_one_paragraph_exit_2(result.returncode, result.stderr, BAD_COMMAND_LINES[case][2])
