@@ -918,15 +918,15 @@ def sparsity_findings(result: dict) -> str:
     lines = []
     for arch, network in result["networks"].items():
         best, paper = best_kept(network), network["paper"]
-        reached = (
-            f"at most {best['energy_ratio']:.2f} (λ = {best['lambda']:g}, MIoU {best['miou_to_ann']:.2f} of the twin's)"
-            if best
-            else "no λ reached it"
-        )
-        verdict = "at or above" if best and best["energy_ratio"] >= paper["energy_ratio"] else "below"
+        theirs = f"the paper's {paper['energy_ratio']} at {paper['miou_to_ann']:.2f} of its ANN's MIoU"
+        if best is None:
+            lines.append(f"{NETWORK_NAMES[arch][0]}: no λ keeps {MIOU_FLOOR:g} of the ANN twin's MIoU ({theirs}).")
+            continue
+        verdict = "at or above" if best["energy_ratio"] >= paper["energy_ratio"] else "below"
         lines.append(
-            f"{NETWORK_NAMES[arch][0]} keeping {MIOU_FLOOR:g} of its ANN twin's MIoU: E_ANN / E_SNN {reached}, "
-            f"{verdict} the paper's {paper['energy_ratio']} (at {paper['miou_to_ann']:.2f} of its ANN's MIoU)."
+            f"{NETWORK_NAMES[arch][0]}: the highest E_ANN / E_SNN that keeps {MIOU_FLOOR:g} of the ANN twin's MIoU "
+            f"is {best['energy_ratio']:.2f} (λ = {best['lambda']:g}, {best['miou_to_ann']:.2f} of it), {verdict} "
+            f"{theirs}."
         )
     return " ".join(lines)
 
@@ -1180,7 +1180,7 @@ def write_sparsity(runs: Path, out: str | None, figure: str | None) -> None:
         Path(figure).parent.mkdir(parents=True, exist_ok=True)
         sparsity_figure(result).savefig(figure, dpi=110)
         print(f"wrote {figure}")
-    print(sparsity_table(result) + "\n\n" + sparsity_findings(result))
+    print("\n\n".join([sparsity_table(result), sparsity_findings(result), sparsity_settings_line(result)]))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@
 #   SETTINGS  paper (default): configs/voc_*.py on the photograph data, as reproduce/paper_settings.sh;
 #             demo: configs/shapes_*.py on the embedded shapes data (no DATA needed)
 #   LAMBDAS   the spike-budget weights, each one run per network (default "0 1e-3 3e-3 1e-2")
+#   NETWORKS  the architectures (default "deeplab fcn"); two calls with one each may share RUNS_DIR
 #   WIDTH     multiplier on every hidden channel count (paper default 0.25; demo default the config's)
 #   STEPS     training steps of every run (paper default 600; demo default the config's)
 #   DATA      paper only: where the photograph dataset goes (default /tmp/photo_voc; made if missing)
@@ -46,14 +47,16 @@ case $SETTINGS in
     ;;
 esac
 
-# `record NAME CONFIG OVERRIDES...`: the run's line in the manifest that reproduce.results reads.
+# `record NAME CONFIG OVERRIDES...`: the run's line in the manifest that reproduce.results reads (once per run;
+# the runs of earlier calls stay listed, and are named as missing if they did not finish).
 record() {
-  "$PYTHON" -c 'import json, sys; print(json.dumps({"run": sys.argv[1], "config": sys.argv[2], "overrides": sys.argv[3:]}))' \
-    "$@" >> "$MANIFEST"
+  if ! grep -qF "{\"run\": \"$1\"," "$MANIFEST" 2> /dev/null; then
+    "$PYTHON" -c 'import json, sys; print(json.dumps({"run": sys.argv[1], "config": sys.argv[2], "overrides": sys.argv[3:]}))' \
+      "$@" >> "$MANIFEST"
+  fi
 }
 
-: > "$MANIFEST"
-for arch in deeplab fcn; do
+for arch in ${NETWORKS:-deeplab fcn}; do
   if [[ $SETTINGS == paper ]]; then config=configs/voc_$arch.py; else config=configs/shapes_$arch.py; fi
   ann=$RUNS/${arch}_ann
   ann_args=(--config.model.name="$arch" "${COMMON[@]}")
