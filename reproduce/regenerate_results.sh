@@ -12,7 +12,7 @@
 #   performance  reproduce/performance_results.sh -> docs/results/performance.json
 #   paper        reproduce/paper_settings.sh: the four networks at the paper's settings (T = 20) on the
 #                photographs -> docs/results/paper_settings.json (about an hour; not in the default set)
-#   sparsity-demo  reproduce/sparsity_frontier.sh on the shapes demo: each spiking network per spike-budget
+#   sparsity-demo  reproduce/sparsity_frontier.sh on the shapes demo (600 steps): each spiking network per spike-budget
 #                λ and its ANN twin -> docs/results/sparsity_demo.json, docs/figures/sparsity_demo.png
 #                (not in the default set)
 #   sparsity     the same at the paper's settings -> docs/results/sparsity_paper.json,
@@ -39,7 +39,7 @@ for part in "${parts[@]}"; do
     photo) rm -rf "$RUNS/photo_ann"; RESULTS=docs/results/photo_check.json reproduce/photo_check.sh "$RUNS/photo_ann" ;;
     performance) RESULTS=docs/results/performance.json reproduce/performance_results.sh "$RUNS/performance" ;;
     paper) RESULTS=docs/results/paper_settings.json reproduce/paper_settings.sh "$RUNS/paper_settings" ;;
-    sparsity-demo) SETTINGS=demo RESULTS=docs/results/sparsity_demo.json FIGURE=docs/figures/sparsity_demo.png \
+    sparsity-demo) SETTINGS=demo STEPS=600 RESULTS=docs/results/sparsity_demo.json FIGURE=docs/figures/sparsity_demo.png \
                      reproduce/sparsity_frontier.sh "$RUNS/sparsity_demo" ;;
     sparsity) SETTINGS=paper RESULTS=docs/results/sparsity_paper.json FIGURE=docs/figures/sparsity_paper.png \
                 reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper" ;;
