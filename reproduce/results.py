@@ -907,7 +907,7 @@ def sparsity_settings_line(result: dict) -> str:
     t = result["timings"]
     return (
         "; ".join(parts)
-        + f". Every run's overrides are in the result file.{missing} Its commands took "
+        + f". Every run's overrides are in the result file.{missing} The frontier's commands took "
         + f"{duration(sum(e['seconds'] for e in t.values()))}, added up. "
         + machine_line(result, loads_of(list(t.values())))
     )
