@@ -13,6 +13,10 @@ Rate coding over T=4 steps keeps only strong, coarse contrasts, so the dataset's
 outline and in coarse high-contrast surface patterns (the first version, with fine low-contrast
 patterns, gave the ANN 0.61 and the spiking network 0.19).
 
+A spike budget in the loss (`--config.spikes.penalty=1e-3`, λ) makes the network fire less for
+some of its MIoU, and a λ of 0.1 silences it; docs/results.md, "Trading accuracy for energy", shows
+what each λ gave on this demo.
+
 No weight decay here (the paper configs keep the released code's 5e-4 on the kernels), in every
 embedded-data config, all of which start from this one. Under Adam the decay costs the spiking
 network much more than it gives the ANN. With `--config.weight_decay=5e-4`, the spiking network's

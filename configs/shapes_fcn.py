@@ -8,6 +8,10 @@ Expected: validation MIoU 0.690 after 5,000 steps (the ANN twin: 0.868), ~3 min 
 The FCN pair is further apart than the DeepLab pair of shapes_deeplab.py. A likely cause, not
 tested: the FCN decoder's two spiking layers carry the class evidence of only num_classes channels
 as spike counts over T=4, where the DeepLab's decoder is linear.
+
+A spike budget in the loss (`--config.spikes.penalty=1e-3`, λ) makes the network fire less for
+some of its MIoU; docs/results.md, "Trading accuracy for energy", shows what each λ gave on this
+demo.
 """
 
 from configs import shapes_deeplab

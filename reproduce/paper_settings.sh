@@ -27,7 +27,7 @@ mkdir -p "$RUNS"
 TIMINGS=$RUNS/timings.jsonl
 source "$(dirname "$0")/timed.sh"
 
-if [[ ! -f $DATA/ImageSets/Segmentation/val.txt ]]; then
+if ! voc_found "$DATA"; then
   timed make "$RUNS" -m reproduce.make_photo_voc --out "$DATA"
 fi
 COMMON=(--config.dataset.root="$DATA" --config.model.width="$WIDTH" --config.num_train_steps="$STEPS")

@@ -12,6 +12,11 @@
 #   performance  reproduce/performance_results.sh -> docs/results/performance.json
 #   paper        reproduce/paper_settings.sh: the four networks at the paper's settings (T = 20) on the
 #                photographs -> docs/results/paper_settings.json (about an hour; not in the default set)
+#   sparsity-demo  reproduce/sparsity_frontier.sh on the shapes demo (600 steps): each spiking network per spike-budget
+#                λ and its ANN twin -> docs/results/sparsity_demo.json, docs/figures/sparsity_demo.png
+#                (not in the default set)
+#   sparsity     the same at the paper's settings -> docs/results/sparsity_paper.json,
+#                docs/figures/sparsity_paper.png (hours; not in the default set)
 #
 #   RUNS   where the runs go (default runs/results). Runs found there are resumed, not retrained: after a
 #          change to the code, data or configs, start from an empty RUNS (or delete the parts' runs).
@@ -34,7 +39,12 @@ for part in "${parts[@]}"; do
     photo) rm -rf "$RUNS/photo_ann"; RESULTS=docs/results/photo_check.json reproduce/photo_check.sh "$RUNS/photo_ann" ;;
     performance) RESULTS=docs/results/performance.json reproduce/performance_results.sh "$RUNS/performance" ;;
     paper) RESULTS=docs/results/paper_settings.json reproduce/paper_settings.sh "$RUNS/paper_settings" ;;
-    *) echo "unknown part $part; choose from embedded, fcn, photo, performance, paper" >&2; exit 2 ;;
+    sparsity-demo) SETTINGS=demo STEPS=600 RESULTS=docs/results/sparsity_demo.json FIGURE=docs/figures/sparsity_demo.png \
+                     reproduce/sparsity_frontier.sh "$RUNS/sparsity_demo" ;;
+    sparsity) SETTINGS=paper RESULTS=docs/results/sparsity_paper.json FIGURE=docs/figures/sparsity_paper.png \
+                reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper" ;;
+    *) echo "unknown part $part; choose from embedded, fcn, photo, performance, paper, sparsity-demo, sparsity" >&2
+       exit 2 ;;
   esac
 done
 ${PYTHON:-python} -m reproduce.results readme

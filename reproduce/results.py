@@ -4,12 +4,14 @@
     python -m reproduce.results photo WORKDIR --timings FILE [--out docs/results/photo_check.json]
     python -m reproduce.results performance DIR [--out docs/results/performance.json]
     python -m reproduce.results paper RUNS_DIR [--out docs/results/paper_settings.json]
+    python -m reproduce.results sparsity RUNS_DIR [--out docs/results/sparsity_demo.json] [--figure PNG]
     python -m reproduce.results readme [--check]
 
 `embedded` reads the runs of reproduce/embedded_results.sh (eval_val.json, analysis/*.json, timings.jsonl)
 and prints them as Markdown; `photo` reads the photo-check run of reproduce/photo_check.sh; `performance`
 reads the JSON lines that reproduce/performance_results.sh wrote into DIR; `paper` reads the runs of
-reproduce/paper_settings.sh and prints its table. With --out each writes its
+reproduce/paper_settings.sh and prints its table; `sparsity` reads the runs of reproduce/sparsity_frontier.sh
+(with --figure it also draws MIoU against E_ANN / E_SNN). With --out each writes its
 result file, with the machine it ran on and the code's commit. `readme` renders the blocks
 between `<!-- results: NAME -->` and `<!-- /results -->` of README.md and of the pages of docs/ from
 docs/results/*.json; --check only compares, printing what differs and exiting
@@ -30,7 +32,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from snnseg_jax import checkpoints
+from snnseg_jax import checkpoints, cli
 from snnseg_jax.analysis import headlines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,9 @@ PAPER_RATIOS = {
     ("fcn", "shapes"): (2.37, "VOC2012"),
     ("fcn", "events"): (1.04, "DDD17"),
 }
+# Paper Table 2 on VOC2012: (spiking MIoU, ANN MIoU), by architecture.
+PAPER_VOC_MIOU = {"deeplab": (22.3, 32.3), "fcn": (9.9, 30.9)}
+NETWORK_NAMES = {"deeplab": ("Spiking-DeepLab", "DeepLab"), "fcn": ("Spiking-FCN", "FCN")}
 DROPPED = {"channel_max", "spatial_max", "palette", "class_names", "workdir", "iou_per_class"}  # too long for docs
 GIB = 2.0**30
 
@@ -174,6 +179,77 @@ def collect_performance(directory: Path) -> dict:
         if lines:
             found[path.stem] = json.loads(lines[-1])
     return {"runs": found, "timings": timings(directory / "timings.jsonl")}
+
+
+def manifest(runs: Path) -> list[dict]:
+    """The runs that reproduce/sparsity_frontier.sh planned in `runs` (its runs.jsonl): name, config, overrides."""
+    path = runs / "runs.jsonl"
+    if not path.exists():
+        raise cli.UserError(f"{path}: not found; reproduce/sparsity_frontier.sh writes it beside its runs")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def sparsity_point(run: dict, entry: dict, run_dir: Path) -> dict:
+    """One spiking run of the frontier: its lambda, MIoU, energy ratio and spikes per neuron by layer."""
+    energy = run["analyses"]["energy"]
+    spikes = checkpoints.saved_config(str(run_dir))[1]["spikes"]
+    return {
+        "run": entry["run"],
+        "overrides": entry["overrides"],
+        "lambda": spikes["penalty"],
+        "weighting": spikes["weighting"],
+        "miou": run["miou"],
+        "energy_ratio": energy["ratio"],
+        "e_ann_pj": energy["e_ann_pj"],
+        "e_snn_pj": energy["e_snn_pj"],
+        "spikes_per_neuron": {
+            layer["name"]: layer["output_spike_rate"]
+            for layer in energy["layers"]
+            if layer["output_spike_rate"] is not None
+        },
+    }
+
+
+def collect_sparsity(runs: Path) -> dict:
+    """The runs of reproduce/sparsity_frontier.sh: per network its ANN twin and, per lambda, the spiking
+    network's MIoU (also as a fraction of the twin's), E_ANN / E_SNN and spikes per neuron by layer; the
+    paper's Table 5 point; the planned runs that did not finish (`missing`); the timings."""
+    found, networks, missing = collect_runs(runs), {}, []
+    for entry in manifest(runs):
+        run, arch = found.get(entry["run"]), entry["run"].split("_")[0]
+        spiking = run is not None and run["model"].startswith("spiking_")
+        if run is None or (spiking and "energy" not in run["analyses"]):
+            missing.append(entry["run"])
+            continue
+        paper_snn, paper_ann = PAPER_VOC_MIOU[arch]
+        network = networks.setdefault(
+            arch,
+            {
+                "config": entry["config"],
+                "timesteps": run["timesteps"],
+                "width": run["width"],
+                "steps": run["steps"],
+                "num_images": run["num_images"],
+                "ann": None,
+                "points": [],
+                "paper": {
+                    "energy_ratio": PAPER_RATIOS[(arch, "shapes")][0],
+                    "miou": paper_snn / 100,
+                    "ann_miou": paper_ann / 100,
+                    "miou_to_ann": paper_snn / paper_ann,
+                    "dataset": PAPER_RATIOS[(arch, "shapes")][1],
+                },
+            },
+        )
+        if spiking:
+            network["points"].append(sparsity_point(run, entry, runs / entry["run"]))
+        else:
+            network["ann"] = {"run": entry["run"], "overrides": entry["overrides"], "miou": run["miou"]}
+    for network in networks.values():
+        network["points"].sort(key=lambda point: point["lambda"])
+        for point in network["points"]:
+            point["miou_to_ann"] = point["miou"] / network["ann"]["miou"] if network["ann"] else None
+    return {"networks": networks, "missing": missing, "timings": timings(runs / "timings.jsonl")}
 
 
 # ---------------------------------------------------------------- rendering
@@ -660,11 +736,6 @@ def stream_latency(results: dict) -> str:
     )
 
 
-# Paper Table 2 on VOC2012: (spiking MIoU, ANN MIoU), by architecture.
-PAPER_VOC_MIOU = {"deeplab": (22.3, 32.3), "fcn": (9.9, 30.9)}
-NETWORK_NAMES = {"deeplab": ("Spiking-DeepLab", "DeepLab"), "fcn": ("Spiking-FCN", "FCN")}
-
-
 def paper_settings(results: dict) -> str:
     """The four networks at the paper's settings (reproduce/paper_settings.sh): MIoU, ratios, T = 4 beside
     T = 20, spikes per neuron by layer and the energy ratio."""
@@ -794,6 +865,190 @@ def headline(results: dict) -> str:
     return table(["", "paper", "ours"], rows)
 
 
+# ---------------------------------------------------------------- the sparsity frontier
+
+MIOU_FLOOR = 0.85  # the fraction of the ANN twin's MIoU that a point of the frontier must keep to count
+
+
+def frontier(points: list[dict]) -> list[dict]:
+    """The points no other point beats in both MIoU and E_ANN / E_SNN (the Pareto frontier), by lambda."""
+    beats = lambda q, p: q["miou"] >= p["miou"] and q["energy_ratio"] >= p["energy_ratio"] and q is not p
+    return [p for p in points if not any(beats(q, p) for q in points)]
+
+
+def best_kept(network: dict) -> dict | None:
+    """The point with the highest E_ANN / E_SNN among those keeping MIOU_FLOOR of the twin's MIoU."""
+    kept = [p for p in network["points"] if p["miou_to_ann"] is not None and p["miou_to_ann"] >= MIOU_FLOOR]
+    return max(kept, key=lambda p: p["energy_ratio"], default=None)
+
+
+def sparsity_row(snn_name: str, point: dict) -> list[str]:
+    rates = point["spikes_per_neuron"].values()
+    to_ann = "–" if point["miou_to_ann"] is None else f"{point['miou_to_ann']:.2f}"
+    return [
+        snn_name,
+        f"{point['lambda']:g}",
+        f"{point['miou']:.3f}",
+        to_ann,
+        f"**{point['energy_ratio']:.2f}**",
+        f"{min(rates):.2f}–{max(rates):.2f}" if rates else "–",
+    ]
+
+
+def sparsity_settings_line(result: dict) -> str:
+    """How the frontier's runs were trained, what is missing, and how long they took where."""
+    parts = []
+    for arch, network in result["networks"].items():
+        parts.append(
+            f"{NETWORK_NAMES[arch][0]}: `{network['config']}`, width {network['width']:g}, T = "
+            f"{network['timesteps']}, {network['steps']:,} steps, {network['num_images']} validation images"
+        )
+    missing = f" Not finished: {', '.join(result['missing'])}." if result["missing"] else ""
+    t = result["timings"]
+    return (
+        "; ".join(parts)
+        + f". Every run's overrides are in the result file.{missing} The frontier's commands took "
+        + f"{duration(sum(e['seconds'] for e in t.values()))}, added up. "
+        + machine_line(result, loads_of(list(t.values())))
+    )
+
+
+def sparsity_findings(result: dict) -> str:
+    """Per network: the highest E_ANN / E_SNN that keeps MIOU_FLOOR of the twin's MIoU, against the paper's."""
+    lines = []
+    for arch, network in result["networks"].items():
+        best, paper = best_kept(network), network["paper"]
+        theirs = f"the paper's {paper['energy_ratio']} at {paper['miou_to_ann']:.2f} of its ANN's MIoU"
+        if best is None:
+            lines.append(f"{NETWORK_NAMES[arch][0]}: no λ keeps {MIOU_FLOOR:g} of the ANN twin's MIoU ({theirs}).")
+            continue
+        verdict = "at or above" if best["energy_ratio"] >= paper["energy_ratio"] else "below"
+        lines.append(
+            f"{NETWORK_NAMES[arch][0]}: the highest E_ANN / E_SNN that keeps {MIOU_FLOOR:g} of the ANN twin's MIoU "
+            f"is {best['energy_ratio']:.2f} (λ = {best['lambda']:g}, {best['miou_to_ann']:.2f} of it), {verdict} "
+            f"{theirs}."
+        )
+    return " ".join(lines)
+
+
+def sparsity_table(result: dict) -> str:
+    """Every run of a frontier: the ANN twin, then MIoU, its fraction of the twin's and E_ANN / E_SNN per λ."""
+    rows = []
+    for arch, network in result["networks"].items():
+        snn_name, ann_name = NETWORK_NAMES[arch]
+        if network["ann"]:
+            rows.append([f"{ann_name} (ANN twin)", "–", f"{network['ann']['miou']:.3f}", "1", "1", "–"])
+        rows += [sparsity_row(snn_name, point) for point in network["points"]]
+        paper = network["paper"]
+        rows.append(
+            [
+                f"{snn_name}, paper ({paper['dataset']})",
+                "–",
+                f"{paper['miou']:.3f}",
+                f"{paper['miou_to_ann']:.2f}",
+                f"{paper['energy_ratio']}",
+                "–",
+            ]
+        )
+    return table(["network", "λ", "MIoU", "/ ANN", "E_ANN / E_SNN", "spikes per neuron over T"], rows)
+
+
+def sparsity_spikes(result: dict) -> str:
+    """Spikes per neuron over T by the conv that drives the neurons, one column per λ, per network."""
+    tables = []
+    for arch, network in result["networks"].items():
+        layers = list(dict.fromkeys(name for p in network["points"] for name in p["spikes_per_neuron"]))
+        rows = [[f"`{name}`", *(f"{p['spikes_per_neuron'][name]:.2f}" for p in network["points"])] for name in layers]
+        header = [f"{NETWORK_NAMES[arch][0]}: conv", *(f"λ = {p['lambda']:g}" for p in network["points"])]
+        tables.append(table(header, rows))
+    return "\n\n".join(tables)
+
+
+def sparsity(settings: str) -> Callable[[dict], str]:
+    """The block of docs/results.md that shows the frontier at `settings` (demo or paper) in full."""
+
+    def render(results: dict) -> str:
+        result = results[f"sparsity_{settings}"]
+        return "\n\n".join(
+            [
+                sparsity_table(result),
+                sparsity_findings(result),
+                sparsity_settings_line(result),
+                "Spikes per neuron over T, by the conv that drives the neurons (the `energy` analysis on the "
+                "validation images):",
+                sparsity_spikes(result),
+            ]
+        )
+
+    return render
+
+
+def sparsity_summary(results: dict) -> str:
+    """README's short table: per measured setting and network, the λ on the frontier."""
+    rows = []
+    for settings in ("paper", "demo"):
+        result = results.get(f"sparsity_{settings}")
+        for arch, network in (result or {}).get("networks", {}).items():
+            for point in frontier(network["points"]):
+                rows.append([settings, *sparsity_row(NETWORK_NAMES[arch][0], point)[:5]])
+    return table(["settings", "network", "λ", "MIoU", "/ ANN", "E_ANN / E_SNN"], rows)
+
+
+def spike_budget_demo(results: dict) -> str:
+    """docs/training.md's sentence on what λ does on the shapes demo."""
+    result = results["sparsity_demo"]
+    parts = []
+    for arch, network in result["networks"].items():
+        points = "; ".join(
+            f"λ = {p['lambda']:g}: MIoU {p['miou']:.3f}, E_ANN / E_SNN {p['energy_ratio']:.2f}"
+            for p in network["points"]
+        )
+        parts.append(f"{NETWORK_NAMES[arch][0]} ({network['steps']:,} steps) {points}")
+    return "On the shapes demo, " + ". ".join(parts) + " ([Results](results.md#trading-accuracy-for-energy))."
+
+
+def sparsity_figure(result: dict):
+    """MIoU as a fraction of the ANN twin's against E_ANN / E_SNN, per network, with the twins and the
+    paper's Table 5 points marked."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = figure.subplots()
+    for (arch, network), color in zip(result["networks"].items(), ("tab:blue", "tab:orange")):
+        points = [p for p in network["points"] if p["miou_to_ann"] is not None]
+        ax.plot(
+            [p["energy_ratio"] for p in points],
+            [p["miou_to_ann"] for p in points],
+            "o-",
+            color=color,
+            label=NETWORK_NAMES[arch][0],
+        )
+        for p in points:
+            ax.annotate(
+                f"λ={p['lambda']:g}",
+                (p["energy_ratio"], p["miou_to_ann"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+                color=color,
+            )
+        paper = network["paper"]
+        ax.plot(
+            paper["energy_ratio"],
+            paper["miou_to_ann"],
+            "*",
+            markersize=12,
+            color=color,
+            label=f"{NETWORK_NAMES[arch][0]}, paper ({paper['dataset']})",
+        )
+    ax.plot(1, 1, "ks", label="ANN twins")
+    ax.axhline(MIOU_FLOOR, color="gray", linestyle="--", linewidth=0.8, label=f"{MIOU_FLOOR:g} of the ANN's MIoU")
+    ax.set_xlabel("E_ANN / E_SNN")
+    ax.set_ylabel("MIoU / the ANN twin's MIoU")
+    ax.legend(fontsize=8)
+    return figure
+
+
 def regeneration(results: dict) -> str:
     """How long the commands behind the result files took, all together, and where."""
     entries = [t for r in results.values() for t in r.get("timings", {}).values()]
@@ -826,6 +1081,10 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "streaming": streaming,
     "stream-latency": stream_latency,
     "paper-settings": paper_settings,
+    "sparsity-demo": sparsity("demo"),
+    "sparsity-paper": sparsity("paper"),
+    "sparsity-summary": sparsity_summary,
+    "spike-budget-demo": spike_budget_demo,
 }
 # The part of reproduce/regenerate_results.sh that writes each result file, and the blocks that render
 # from it (a block named nowhere renders from embedded_deeplab.json alone).
@@ -837,6 +1096,8 @@ PRODUCERS = {
         ("benchmark", "memory", "ablation", "torch-comparison", "stream-latency", "headline"),
     ),
     "paper_settings": ("paper", ("paper-settings", "headline")),
+    "sparsity_demo": ("sparsity-demo", ("sparsity-demo", "sparsity-summary", "spike-budget-demo")),
+    "sparsity_paper": ("sparsity", ("sparsity-paper",)),
 }
 BLOCK = re.compile(r"(<!-- results: ([^\s>]+) -->\n)((?:(?!<!-- results: ).)*?)(<!-- /results -->)", re.DOTALL)
 
@@ -908,15 +1169,31 @@ def write_json(result: dict, out: str | None, generated_by: str) -> None:
         print(f"wrote {out}")
 
 
+def write_sparsity(runs: Path, out: str | None, figure: str | None) -> None:
+    """Collects the frontier's runs, writes its result file and figure, and prints its table."""
+    try:
+        result = {**provenance("reproduce/sparsity_frontier.sh"), **collect_sparsity(runs)}
+    except cli.UserError as error:
+        cli.fail(str(error))
+    write_json(result, out, "reproduce/sparsity_frontier.sh")
+    if figure:
+        Path(figure).parent.mkdir(parents=True, exist_ok=True)
+        sparsity_figure(result).savefig(figure, dpi=110)
+        print(f"wrote {figure}")
+    print("\n\n".join([sparsity_table(result), sparsity_findings(result), sparsity_settings_line(result)]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("embedded", "photo", "performance", "paper"):
+    for name in ("embedded", "photo", "performance", "paper", "sparsity"):
         sub = commands.add_parser(name)
         sub.add_argument("directory")
         sub.add_argument("--out")
         if name == "photo":
             sub.add_argument("--timings", required=True)
+        if name == "sparsity":
+            sub.add_argument("--figure", help="a PNG file that receives the figure of MIoU against E_ANN / E_SNN")
     commands.add_parser("readme").add_argument("--check", action="store_true")
     args = parser.parse_args()
     if args.command == "readme":
@@ -943,6 +1220,8 @@ def main() -> None:
         result = collect_paper(directory)
         write_json(result, args.out, "reproduce/paper_settings.sh")
         print(paper_settings({"paper_settings": {**provenance("reproduce/paper_settings.sh"), **result}}))
+    elif args.command == "sparsity":
+        write_sparsity(directory, args.out, args.figure)
     elif args.command == "photo":
         write_json(collect_photo(directory, Path(args.timings)), args.out, "reproduce/photo_check.sh")
     else:

@@ -13,3 +13,9 @@ timed() {
     "$name" "$(awk "BEGIN {printf \"%.1f\", $EPOCHREALTIME - $start}")" "$resumed" "$load_before" \
     "$(cut -d' ' -f1 /proc/loadavg)" >> "$TIMINGS"
 }
+
+# `voc_found DIR`: whether DIR holds a VOC2012 folder, itself or as VOCdevkit/VOC2012 (as
+# reproduce/make_photo_voc.py writes it).
+voc_found() {
+  [[ -f $1/ImageSets/Segmentation/val.txt || -f $1/VOCdevkit/VOC2012/ImageSets/Segmentation/val.txt ]]
+}

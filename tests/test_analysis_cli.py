@@ -13,7 +13,7 @@ import pytest
 from conftest import random_variables
 
 from configs import shapes_deeplab
-from snnseg_jax import checkpoints, experiment, optimization, steps, training_log
+from snnseg_jax import analysis, checkpoints, experiment, optimization, steps, training_log
 from snnseg_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,3 +309,14 @@ def test_latency_and_streaming_on_event_recordings(tmp_path):
     assert streamed["frames"] == 12 and streamed["windowed_miou"] == pytest.approx(evaluation["miou"])
     assert 0 <= streamed["continuous_miou"] <= 1 and streamed["frames_per_second"] > 0
     assert set(streamed["continuous_miou_by_late_statistics"]) == {"last", "mean", "cycle"}
+
+
+def test_the_ann_twin_of_a_run_with_a_spike_budget_is_looked_for_without_one():
+    """The budget is refused for ANNs, so the twin an energy analysis compares against trained at 0."""
+    config = shapes_deeplab.get_config()
+    config.spikes.penalty = 1e-3
+    twin = analysis.twin_config(config)
+    assert (twin.model.name, twin.spikes.penalty) == ("deeplab", 0.0)
+    experiment.check_config(twin)  # a config an ANN can be trained with
+    assert config.spikes.penalty == 1e-3  # the run's own config is left as it was
+    assert analysis.twin_config(twin).spikes.penalty == 0.0  # the spiking twin of an ANN: no budget to carry over

@@ -45,7 +45,7 @@ def test_every_results_block_is_known_and_closed(path):
 def test_every_block_is_shown_once_and_every_result_file_it_reads_is_committed():
     names = [n for path in DOCUMENTS for n in re.findall(r"^<!-- results: (\S+) -->$", path.read_text(), flags=re.M)]
     assert sorted(names) == sorted(results.BLOCKS), "a block shown twice, or never"
-    shown = {"embedded_deeplab", "embedded_fcn", "photo_check", "performance", "paper_settings"}
+    shown = {"embedded_deeplab", "embedded_fcn", "photo_check", "performance", "paper_settings", "sparsity_demo"}
     assert shown <= set(results.load_results()), "a result file the blocks render from is missing"
 
 

@@ -63,6 +63,8 @@ def twin_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """`config` with the twin network: what a `compare_workdir` run was trained with."""
     twin = config.copy_and_resolve_references()
     twin.model.name = twin_model_name(config.model.name)
+    if not twin.model.name.startswith("spiking_"):
+        twin.spikes.penalty = 0.0  # the spike budget is the spiking network's alone; its ANN twin trains without
     return twin
 
 

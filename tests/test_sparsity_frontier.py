@@ -1,0 +1,115 @@
+"""reproduce.results collects and renders the sparsity frontier of reproduce/sparsity_frontier.sh.
+
+The runs directory is fabricated: each run is the files the collector reads (eval_val.json, the
+checkpoint's run metadata, analysis/energy.json), with numbers chosen so the expected ratios are
+exact by hand.
+"""
+
+import json
+
+import pytest
+
+from reproduce import results
+
+ANN_MIOU = 0.8
+# (run, lambda, MIoU, E_ANN / E_SNN, spikes per neuron of conv1 and conv2), in the manifest's order.
+SPIKING = [
+    ("deeplab_snn_lambda1e-2", 1e-2, 0.4, 9.0, (0.2, 0.1)),
+    ("deeplab_snn_lambda0", 0.0, 0.72, 2.0, (1.5, 1.0)),
+    ("deeplab_snn_lambda1e-3", 1e-3, 0.704, 3.0, (1.2, 0.5)),
+    ("deeplab_snn_lambda3e-3", 3e-3, 0.6, 2.5, (1.0, 0.4)),  # beaten by 1e-3 in both: off the frontier
+]
+
+
+def write_run(runs, name, model, miou, penalty=0.0, energy=None):
+    run_dir = runs / name
+    metadata = run_dir / "checkpoints" / "100" / "run" / "metadata"
+    metadata.parent.mkdir(parents=True)
+    config = {
+        "model": {"name": model, "timesteps": 4, "width": 0.125},
+        "dataset": {"name": "shapes"},
+        "spikes": {"penalty": penalty, "weighting": "energy"},
+    }
+    metadata.write_text(json.dumps({"config": config}))
+    evaluation = {"step": 100, "miou": miou, "pixel_accuracy": 0.9, "num_images": 50}
+    (run_dir / "eval_val.json").write_text(json.dumps(evaluation))
+    if energy is not None:
+        (run_dir / "analysis").mkdir()
+        (run_dir / "analysis" / "energy.json").write_text(json.dumps(energy))
+
+
+def energy_report(ratio, rates):
+    layers = [{"name": "input", "output_spike_rate": None, "mac": True}]
+    layers += [{"name": f"conv{i + 1}", "output_spike_rate": r, "mac": False} for i, r in enumerate(rates)]
+    return {"ratio": ratio, "e_ann_pj": 100.0 * ratio, "e_snn_pj": 100.0, "layers": layers}
+
+
+@pytest.fixture
+def runs(tmp_path):
+    entries = [("deeplab_ann", "deeplab")] + [(name, "spiking_deeplab") for name, *_ in SPIKING]
+    entries += [("fcn_ann", "fcn"), ("fcn_snn_lambda0", "spiking_fcn"), ("fcn_snn_lambda1e-3", "spiking_fcn")]
+    manifest = [{"run": name, "config": "configs/shapes_x.py", "overrides": [f"--o={name}"]} for name, _ in entries]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in manifest))
+    write_run(tmp_path, "deeplab_ann", "deeplab", ANN_MIOU)
+    for name, penalty, miou, ratio, rates in SPIKING:
+        write_run(tmp_path, name, "spiking_deeplab", miou, penalty, energy_report(ratio, rates))
+    write_run(tmp_path, "fcn_ann", "fcn", 0.5)
+    write_run(tmp_path, "fcn_snn_lambda0", "spiking_fcn", 0.3)  # evaluated, but no energy analysis
+    timing = {"name": "train deeplab_ann", "seconds": 12.0, "resumed": False, "load_before": 1.0, "load_after": 2.0}
+    (tmp_path / "timings.jsonl").write_text(json.dumps(timing) + "\n")
+    return tmp_path
+
+
+def test_collect_sparsity_orders_by_lambda_divides_by_the_twin_and_names_what_is_missing(runs):
+    collected = results.collect_sparsity(runs)
+    deeplab = collected["networks"]["deeplab"]
+    assert [p["lambda"] for p in deeplab["points"]] == [0.0, 1e-3, 3e-3, 1e-2]
+    assert [p["miou_to_ann"] for p in deeplab["points"]] == pytest.approx([0.9, 0.88, 0.75, 0.5])
+    assert [p["energy_ratio"] for p in deeplab["points"]] == [2.0, 3.0, 2.5, 9.0]
+    first = deeplab["points"][0]
+    assert first["spikes_per_neuron"] == {"conv1": 1.5, "conv2": 1.0}  # the input has no spiking neurons
+    assert first["overrides"] == ["--o=deeplab_snn_lambda0"] and first["run"] == "deeplab_snn_lambda0"
+    assert deeplab["ann"]["miou"] == ANN_MIOU
+    assert deeplab["paper"]["energy_ratio"] == 2.75
+    assert deeplab["paper"]["miou_to_ann"] == pytest.approx(22.3 / 32.3)
+    assert collected["missing"] == ["fcn_snn_lambda0", "fcn_snn_lambda1e-3"]
+    assert collected["networks"]["fcn"]["points"] == []
+    assert list(collected["timings"]) == ["train deeplab_ann"]
+
+
+def test_the_frontier_drops_points_beaten_in_both_miou_and_energy(runs):
+    points = results.collect_sparsity(runs)["networks"]["deeplab"]["points"]
+    assert [p["lambda"] for p in results.frontier(points)] == [0.0, 1e-3, 1e-2]
+
+
+def test_the_rendered_blocks_show_the_points_and_the_best_ratio_that_keeps_the_floor(runs):
+    result = {**results.provenance("test"), **results.collect_sparsity(runs)}
+    text = results.render_blocks(
+        "<!-- results: sparsity-demo -->\n<!-- /results -->\n<!-- results: sparsity-summary -->\n<!-- /results -->\n",
+        {"sparsity_demo": result},
+    )
+    assert "| DeepLab (ANN twin) | – | 0.800 | 1 | 1 | – |" in text
+    assert "| Spiking-DeepLab | 0.001 | 0.704 | 0.88 | **3.00** | 0.50–1.20 |" in text
+    assert "| demo | Spiking-DeepLab | 0.003 |" not in text  # off the frontier: not in the summary
+    assert "| demo | Spiking-DeepLab | 0.01 | 0.400 | 0.50 | **9.00** |" in text
+    # 9.0 keeps only half the twin's MIoU; 3.0 (lambda 1e-3) is the best that keeps 0.85 of it
+    assert "twin's MIoU is 3.00 (λ = 0.001, 0.88 of it), at or above the paper's 2.75 at 0.69" in text
+    assert "Spiking-FCN" not in text.split("<!-- results: sparsity-summary -->")[1]  # no FCN point was collected
+    assert "Not finished: fcn_snn_lambda0, fcn_snn_lambda1e-3." in text
+
+
+def test_the_command_writes_the_result_file_and_the_figure(runs, tmp_path_factory, capsys):
+    out = tmp_path_factory.mktemp("out")
+    results.write_sparsity(runs, str(out / "sparsity.json"), str(out / "figures" / "sparsity.png"))
+    written = json.loads((out / "sparsity.json").read_text())
+    assert written["generated_by"] == "reproduce/sparsity_frontier.sh"
+    assert written["networks"]["deeplab"]["points"][1]["miou_to_ann"] == pytest.approx(0.88)
+    assert (out / "figures" / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| Spiking-DeepLab | 0 | 0.720 | 0.90 | **2.00** |" in capsys.readouterr().out
+
+
+def test_a_directory_without_the_manifest_is_refused_naming_it(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        results.write_sparsity(tmp_path, None, None)
+    assert exit_info.value.code == 2
+    assert "runs.jsonl: not found" in capsys.readouterr().err
