@@ -112,4 +112,4 @@ def test_a_directory_without_the_manifest_is_refused_naming_it(tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         results.write_sparsity(tmp_path, None, None)
     assert exit_info.value.code == 2
-    assert "runs.jsonl: not found" in capsys.readouterr().err
+    assert "runs.jsonl: not found" in " ".join(capsys.readouterr().err.split())
