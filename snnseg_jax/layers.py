@@ -202,7 +202,9 @@ class LIF(nn.Module):
         n = self.neuron
         if membrane is not None:
             membrane = jax.lax.stop_gradient(membrane)
-        spikes, final = neurons.lif_scan(currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn, u0=membrane)
+        spikes, final = neurons.lif_scan(
+            currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn, u0=membrane
+        )
         sow_membrane(self, jax.lax.stop_gradient(final))
         return spikes
 
