@@ -4,6 +4,7 @@ train step's carried state, the config's checks, and resuming after kill -9 and 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO
 
@@ -196,8 +198,6 @@ def run(workdir, point=None, step=None):
 
 
 def saved(workdir, step):
-    import orbax.checkpoint as ocp
-
     path = os.path.join(workdir, "checkpoints", str(step), "state")
     return ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(path))
 
@@ -242,3 +242,60 @@ def test_sigterm_saves_the_step_and_resuming_ends_as_the_uninterrupted_run(unint
     assert result.returncode == 0, result.stderr
     assert "Resuming from step 3 " in result.stdout
     assert_ends_like(uninterrupted, workdir)
+
+
+# ---------------------------------------------------------------- several devices and processes split the slots
+
+
+def start(workdir, *flags, devices=1):
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
+    }
+    args = command(workdir) + ["--config.num_train_steps=4", "--config.eval_every_steps=4", *flags]
+    return subprocess.Popen(args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def state_on_one_device(workdir, step):
+    path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata,
+    )
+    return ocp.tree.to_flat_dict(checkpointer.restore(path, target))
+
+
+@pytest.mark.slow
+def test_two_devices_and_two_processes_split_the_slots_and_train_as_one_device(tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    workdirs = {name: str(tmp_path / name) for name in ("one", "two_devices", "two_processes")}
+    processes = [start(workdirs["one"]), start(workdirs["two_devices"], devices=2)]
+    processes += [
+        start(
+            workdirs["two_processes"],
+            "--config.distributed.initialize=True",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.coordinator_address=localhost:{port}",
+            f"--config.distributed.process_id={i}",
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=600)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    expected = state_on_one_device(workdirs["one"], 4)
+    assert any("carried" in str(path) for path in expected)
+    for name in ("two_devices", "two_processes"):
+        got = state_on_one_device(workdirs[name], 4)
+        assert got.keys() == expected.keys()
+        for path, leaf in expected.items():  # gradients summed in another order: rounding, grown by Adam
+            np.testing.assert_allclose(got[path], leaf, rtol=1e-4, atol=1e-4, err_msg=f"{name} {path}")
