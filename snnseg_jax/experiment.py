@@ -18,7 +18,7 @@ import optax
 
 from snnseg_jax import config_rules, data, models, optimization, sharding, steps, stream
 from snnseg_jax.cli import UserError
-from snnseg_jax.data import pipeline
+from snnseg_jax.data import pipeline, streams
 from snnseg_jax.steps import TrainState
 
 
@@ -160,6 +160,7 @@ class Experiment:
     input_shape: tuple[int, ...]  # of one example
     train_key: jax.Array  # the Poisson spikes of training step s: fold_in(train_key, s)
     eval_key: jax.Array
+    stream: streams.StreamBatches | None = None  # training on streams: its batches
 
 
 def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
@@ -178,6 +179,11 @@ def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
     input_shape = eval_set.read(np.arange(1))[0].shape[1:]
     # A state trained on streams carries membranes, also when only restored for evaluation.
     streaming_batch = config.batch_size if config.stream_training.enabled else 0
+    stream = None
+    if training and streaming_batch:  # checks the recordings before any work
+        rows = sharding.local_rows(config.batch_size, mesh)
+        fraction = config.stream_training.zero_state_fraction
+        stream = streams.StreamBatches(train_set, config.batch_size, fraction, config.seed, rows)
     return Experiment(
         config=config,
         config_json=config_as_json(config),
@@ -191,4 +197,5 @@ def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
         input_shape=input_shape,
         train_key=train_key,
         eval_key=eval_key,
+        stream=stream,
     )

@@ -66,10 +66,6 @@ class Run:
     eval_key: jax.Array
     stream: streams.StreamBatches | None = None  # the batches when training on streams
 
-    @property
-    def state_sharding(self) -> TrainState:
-        return steps.state_sharding(self.mesh, streaming=self.stream is not None)
-
     def validates_at(self, step: int) -> bool:
         """Whether the state after `step` is validated."""
         every = self.config.eval_every_steps
@@ -86,11 +82,6 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
     experiment.make_workdir(workdir)
     e = experiment.build(config, training=True)
     schedule = optimization.learning_rate_schedule(config, e.steps)
-    stream = None
-    if config.stream_training.enabled:  # checks the recordings before any work
-        rows = sharding.local_rows(config.batch_size, e.mesh)
-        fraction = config.stream_training.zero_state_fraction
-        stream = streams.StreamBatches(e.train_set, config.batch_size, fraction, config.seed, rows)
     return Run(
         config,
         e.config_json,
@@ -105,7 +96,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
         e.init,
         e.train_key,
         e.eval_key,
-        stream,
+        e.stream,
     )
 
 
@@ -128,7 +119,7 @@ def restore_or_init(run: Run) -> Start:
         run.workdir, experiment.abstract_state(run.init, run.mesh), run.config_json, move_invalid=sharding.is_primary()
     )
     if resumed is None:
-        state = jax.jit(run.init, out_shardings=run.state_sharding)()
+        state = jax.jit(run.init, out_shardings=steps.state_sharding(run.mesh, run.stream is not None))()
         return Start(state, pipeline.Position(), LogWindow())
     if sharding.is_primary():
         checkpoints.warn_config_differences(resumed, run.config_json, "resuming")
