@@ -87,15 +87,18 @@ def random_variables_fixture():
 def lively_variables(model, input_shape, seed=0):
     """`random_variables` with BNTT running statistics drawn so that the layers spike, but not always."""
     variables = random_variables(model, input_shape, seed)
-    keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 256))
     draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, v: jax.random.uniform(
-            next(keys), v.shape, minval=draws[path[-1].key][0], maxval=draws[path[-1].key][1]
-        ),
-        variables["batch_stats"],
-    )
-    return {"params": variables["params"], "batch_stats": stats}
+
+    def draw(batch_stats):  # compiled once: op by op, each leaf's shape would compile its own draw
+        keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 256))
+        return jax.tree_util.tree_map_with_path(
+            lambda path, v: jax.random.uniform(
+                next(keys), v.shape, minval=draws[path[-1].key][0], maxval=draws[path[-1].key][1]
+            ),
+            batch_stats,
+        )
+
+    return {"params": variables["params"], "batch_stats": jax.jit(draw)(variables["batch_stats"])}
 
 
 def read_events(workdir) -> list[tuple[str, int, object]]:

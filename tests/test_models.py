@@ -110,8 +110,9 @@ def test_dilations_and_xavier_gain2_init():
     model = models.build("spiking_deeplab", num_classes=21, timesteps=1)
     units = [layer for layer in model.architecture.layers if layer.op == architecture.UNIT]
     assert [layer.dilation for layer in units] == [1, 1, 1, 1, 1, 2, 2, 12, 1]
-    variables = model.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 16, 16, 3)), train=False)
-    kernel = np.asarray(variables["params"]["conv2_2"]["conv"]["kernel"])
+    # Compiled: op by op, drawing the full-width kernels takes several times as long.
+    init = jax.jit(lambda x: model.init({"params": KEY, "spikes": KEY}, x, train=False))
+    kernel = np.asarray(init(jnp.zeros((1, 16, 16, 3)))["params"]["conv2_2"]["conv"]["kernel"])
     bound = 2.0 * np.sqrt(6.0 / (9 * 128 + 9 * 128))  # gain * sqrt(6 / (fan_in + fan_out))
     assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.95 * bound
     np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.02)
