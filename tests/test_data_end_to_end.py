@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, as_in_this_process
+from conftest import REPO
 from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset, put_nonfinite, rewrite
 
 from snnseg_jax.data import loading
@@ -23,13 +23,17 @@ TINY = [
 ]
 
 
-def arguments(config, workdir, root, *overrides):
-    return [f"--config={REPO / config}", f"--workdir={workdir}", f"--config.dataset.root={root}", *TINY, *overrides]
-
-
 def run(script, config, workdir, root, *overrides, status=0):
     result = subprocess.run(
-        [sys.executable, str(REPO / script), *arguments(config, workdir, root, *overrides)],
+        [
+            sys.executable,
+            str(REPO / script),
+            f"--config={REPO / config}",
+            f"--workdir={workdir}",
+            f"--config.dataset.root={root}",
+            *TINY,
+            *overrides,
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -84,10 +88,8 @@ def nan_in_a_test_frame(root):
         ),
     ],
 )
-def test_two_training_steps_then_evaluate_counts_every_image(
-    tmp_path, monkeypatch, capsys, config, layout, split, count, extra, damage
-):
-    """Then the eval split damaged (`damage`): evaluate stops with exit 2 and a message naming the file."""
+def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, layout, split, count, extra, damage):
+    """Then the eval split damaged (`damage`): evaluate.py stops with exit 2 and a message naming the file."""
     root = make_dataset(tmp_path / "data", layout)
     workdir = tmp_path / "run"
     run("train.py", config, workdir, root, *extra)
@@ -97,9 +99,7 @@ def test_two_training_steps_then_evaluate_counts_every_image(
     assert report["num_images"] == count and report["step"] == 2
     assert 0.0 <= report["miou"] <= 1.0
     message = damage(root)
-    # evaluate.py's flags and main through `cli.run`, in this process (the command itself ran above).
-    stopped = as_in_this_process("evaluate.py", arguments(config, workdir, root, *extra), monkeypatch, capsys)
-    assert stopped.returncode == 2, stopped.stderr
+    stopped = run("evaluate.py", config, workdir, root, *extra, status=2)
     assert "Traceback" not in stopped.stderr and message in " ".join(stopped.stderr.split()), stopped.stderr
 
 
