@@ -16,7 +16,9 @@ float32 either way.
 """
 
 import atexit
+import functools
 import os
+import runpy
 import shutil
 import struct
 import subprocess
@@ -35,6 +37,8 @@ import jax  # noqa: E402  (after XLA_FLAGS, the precision and the cache director
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,15 +87,18 @@ def random_variables_fixture():
 def lively_variables(model, input_shape, seed=0):
     """`random_variables` with BNTT running statistics drawn so that the layers spike, but not always."""
     variables = random_variables(model, input_shape, seed)
-    keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 256))
     draws = {"mean": (-0.5, 0.0), "var": (0.1, 0.5)}
-    stats = jax.tree_util.tree_map_with_path(
-        lambda path, v: jax.random.uniform(
-            next(keys), v.shape, minval=draws[path[-1].key][0], maxval=draws[path[-1].key][1]
-        ),
-        variables["batch_stats"],
-    )
-    return {"params": variables["params"], "batch_stats": stats}
+
+    def draw(batch_stats):  # compiled once: op by op, each leaf's shape would compile its own draw
+        keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 256))
+        return jax.tree_util.tree_map_with_path(
+            lambda path, v: jax.random.uniform(
+                next(keys), v.shape, minval=draws[path[-1].key][0], maxval=draws[path[-1].key][1]
+            ),
+            batch_stats,
+        )
+
+    return {"params": variables["params"], "batch_stats": jax.jit(draw)(variables["batch_stats"])}
 
 
 def read_events(workdir) -> list[tuple[str, int, object]]:
@@ -121,3 +128,39 @@ def read_events(workdir) -> list[tuple[str, int, object]]:
                     )
                 )
     return found
+
+
+def as_in_this_process(script, arguments, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """`python <script> *arguments` run in this process: the script's own flag definitions (on flags
+    of their own) and `main`, through `cli.run`, from the repository root; its exit status, stdout and
+    stderr as `subprocess.run` gives them. An exception that `cli.run` lets through (a traceback in the
+    real command) fails the test."""
+    from snnseg_jax import cli, formulations
+
+    own_flags = flags.FlagValues()
+    with pytest.MonkeyPatch.context() as defining:
+        for module, name in [(flags, n) for n in ("DEFINE_string", "DEFINE_list", "mark_flags_as_required")] + [
+            (config_flags, "DEFINE_config_file")
+        ]:
+            defining.setattr(module, name, functools.partial(getattr(module, name), flag_values=own_flags))
+        main = runpy.run_path(str(REPO / script))["main"]
+    argv = [script, *arguments]
+    monkeypatch.setattr(flags, "FLAGS", own_flags)
+    monkeypatch.setattr(sys, "argv", argv)  # where ml_collections reads the --config.<field> overrides
+    monkeypatch.chdir(REPO)
+    # Settings of the process (malloc, XLA_FLAGS) that the commands make: not this one's to change.
+    monkeypatch.setattr(formulations, "keep_freed_memory", lambda: False)
+    monkeypatch.setattr(formulations, "deterministic_gpu_ops", lambda: False)
+    # ml_collections loads the config file as module "config_config" into the module it finds there, if any:
+    # a fresh one, as in a new process (else a file without get_config() would keep the last one's).
+    monkeypatch.delitem(sys.modules, "config_config", raising=False)
+    capsys.readouterr()
+    try:
+        cli.run(main, argv)
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    finally:
+        sys.modules.pop("config_config", None)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *arguments], status, out, err)

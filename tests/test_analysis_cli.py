@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_variables
+from conftest import as_in_this_process, random_variables
 
 from configs import shapes_deeplab
 from snnseg_jax import analysis, checkpoints, experiment, optimization, steps, training_log
@@ -81,24 +81,34 @@ def runs(tmp_path_factory):
     return workdirs
 
 
-def evaluate(workdir, model_name, *args):
+def evaluate_arguments(workdir, model_name, *args):
     overrides = [f"--config.{field}={value}" for field, value in TINY.items()]
+    return [
+        f"--config={CONFIG}",
+        f"--workdir={workdir}",
+        f"--config.model.name={model_name}",
+        *overrides,
+        *ANALYSIS,
+        *args,
+    ]
+
+
+def evaluate(workdir, model_name, *args):
     return subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "evaluate.py"),
-            f"--config={CONFIG}",
-            f"--workdir={workdir}",
-            f"--config.model.name={model_name}",
-            *overrides,
-            *ANALYSIS,
-            *args,
-        ],
+        [sys.executable, os.path.join(ROOT, "evaluate.py"), *evaluate_arguments(workdir, model_name, *args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=600,
     )
+
+
+@pytest.fixture
+def refused(monkeypatch, capsys):
+    """`refused(workdir, model_name, *args)`: the command line of `evaluate` run in this process
+    (`conftest.as_in_this_process`), for the command lines it stops with a user error: the entry
+    points' exit status and one paragraph as processes are tests/test_entry_points.py's."""
+    return lambda *a: as_in_this_process("evaluate.py", evaluate_arguments(*a), monkeypatch, capsys)
 
 
 def read(workdir, name):
@@ -205,8 +215,8 @@ def test_energy_json_is_consistent_with_its_own_per_layer_numbers(runs):
         ("spiking_deeplab", "streaming", "runs over event recordings frame by frame, but config.dataset.name='shapes'"),
     ],
 )
-def test_analyses_that_do_not_apply_stop_with_one_paragraph(runs, model_name, analyses, message):
-    result = evaluate(runs[model_name], model_name, f"--analyses={analyses}")
+def test_analyses_that_do_not_apply_stop_with_one_paragraph(runs, refused, model_name, analyses, message):
+    result = refused(runs[model_name], model_name, f"--analyses={analyses}")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message in " ".join(result.stderr.split())
 
@@ -217,10 +227,12 @@ def twin_command(workdir, model_name):
 
 
 @pytest.mark.parametrize("compare", ["missing", "same-kind"])
-def test_a_missing_or_wrong_twin_stops_before_any_work_naming_the_command_that_trains_it(runs, tmp_path, compare):
+def test_a_missing_or_wrong_twin_stops_before_any_work_naming_the_command_that_trains_it(
+    runs, refused, tmp_path, compare
+):
     """The message says what --compare_workdir must hold, and the train.py command on a line of its own."""
     twin_dir = str(tmp_path / "demo_ann") if compare == "missing" else runs["spiking_deeplab"]
-    result = evaluate(
+    result = refused(
         runs["spiking_deeplab"], "spiking_deeplab", "--analyses=robustness", f"--compare_workdir={twin_dir}"
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr and result.stdout == ""  # nothing evaluated
@@ -234,8 +246,8 @@ def test_a_missing_or_wrong_twin_stops_before_any_work_naming_the_command_that_t
     assert result.stderr.splitlines()[-1] == f"    {twin_command(twin_dir, 'deeplab')}"
 
 
-def test_a_workdir_of_the_other_network_names_the_model_to_evaluate_it_with(runs):
-    result = evaluate(runs["deeplab"], "spiking_deeplab")
+def test_a_workdir_of_the_other_network_names_the_model_to_evaluate_it_with(runs, refused):
+    result = refused(runs["deeplab"], "spiking_deeplab")
     assert result.returncode == 2 and result.stdout == ""
     message = " ".join(result.stderr.split())
     assert f"--workdir={runs['deeplab']} holds a run with model.name='deeplab'" in message

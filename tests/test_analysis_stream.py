@@ -21,7 +21,9 @@ def test_anytime_curve_ends_at_the_evaluation_and_counts_each_steps_spikes():
     confusions, spikes = jax.jit(lambda v, b, k: latency.anytime_step(v, b, k, model=model))(
         variables, {"inputs": images, "labels": labels}, KEY
     )
-    logits, sown = model.apply(variables, images, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
+    logits, sown = jax.jit(  # compiled: op by op, the window's many small ops compile one by one
+        lambda v, x: model.apply(v, x, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
+    )(variables, images)
     np.testing.assert_array_equal(confusions[-1], metrics.confusion_matrix(labels, jnp.argmax(logits, -1), 4))
     # Spikes per neuron of each step, from the window's spikes of every layer (time-major [T, B, ...]).
     per_layer = [jnp.swapaxes(a, 0, 1).reshape(3, T, -1) for a in models.activity(sown).values()]
@@ -43,7 +45,7 @@ def test_streaming_a_recording_in_chunks_matches_the_window_at_its_t_th_frame(mo
     np.testing.assert_array_equal(chunked[1], whole[1])
     assert whole[0].shape == (7, 4, 4) and whole[0].sum(axis=(1, 2)).tolist() == [16 * 16] * 7
     # From zero state, the prediction at frame T is that of the window of the first T frames.
-    window = model.apply(variables, jnp.asarray(frames[None, :T]), train=False)
+    window = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(frames[None, :T]))
     np.testing.assert_array_equal(whole[1][T - 1], np.argmax(window[0], -1))
     np.testing.assert_array_equal(whole[0][T - 1], metrics.confusion_matrix(labels[T - 1], whole[1][T - 1], 4))
 

@@ -4,7 +4,6 @@ import concurrent.futures
 import functools
 import json
 import os
-import runpy
 import shutil
 import subprocess
 import sys
@@ -13,12 +12,8 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from absl import flags
-from conftest import read_events
+from conftest import as_in_this_process, read_events
 from datasets_on_disk import VOC_TRAIN, VOC_VAL, changed_after_caching, ddd17_with_nonfinite, first_train_frame
-from ml_collections import config_flags
-
-from snnseg_jax import cli, formulations
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "shapes_deeplab.py")
@@ -333,38 +328,6 @@ def bad_commands_as_processes(bad_inputs):
         return dict(zip(AS_PROCESSES, pool.map(run_one, AS_PROCESSES)))
 
 
-def as_in_this_process(script, arguments, monkeypatch, capsys):
-    """The exit status and stderr of `python <script> *arguments`, run in this process: the script's own
-    flag definitions (on flags of their own) and `main`, through `cli.run`, from the repository root.
-    An exception that `cli.run` lets through (a traceback in the real command) fails the test."""
-    own_flags = flags.FlagValues()
-    with pytest.MonkeyPatch.context() as defining:
-        for module, name in [(flags, n) for n in ("DEFINE_string", "DEFINE_list", "mark_flags_as_required")] + [
-            (config_flags, "DEFINE_config_file")
-        ]:
-            defining.setattr(module, name, functools.partial(getattr(module, name), flag_values=own_flags))
-        main = runpy.run_path(os.path.join(ROOT, script))["main"]
-    argv = [script, *arguments]
-    monkeypatch.setattr(flags, "FLAGS", own_flags)
-    monkeypatch.setattr(sys, "argv", argv)  # where ml_collections reads the --config.<field> overrides
-    monkeypatch.chdir(ROOT)
-    # Settings of the process (malloc, XLA_FLAGS) that the commands make: not this one's to change.
-    monkeypatch.setattr(formulations, "keep_freed_memory", lambda: False)
-    monkeypatch.setattr(formulations, "deterministic_gpu_ops", lambda: False)
-    # ml_collections loads the config file as module "config_config" into the module it finds there, if any:
-    # a fresh one, as in a new process (else a file without get_config() would keep the last one's).
-    monkeypatch.delitem(sys.modules, "config_config", raising=False)
-    capsys.readouterr()
-    try:
-        cli.run(main, argv)
-        status = 0
-    except SystemExit as stop:
-        status = stop.code
-    finally:
-        sys.modules.pop("config_config", None)
-    return status, capsys.readouterr().err
-
-
 def assert_one_paragraph_exit_2(status, stderr, message):
     assert status == 2, stderr[-3000:]
     assert "Traceback" not in stderr
@@ -374,8 +337,8 @@ def assert_one_paragraph_exit_2(status, stderr, message):
 @pytest.mark.parametrize("case", BAD_COMMAND_LINES)
 def test_a_bad_command_line_gives_one_paragraph_naming_it_and_exit_status_2(bad_inputs, case, monkeypatch, capsys):
     script, _, message = BAD_COMMAND_LINES[case]
-    status, stderr = as_in_this_process(script, command_line(case, bad_inputs), monkeypatch, capsys)
-    assert_one_paragraph_exit_2(status, stderr, message)
+    result = as_in_this_process(script, command_line(case, bad_inputs), monkeypatch, capsys)
+    assert_one_paragraph_exit_2(result.returncode, result.stderr, message)
 
 
 @pytest.mark.parametrize("case", AS_PROCESSES)

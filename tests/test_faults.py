@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, read_events
+from conftest import REPO, as_in_this_process, read_events
 
 from configs import shapes_deeplab
 from snnseg_jax import checkpoints, cli, experiment, models, optimization, sharding
@@ -575,8 +575,11 @@ def test_a_class_count_that_does_not_fit_names_the_output_layer(reference):
         )
 
 
-def test_evaluating_with_a_config_that_does_not_fit_is_a_one_paragraph_error(reference, env):
-    result = run("evaluate.py", reference, env, {"model.width": 0.125})
+def test_evaluating_with_a_config_that_does_not_fit_is_a_one_paragraph_error(reference, monkeypatch, capsys):
+    """evaluate.py's flags and main through `cli.run`, in this process: it stops as it restores."""
+    result = as_in_this_process(
+        "evaluate.py", command("evaluate.py", reference, {"model.width": 0.125})[2:], monkeypatch, capsys
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
     assert message.startswith("error: checkpoint 12") and "does not fit this config" in message

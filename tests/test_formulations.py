@@ -87,7 +87,7 @@ def test_each_backends_formulations_compute_the_plain_values():
         model = models.build("deeplab", num_classes=3, width=0.0625, tuned_ops=tuning is not None)
         if tuning is not None:
             model = model.clone(settings=dataclasses.replace(model.settings, tuning=tuning))
-        variables = model.init({"params": jax.random.PRNGKey(2)}, x[:1], train=False)
+        variables = jax.jit(lambda x: model.init({"params": jax.random.PRNGKey(2)}, x, train=False))(x[:1])
         fc6_as_dilated_conv = "rhs_dilation=(12, 12)" in str(
             jax.make_jaxpr(lambda x: model.apply(variables, x, train=False))(x)
         )

@@ -110,8 +110,9 @@ def test_dilations_and_xavier_gain2_init():
     model = models.build("spiking_deeplab", num_classes=21, timesteps=1)
     units = [layer for layer in model.architecture.layers if layer.op == architecture.UNIT]
     assert [layer.dilation for layer in units] == [1, 1, 1, 1, 1, 2, 2, 12, 1]
-    variables = model.init({"params": KEY, "spikes": KEY}, jnp.zeros((1, 16, 16, 3)), train=False)
-    kernel = np.asarray(variables["params"]["conv2_2"]["conv"]["kernel"])
+    # Compiled: op by op, drawing the full-width kernels takes several times as long.
+    init = jax.jit(lambda x: model.init({"params": KEY, "spikes": KEY}, x, train=False))
+    kernel = np.asarray(init(jnp.zeros((1, 16, 16, 3)))["params"]["conv2_2"]["conv"]["kernel"])
     bound = 2.0 * np.sqrt(6.0 / (9 * 128 + 9 * 128))  # gain * sqrt(6 / (fan_in + fan_out))
     assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.95 * bound
     np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.02)
@@ -131,8 +132,10 @@ def test_spiking_output_is_time_average_of_output_currents():
 
     model = models.build("spiking_deeplab", num_classes=3, timesteps=4, width=0.125, head="released")
     x = jax.random.uniform(KEY, (1, 16, 16, 3), minval=-1, maxval=1)
-    variables = model.init({"params": KEY, "spikes": KEY}, x, train=False)
-    logits, sown = model.apply(variables, x, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
+    variables = jax.jit(lambda x: model.init({"params": KEY, "spikes": KEY}, x, train=False))(x)
+    logits, sown = jax.jit(
+        lambda v, x: model.apply(v, x, train=False, rngs={"spikes": KEY}, mutable=[models.ACTIVITY])
+    )(variables, x)
     spikes = models.activity(sown)["fc6"]  # time-major [T, B, 4, 4, 128]
     assert spikes.shape == (4, 1, 4, 4, 128)
     kernel = variables["params"]["output"]["kernel"][0, 0]
@@ -150,7 +153,7 @@ def test_ann_fcn_decoder_is_linear(relu_after_ups, random_variables):
     model = models.build("fcn", num_classes=3, timesteps=1, width=0.125)
     variables = random_variables(model, (16, 16, 3))
     x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-0.5, maxval=0.5)
-    logits, sown = model.apply(variables, x, train=False, mutable=[models.ACTIVITY])
+    logits, sown = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=[models.ACTIVITY]))(variables, x)
     features = {name: a[0] for name, a in models.activity(sown).items()}  # one step: [1, B, ...]
     assert set(features) == {layer.name for layer in model.architecture.layers if layer.op == architecture.UNIT}
     conv = lambda name, y: models.class_conv(model.architecture[name], 3, model.settings).apply(
@@ -170,7 +173,7 @@ def test_ann_batchnorm_epsilon_is_bntts(random_variables):
     variables = random_variables(model, (16, 16, 3))
     variables["batch_stats"] = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
     x = jax.random.uniform(KEY, (2, 16, 16, 3), minval=-0.5, maxval=0.5)
-    _, sown = model.apply(variables, x, train=False, mutable=[models.ACTIVITY])
+    _, sown = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=[models.ACTIVITY]))(variables, x)
     kernel = variables["params"]["conv1_1"]["conv"]["kernel"]
     conv = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(

@@ -30,7 +30,7 @@ def batch_and_state():
         "labels": rng.integers(0, 5, (2, SIDE, SIDE)).astype(np.uint8),
     }
     model, optimizer = tiny(), optax.adam(2e-2)
-    variables = model.init({"params": KEY, "spikes": KEY}, batch["inputs"][:1], train=False)
+    variables = jax.jit(lambda x: model.init({"params": KEY, "spikes": KEY}, x, train=False))(batch["inputs"][:1])
     params = variables["params"]
     return batch, steps.TrainState(jnp.array(0), params, variables["batch_stats"], optimizer.init(params)), optimizer
 
@@ -163,7 +163,7 @@ def test_lambda_zero_trains_exactly_as_the_plain_cross_entropy():
 def test_an_ann_step_reports_no_spikes_and_refuses_a_budget():
     ann = models.build("deeplab", num_classes=5, timesteps=TIMESTEPS, width=0.0625)
     batch, _, optimizer = batch_and_state()
-    variables = ann.init({"params": KEY}, batch["inputs"][:1], train=False)
+    variables = jax.jit(lambda x: ann.init({"params": KEY}, x, train=False))(batch["inputs"][:1])
     params = variables["params"]
     state = steps.TrainState(jnp.array(0), params, variables["batch_stats"], optimizer.init(params))
     step = functools.partial(steps.train_step, model=ann, optimizer=optimizer)

@@ -14,6 +14,7 @@ KEY = jax.random.PRNGKey(0)
 T = 4
 
 
+@functools.cache  # shared by the tests of the same network: drawing its lively variables takes seconds
 def network_and_frames(name, kind, batch=2, size=16):
     """A tiny spiking network, its variables, its input and the frames it reads at each step."""
     if kind == "images":
@@ -27,9 +28,14 @@ def network_and_frames(name, kind, batch=2, size=16):
     return model, lively_variables(model, x.shape[1:]), x, frames
 
 
+@functools.cache  # one compilation per network and rule, whichever test steps it first
+def jitted_step(model, late_statistics="last"):
+    return jax.jit(functools.partial(stream.step, model, late_statistics=late_statistics))
+
+
 def run_steps(model, variables, frames, **kwargs):
     """Logits after each step, stepping with a jitted `stream.step` from a fresh state."""
-    step = jax.jit(functools.partial(stream.step, model, **kwargs))
+    step = jitted_step(model, **kwargs)
     state = stream.init(model, variables, frames.shape[1:])
     outputs = []
     for frame in frames:
