@@ -91,9 +91,10 @@ def test_the_expected_line_of_an_embedded_config_matches_the_result_files(path):
 
 
 def expected_line(path):
-    expected = re.findall(r"^Expected: .*$", path.read_text().split('"""')[1], flags=re.M)
-    assert len(expected) == 1, f"{path.name}: one 'Expected:' line in the docstring"
-    return expected[0]
+    """The docstring's "Expected:" paragraph, its lines joined."""
+    expected = re.findall(r"^Expected: .*(?:\n.+)*", path.read_text().split('"""')[1], flags=re.M)
+    assert len(expected) == 1, f"{path.name}: one 'Expected:' paragraph in the docstring"
+    return " ".join(expected[0].split())
 
 
 @pytest.mark.parametrize("path", STREAM_CONFIGS, ids=lambda p: p.name)
