@@ -52,6 +52,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.spikes.weighting = "energy"  # energy: cost E_SNN / E_ANN of the batch (Eqs. 8-12); rate: see target_rate
     config.spikes.target_rate = 0.1  # rate: spikes per neuron per step above which a layer costs (its excess squared)
 
+    # Training on streams (event datasets, spiking networks; see docs/training.md, "Training on streams"):
+    # each slot of the batch follows one recording window after window, carrying its membranes on.
+    config.stream_training = ml_collections.ConfigDict()
+    config.stream_training.enabled = False
+    config.stream_training.zero_state_fraction = 0.25  # slots of each batch that always start from zero state
+
     # Several processes (hosts): see docs/training.md, "Multiple devices and hosts". Empty / 0 / -1 fields are
     # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.
     config.distributed = ml_collections.ConfigDict()

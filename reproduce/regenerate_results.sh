@@ -3,7 +3,7 @@
 # rewrites them in place (the embedded configs' hand-written "Expected" lines are checked by
 # tests/test_readme_results.py and corrected by hand):
 #
-#   reproduce/regenerate_results.sh [PART ...]     PART: embedded, fcn, photo, performance (default: all)
+#   reproduce/regenerate_results.sh [PART ...]     PART: embedded, fcn, photo, performance, streams (default: these)
 #
 #   embedded     reproduce/embedded_results.sh: the DeepLab pair on shapes and on events, trained, then
 #                analysed -> docs/results/embedded_deeplab.json and the figures in docs/embedded_results/
@@ -17,6 +17,8 @@
 #                (not in the default set)
 #   sparsity     the same at the paper's settings -> docs/results/sparsity_paper.json,
 #                docs/figures/sparsity_paper.png (hours; not in the default set)
+#   streams      reproduce/stream_training.sh: both spiking networks of the events demo trained in windows and
+#                on streams, each streamed and in windows -> docs/results/stream_training.json
 #
 #   RUNS   where the runs go (default runs/results). Runs found there are resumed, not retrained: after a
 #          change to the code, data or configs, start from an empty RUNS (or delete the parts' runs).
@@ -29,7 +31,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-runs/results}
 parts=("$@")
-if [[ ${#parts[@]} == 0 ]]; then parts=(embedded fcn photo performance); fi
+if [[ ${#parts[@]} == 0 ]]; then parts=(embedded fcn photo performance streams); fi
 for part in "${parts[@]}"; do
   echo "==== $part"
   case $part in
@@ -43,7 +45,8 @@ for part in "${parts[@]}"; do
                      reproduce/sparsity_frontier.sh "$RUNS/sparsity_demo" ;;
     sparsity) SETTINGS=paper RESULTS=docs/results/sparsity_paper.json FIGURE=docs/figures/sparsity_paper.png \
                 reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper" ;;
-    *) echo "unknown part $part; choose from embedded, fcn, photo, performance, paper, sparsity-demo, sparsity" >&2
+    streams) RESULTS=docs/results/stream_training.json reproduce/stream_training.sh "$RUNS/stream_training" ;;
+    *) echo "unknown part $part; choose from embedded, fcn, photo, performance, paper, sparsity-demo, sparsity, streams" >&2
        exit 2 ;;
   esac
 done

@@ -33,7 +33,7 @@ from snnseg_jax import cli, experiment, formulations, optimization, sharding, sp
 from snnseg_jax.analysis import energy
 from snnseg_jax.data import ddd17, synthetic, voc
 from snnseg_jax.metrics import IGNORE_LABEL
-from snnseg_jax.steps import compile_eval_step, compile_train_step
+from snnseg_jax.steps import compile_eval_step, compile_train_step, state_sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,22 +114,40 @@ class Steps:
             self.model = self.model.clone(settings=dataclasses.replace(self.model.settings, tuning=tuning))
         optimizer = optimization.make_optimizer(config, steps=1_000_000)
         init_key, self.key, _ = experiment.run_keys(config.seed)
-        self.batch = sharding.put_batch(
-            synthetic_batch(config, config.batch_size, config.seed), sharding.batch_sharding(mesh)
+        batch = synthetic_batch(config, config.batch_size, config.seed)
+        streaming = config.stream_training.enabled  # every slot carries its membranes on
+        if streaming:
+            batch["fresh"] = np.zeros(config.batch_size, bool)
+        self.batch = sharding.put_batch(batch, sharding.batch_sharding(mesh))
+        init = functools.partial(
+            experiment.init_state,
+            self.model,
+            optimizer,
+            self.batch["inputs"].shape[1:],
+            init_key,
+            config.batch_size if streaming else 0,
         )
-        init = functools.partial(experiment.init_state, self.model, optimizer, self.batch["inputs"].shape[1:], init_key)
-        self.state = jax.jit(init, out_shardings=sharding.replicated(mesh))()
+        self.state = jax.jit(init, out_shardings=state_sharding(mesh, streaming))()
         budget = sparsity.budget_of(config)
-        self.train = compile_train_step(self.model, optimizer, mesh, budget=budget)
+        self.train = compile_train_step(self.model, optimizer, mesh, budget=budget, streaming=streaming)
         self.train = self.train.lower(self.state, self.batch, self.key).compile()
-        self.eval = compile_eval_step(self.model, mesh).lower(self.state, self.batch, self.key).compile()
+        self.eval = compile_eval_step(self.model, mesh).lower(self.evaluated, self.eval_batch, self.key).compile()
+
+    @property
+    def evaluated(self):
+        """The state as evaluation takes it: without the membranes carried in training."""
+        return self.state.replace(carried=None)
+
+    @property
+    def eval_batch(self) -> dict:
+        return {name: self.batch[name] for name in ("inputs", "labels")}
 
     def train_once(self) -> dict:
         self.state, metrics = self.train(self.state, self.batch, self.key)
         return metrics
 
     def eval_once(self) -> jax.Array:
-        return self.eval(self.state, self.batch, self.key)
+        return self.eval(self.evaluated, self.eval_batch, self.key)
 
 
 def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: int = 5) -> dict:

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from snnseg_jax import config_rules
 from snnseg_jax.cli import UserError, explain_os_error, warn
@@ -167,13 +168,24 @@ def complete_steps(checkpoint_dir: str) -> list[int]:
 
 
 def state_digest(state: Any) -> str:
-    """SHA-256 of the dtypes, shapes and bytes of the arrays of `state`, in tree order."""
+    """SHA-256 of the dtypes, shapes and bytes of the arrays of `state`, in tree order.
+
+    An array split over several processes (the membranes carried when training on streams) is
+    gathered first: every process must call this together.
+    """
     digest = hashlib.sha256()
-    for leaf in jax.tree.leaves(jax.device_get(state)):
-        leaf = np.ascontiguousarray(leaf)
+    for leaf in jax.tree.leaves(state):
+        leaf = np.ascontiguousarray(_whole(leaf))
         digest.update(f"{leaf.dtype}{leaf.shape}".encode())
         digest.update(leaf.tobytes())
     return digest.hexdigest()
+
+
+def _whole(leaf: Any) -> np.ndarray:
+    """`leaf` on the host, whole: gathered from every process if it is split over them."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return multihost_utils.process_allgather(leaf, tiled=True)
+    return jax.device_get(leaf)
 
 
 def restore_newest(workdir: str, abstract_state: Any, config: dict, *, move_invalid: bool) -> Checkpoint | None:

@@ -115,6 +115,8 @@ RULES: dict[str, Rule] = {
     "spikes.penalty": number(0),
     "spikes.weighting": one_of(*sparsity.WEIGHTINGS),
     "spikes.target_rate": number(0, 1),
+    "stream_training.enabled": FLAG,
+    "stream_training.zero_state_fraction": number(0, 1),
     "distributed.initialize": FLAG,
     "distributed.coordinator_address": TEXT,
     "distributed.num_processes": integer(0),

@@ -16,9 +16,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from snnseg_jax import config_rules, data, models, optimization, sharding
+from snnseg_jax import config_rules, data, models, optimization, sharding, steps, stream
 from snnseg_jax.cli import UserError
-from snnseg_jax.data import pipeline
+from snnseg_jax.data import pipeline, streams
 from snnseg_jax.steps import TrainState
 
 
@@ -40,6 +40,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     name, penalty = config.model.name, config.spikes.penalty
     if fine("spikes.penalty", "model.name") and penalty > 0 and not name.startswith("spiking_"):
         problems.append(f"spikes.penalty must be 0 for an ANN (model.name {name}), got {penalty}")
+    if fine("stream_training.enabled", "model.name", "dataset.name") and config.stream_training.enabled:
+        if not name.startswith("spiking_"):
+            problems.append(
+                f"stream_training.enabled needs a spiking network (an ANN carries no state), got model.name {name}"
+            )
+        if config.dataset.name not in data.EVENT_DATASETS:
+            problems.append(
+                "stream_training.enabled needs recordings, one of the event datasets "
+                f"({', '.join(data.EVENT_DATASETS)}), got dataset.name {config.dataset.name}"
+            )
     d = config.distributed
     if fine("distributed.num_processes", "distributed.process_id") and 0 < d.num_processes <= d.process_id:
         problems.append(
@@ -94,23 +104,39 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def init_state(
-    model: nn.Module, optimizer: optax.GradientTransformation, input_shape: tuple[int, ...], key: jax.Array
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    input_shape: tuple[int, ...],
+    key: jax.Array,
+    streaming_batch: int = 0,
 ) -> TrainState:
-    """A fresh train state for inputs of shape `[B, *input_shape]` (not yet placed on the devices)."""
+    """A fresh train state for inputs of shape `[B, *input_shape]` (not yet placed on the devices);
+    training on streams with batches of `streaming_batch` (> 0), it carries membranes at zero."""
     variables = model.init({"params": key, "spikes": key}, jnp.zeros((1, *input_shape)), train=False)
     params = variables["params"]
+    carried = None
+    if streaming_batch:
+        frame_shape = (streaming_batch, *input_shape[1:])  # an event sequence's [T, H, W, C] less T
+        carried = stream.init(model, variables, frame_shape).membranes
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         opt_state=optimizer.init(params),
+        carried=carried,
     )
 
 
 def abstract_state(init: Callable[[], TrainState], mesh: jax.sharding.Mesh) -> TrainState:
-    """Shapes, dtypes and (replicated) shardings of the state `init` would build."""
-    replicated = sharding.replicated(mesh)
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), jax.eval_shape(init))
+    """Shapes, dtypes and shardings (`steps.state_sharding`) of the state `init` would build."""
+    shapes = jax.eval_shape(init)
+    shardings = steps.state_sharding(mesh, streaming=shapes.carried is not None)
+    return jax.tree.map(
+        lambda place, x: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=place), x),
+        shardings,
+        shapes,
+        is_leaf=lambda x: x is None,
+    )
 
 
 def config_as_json(config: ml_collections.ConfigDict) -> dict:
@@ -134,6 +160,7 @@ class Experiment:
     input_shape: tuple[int, ...]  # of one example
     train_key: jax.Array  # the Poisson spikes of training step s: fold_in(train_key, s)
     eval_key: jax.Array
+    stream: streams.StreamBatches | None = None  # training on streams: its batches
 
 
 def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
@@ -150,6 +177,13 @@ def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
     optimizer = optimization.make_optimizer(config, steps)
     init_key, train_key, eval_key = run_keys(config.seed)
     input_shape = eval_set.read(np.arange(1))[0].shape[1:]
+    # A state trained on streams carries membranes, also when only restored for evaluation.
+    streaming_batch = config.batch_size if config.stream_training.enabled else 0
+    stream = None
+    if training and streaming_batch:  # checks the recordings before any work
+        rows = sharding.local_rows(config.batch_size, mesh)
+        fraction = config.stream_training.zero_state_fraction
+        stream = streams.StreamBatches(train_set, config.batch_size, fraction, config.seed, rows)
     return Experiment(
         config=config,
         config_json=config_as_json(config),
@@ -159,8 +193,9 @@ def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
         model=model,
         steps=steps,
         optimizer=optimizer,
-        init=functools.partial(init_state, model, optimizer, input_shape, init_key),
+        init=functools.partial(init_state, model, optimizer, input_shape, init_key, streaming_batch),
         input_shape=input_shape,
         train_key=train_key,
         eval_key=eval_key,
+        stream=stream,
     )

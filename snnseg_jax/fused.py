@@ -115,25 +115,41 @@ def _bntt_step(c_t: Array, scale: Array, shift: Array, t) -> Array:
     return neurons.bntt_normalize(c_t, scale[t], shift[t])
 
 
-def _lif_forward(c_BTHWC: Array, scale: Array, shift: Array, spec: SpikingConvSpec) -> Array:
-    """Spikes (in the dtype of c) of BNTT (`c * scale + shift`) and LIF neurons, one sweep over time."""
+def _initial_membrane(c_BTHWC: Array, membrane: Array | None) -> Array:
+    """The membrane `[B, H, W, C]` float32 before the first step: `membrane`, or zeros."""
+    return jnp.zeros(_step_shape(c_BTHWC), jnp.float32) if membrane is None else membrane.astype(jnp.float32)
+
+
+def _lif_forward(
+    c_BTHWC: Array, scale: Array, shift: Array, spec: SpikingConvSpec, membrane: Array | None
+) -> tuple[Array, Array]:
+    """Spikes (in the dtype of c) of BNTT (`c * scale + shift`) and LIF neurons starting from
+    `membrane` (None: zero), one sweep over time; and the membrane after the last step."""
     scale, shift = _per_step(scale), _per_step(shift)
 
     def step(t, v, c_t, _):
         v, spikes, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
         return v, spikes
 
-    zeros = jnp.zeros(_step_shape(c_BTHWC), jnp.float32)
-    return _sweep(step, c_BTHWC, _fresh_buffer(c_BTHWC, spec), zeros)[1]
+    final, spikes = _sweep(step, c_BTHWC, _fresh_buffer(c_BTHWC, spec), _initial_membrane(c_BTHWC, membrane))
+    return spikes, final
 
 
 def spiking_conv_eval(
-    x_NHWC: Array, kernel: Array, gamma: Array, mean: Array, var: Array, spec: SpikingConvSpec
-) -> Array:
-    """Spikes `[B * T, H, W, C]` of the layer with given (running) BNTT statistics."""
+    x_NHWC: Array,
+    kernel: Array,
+    gamma: Array,
+    mean: Array,
+    var: Array,
+    spec: SpikingConvSpec,
+    membrane: Array | None = None,
+) -> tuple[Array, Array]:
+    """Spikes `[B * T, H, W, C]` of the layer with given (running) BNTT statistics, its neurons starting
+    from `membrane` `[B, H, W, C]` (None: zero); and their membrane after the last step (float32)."""
     c = ops._split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
     scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
-    return ops._merge_time(_lif_forward(c, scale, shift, spec))
+    spikes, final = _lif_forward(c, scale, shift, spec, membrane)
+    return ops._merge_time(spikes), final
 
 
 def _code_bits(spec: SpikingConvSpec) -> int:
@@ -184,53 +200,62 @@ def _recomputes_conv(x_NHWC: Array, spec: SpikingConvSpec) -> bool:
     return spec.remat or x_NHWC.shape[-1] < spec.tuning.recompute_conv_below_channels
 
 
-def _forward(x_NHWC, kernel, gamma, spec):
+def _forward(x_NHWC, kernel, gamma, membrane, spec):
     c = ops._split_time(ops.conv2d(x_NHWC, kernel, spec.dilation, spec.tuning), spec.timesteps)
     mean, var = neurons.bntt_statistics(c, time_axis=TIME)
     scale, shift = neurons.bntt_affine(gamma, mean, var, spec.neuron.bntt_epsilon)
-    spikes = ops._merge_time(_lif_forward(c, scale, shift, spec))
-    return (spikes, mean, var), c
+    spikes, final = _lif_forward(c, scale, shift, spec, membrane)
+    return (ops._merge_time(spikes), mean, var, final), c
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec):
-    return _forward(x_NHWC, kernel, gamma, spec)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, membrane: Array | None, spec: SpikingConvSpec):
+    return _forward(x_NHWC, kernel, gamma, membrane, spec)[0]
 
 
-def _forward_with_residuals(x_NHWC, kernel, gamma, spec):
-    outputs, c = _forward(x_NHWC, kernel, gamma, spec)
-    _, mean, var = outputs
+def _forward_with_residuals(x_NHWC, kernel, gamma, membrane, spec):
+    outputs, c = _forward(x_NHWC, kernel, gamma, membrane, spec)
+    _, mean, var, _ = outputs
     stored_c = None if _recomputes_conv(x_NHWC, spec) else c
-    return outputs, (_encode_input(x_NHWC, spec), kernel, gamma, mean, var, stored_c)
+    return outputs, (_encode_input(x_NHWC, spec), kernel, gamma, mean, var, stored_c, membrane)
 
 
 def _backward(spec, residuals, cotangents):
-    g_spikes = ops._split_time(cotangents[0], spec.timesteps)  # mean and var: zero cotangents (stop_gradient)
-    stored_x, kernel, gamma, mean, var, c = residuals
+    # mean, var and the final membrane: zero cotangents (stop_gradient in `spiking_conv_train`)
+    g_spikes = ops._split_time(cotangents[0], spec.timesteps)
+    stored_x, kernel, gamma, mean, var, c, membrane = residuals
     after = lambda x, anchor: formulations.after(x, anchor, spec.tuning)
     decode = lambda anchor: after(_decode_input(stored_x, spec, g_spikes.dtype), anchor)
     conv = lambda x, k: ops.conv2d(x, k, spec.dilation, spec.tuning)
     if c is None:
         x = decode(g_spikes)
         c = ops._split_time(conv(x, kernel), spec.timesteps)
-        g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec)
+        g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec, membrane)
     else:  # decode the input only once the sweeps over time are done with their buffers
-        g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec)
+        g_c, g_gamma = bntt_lif_backward(c, g_spikes, gamma, mean, var, spec, membrane)
         x = decode(g_c)
     g_c = ops._merge_time(g_c)
     g_kernel = jax.vjp(lambda k: conv(x, k), kernel)[1](g_c)[0]
     # The input gradient after the kernel's, so that the decoded input is freed before it is allocated.
     g_x = jax.vjp(lambda x: conv(x, after(kernel, g_kernel)), x)[1](g_c)[0]
-    return g_x, g_kernel, g_gamma
+    g_membrane = None if membrane is None else jnp.zeros_like(membrane)
+    return g_x, g_kernel, g_gamma, g_membrane
 
 
 _spiking_conv_train.defvjp(_forward_with_residuals, _backward)
 
 
 def bntt_lif_backward(
-    c: Array, g_spikes: Array, gamma: Array, mean: Array, var: Array, spec: SpikingConvSpec
+    c: Array,
+    g_spikes: Array,
+    gamma: Array,
+    mean: Array,
+    var: Array,
+    spec: SpikingConvSpec,
+    membrane: Array | None = None,
 ) -> tuple[Array, Array]:
-    """Gradients w.r.t. the BNTT input `c` `[B, T, H, W, C]` and the scales gamma, given those w.r.t. the spikes.
+    """Gradients w.r.t. the BNTT input `c` `[B, T, H, W, C]` and the scales gamma, given those w.r.t. the
+    spikes, for neurons that started from `membrane` (None: zero; a constant, no gradient flows into it).
 
     With the reset detached, the membrane gradient obeys `g_u[t] = g_spikes[t] * s'(x_t) / threshold
     + leak * g_u[t + 1]`; a forward sweep recomputes the surrogate terms, a reverse sweep runs the
@@ -248,7 +273,7 @@ def bntt_lif_backward(
 
     # In place over g_spikes when it is float32 (the buffer is dead afterwards).
     out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, spec, jnp.float32)
-    _, through_spikes = _sweep(surrogate_step, c, out, zeros)
+    _, through_spikes = _sweep(surrogate_step, c, out, _initial_membrane(c, membrane))
 
     count = c.size // (c.shape[TIME] * c.shape[-1])
     axes = (0, 1, 2)  # one step's B, H, W
@@ -275,11 +300,17 @@ def bntt_lif_backward(
     return g_c, g_gamma
 
 
-def spiking_conv_train(x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec) -> tuple[Array, Array, Array]:
-    """Spikes `[B * T, H, W, C]` of the layer in training, and its BNTT batch mean and biased variance `[T, C]`.
+def spiking_conv_train(
+    x_NHWC: Array, kernel: Array, gamma: Array, spec: SpikingConvSpec, membrane: Array | None = None
+) -> tuple[Array, Array, Array, Array]:
+    """Spikes `[B * T, H, W, C]` of the layer in training, its BNTT batch mean and biased variance
+    `[T, C]`, and the membrane `[B, H, W, C]` (float32) after the last step.
 
-    `x_NHWC` is `[B * T, H, W, C_in]` (time folded, see `ops`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`.
-    The statistics are for the running averages and carry no gradient.
+    `x_NHWC` is `[B * T, H, W, C_in]` (time folded, see `ops`); `kernel` `[k, k, C_in, C]`; `gamma` `[T, C]`;
+    the neurons start from `membrane` `[B, H, W, C]` (None: zero). The statistics are for the running
+    averages; they, the starting and the final membrane carry no gradient (training on streams cuts
+    the gradient between windows: truncated backpropagation through time).
     """
-    spikes, mean, var = _spiking_conv_train(x_NHWC, kernel, gamma, spec)
-    return spikes, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+    membrane = None if membrane is None else jax.lax.stop_gradient(membrane)
+    spikes, mean, var, final = _spiking_conv_train(x_NHWC, kernel, gamma, membrane, spec)
+    return spikes, *(jax.lax.stop_gradient(v) for v in (mean, var, final))

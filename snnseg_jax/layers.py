@@ -33,6 +33,14 @@ BATCHNORM_MOMENTUM = 0.9  # Flax's convention: PyTorch's momentum 0.1
 # What BNTT uses at a step past its T (`Unit.step`): the statistics and scales of step T - 1, their
 # average over the T steps, or those of step t mod T.
 LATE_STATISTICS = ("last", "mean", "cycle")
+# Flax's collection the layers with neurons sow their membranes after the last step into, when it is
+# mutable (`models.carried` reads it): what a window hands to the next when training on streams.
+CARRIED = "carried"
+
+
+def sow_membrane(module: nn.Module, membrane: Array) -> None:
+    """Sows `module`'s membranes after the last step (float32) into `CARRIED`, if that is mutable."""
+    module.sow(CARRIED, "membrane", membrane.astype(jnp.float32), init_fn=lambda: None, reduce_fn=lambda _, new: new)
 
 
 def xavier_gain2(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
@@ -182,13 +190,23 @@ def _late_statistics_pick(steps, timesteps: int, late_statistics: str) -> Callab
 
 
 class LIF(nn.Module):
-    """LIF neurons over time-major currents `[T, ...]` (`neurons.lif_scan`); returns spikes of that shape."""
+    """LIF neurons over time-major currents `[T, ...]` (`neurons.lif_scan`); returns spikes of that shape.
+
+    The membranes start from `membrane` `[...]` (None: zero; treated as a constant, no gradient flows
+    into it) and end in `CARRIED` (`sow_membrane`).
+    """
 
     neuron: neurons.Neuron = neurons.Neuron()
 
-    def __call__(self, currents_T: Array) -> Array:
+    def __call__(self, currents_T: Array, membrane: Array | None = None) -> Array:
         n = self.neuron
-        return neurons.lif_scan(currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn)[0]
+        if membrane is not None:
+            membrane = jax.lax.stop_gradient(membrane)
+        spikes, final = neurons.lif_scan(
+            currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn, u0=membrane
+        )
+        sow_membrane(self, jax.lax.stop_gradient(final))
+        return spikes
 
     def step(self, currents: Array, membrane: Array | None = None) -> tuple[Array, Array]:
         """One step on `currents` `[B, ...]`: `(membrane, spikes)`, both float32 (membrane None: zero)."""
@@ -263,9 +281,13 @@ class Unit(nn.Module):
         else:
             self.bn = BatchNorm(dtype=s.dtype)
 
-    def __call__(self, x_NHWC: Array, train: bool) -> Array:
+    def __call__(self, x_NHWC: Array, train: bool, membrane: Array | None = None) -> Array:
+        """The unit's output; a spiking unit's neurons start from `membrane` `[B, H, W, C]` (None: zero;
+        a constant, no gradient flows into it) and end in `CARRIED` (`sow_membrane`)."""
         s = self.settings
         if not s.spiking:
+            if membrane is not None:
+                raise ValueError("an ANN unit has no membranes to start from")
             return nn.relu(self.bn(self._conv(x_NHWC), train))
         if x_NHWC.shape[0] % s.timesteps:
             raise ValueError(
@@ -273,9 +295,9 @@ class Unit(nn.Module):
                 f"{x_NHWC.shape[0]} is not a multiple of it"
             )
         if s.fused:
-            return self._fused_spiking(x_NHWC, train)
+            return self._fused_spiking(x_NHWC, train, membrane)
         y = ops._unfold_time(self._conv(x_NHWC), s.timesteps)
-        return ops._fold_time(self.lif(_bntt_over_time(self, y, self.bntt(), train, s.neuron)))
+        return ops._fold_time(self.lif(_bntt_over_time(self, y, self.bntt(), train, s.neuron), membrane))
 
     def step(self, x_BHWC: Array, membrane: Array | None, steps, late_statistics: str = "last") -> tuple[Array, Array]:
         """A spiking unit's step after `steps` steps on one frame `[B, H, W, C_in]`: `(membrane, spikes)`
@@ -301,7 +323,7 @@ class Unit(nn.Module):
         s, x_NHWC = self.settings, x_NHWC.astype(self.settings.dtype)
         return ops.conv2d(x_NHWC, self.conv(x_NHWC.shape[-1]), self.layer.dilation, s.tuning)
 
-    def _fused_spiking(self, x_NHWC: Array, train: bool) -> Array:
+    def _fused_spiking(self, x_NHWC: Array, train: bool, membrane: Array | None) -> Array:
         s, layer = self.settings, self.layer
         kernel = self.conv(x_NHWC.shape[-1])
         gamma, ra_mean, ra_var = self.bntt()
@@ -315,8 +337,10 @@ class Unit(nn.Module):
         )
         x_NHWC = x_NHWC.astype(s.dtype)
         if not train:
-            return fused.spiking_conv_eval(x_NHWC, kernel, gamma, ra_mean.value, ra_var.value, spec)
-        spikes, mean, var = fused.spiking_conv_train(x_NHWC, kernel, gamma, spec)
-        # The spikes have the currents' shape: the statistics' count.
-        update_running_averages(self, ra_mean, ra_var, mean, var, spikes, s.neuron.bntt_momentum)
+            spikes, final = fused.spiking_conv_eval(x_NHWC, kernel, gamma, ra_mean.value, ra_var.value, spec, membrane)
+        else:
+            spikes, mean, var, final = fused.spiking_conv_train(x_NHWC, kernel, gamma, spec, membrane)
+            # The spikes have the currents' shape: the statistics' count.
+            update_running_averages(self, ra_mean, ra_var, mean, var, spikes, s.neuron.bntt_momentum)
+        sow_membrane(self, final)
         return spikes

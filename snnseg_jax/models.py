@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from snnseg_jax import architecture, encoding, formulations, neurons, ops
+from snnseg_jax import architecture, encoding, formulations, layers, neurons, ops
 from snnseg_jax.architecture import Architecture, Layer
 from snnseg_jax.fused import ANALOG, SIGNED_SPIKES, SPIKES, InputValues
 from snnseg_jax.layers import LIF, Conv, ConvTransposeUp, Settings, Unit
@@ -41,6 +41,7 @@ MODEL_NAMES = ("spiking_deeplab", "spiking_fcn", "deeplab", "fcn")
 # {layer name: output} of every layer that ends in neurons.
 ACTIVITY = "intermediates"
 _BY_LAYER = "activity"
+CARRIED = layers.CARRIED
 
 
 class Tensor(NamedTuple):
@@ -62,14 +63,20 @@ class Network(nn.Module):
     settings: Settings
     in_channels: int = 3
 
-    def __call__(self, x: Array, train: bool = False) -> Array:
+    def __call__(self, x: Array, train: bool = False, membranes: dict[str, Array] | None = None) -> Array:
+        """Logits `[B, H, W, K]` of the window `x`. A spiking network's neurons start from `membranes`
+        (by layer name, `[B, h, w, C]` as `carried` returns them; None: all at zero), which are
+        constants to the gradient: training on streams cuts it between windows."""
         height, width = self._check_input(x)
         averaged = self.architecture.averaged(self.settings.spiking)
+        if membranes is not None and not self.settings.spiking:
+            raise ValueError("only a spiking network starts from membranes; an ANN has none")
 
         def apply(layer: Layer, inputs: list[Tensor]) -> Tensor:
             if layer.name in averaged:
                 inputs = [t.time_mean(self.settings.tuning) for t in inputs]
-            out = self._layer(layer, inputs, train)
+            membrane = None if membranes is None or layer.name not in membranes else membranes[layer.name]
+            out = self._layer(layer, inputs, train, membrane)
             if architecture.activated(layer, self.settings.spiking):
                 self.sow(
                     ACTIVITY,
@@ -113,18 +120,19 @@ class Network(nn.Module):
         spikes = encoding.poisson_encode(self.make_rng("spikes"), x, s.timesteps)  # see `spike_key`
         return Tensor(ops._fold_time(spikes), s.timesteps, SIGNED_SPIKES)
 
-    def _layer(self, layer: Layer, inputs: list[Tensor], train: bool) -> Tensor:
-        """The output of `layer` on its inputs."""
+    def _layer(self, layer: Layer, inputs: list[Tensor], train: bool, membrane: Array | None = None) -> Tensor:
+        """The output of `layer` on its inputs (a spiking layer's neurons starting from `membrane`)."""
         s, x = self.settings, inputs[0]
         if layer.op == architecture.POOL:
             return Tensor(ops.avg_pool(x.array, s.tuning), x.steps, x.values.pooled())
         if layer.op == architecture.UNIT:
-            return Tensor(self._module(layer, x.values)(x.array, train), x.steps, SPIKES)
+            unit = self._module(layer, x.values)
+            return Tensor(unit(x.array, train, membrane) if s.spiking else unit(x.array, train), x.steps, SPIKES)
         if layer.op in (architecture.CLASSES, architecture.UP):
             return Tensor(self._module(layer)(x.array), x.steps)
         total = architecture.add([t.array for t in inputs])
         if layer.op == architecture.NEURONS and s.spiking:
-            spikes = self._module(layer)(ops._unfold_time(total, x.steps))
+            spikes = self._module(layer)(ops._unfold_time(total, x.steps), membrane)
             return Tensor(ops._fold_time(spikes), x.steps, SPIKES)
         return Tensor(total, x.steps)
 
@@ -222,6 +230,12 @@ class _SpikeKey(nn.Module):
 
     def __call__(self) -> Array:
         return self.make_rng("spikes")
+
+
+def carried(variables: dict) -> dict[str, Array]:
+    """The membranes after the window, sown into `CARRIED` by `apply(..., mutable=[CARRIED])`: {layer
+    name: `[B, h, w, C]` float32}, what `Network.__call__` (and `stream.State`) take to go on."""
+    return {name: jax.tree.leaves(sown)[0] for name, sown in variables[CARRIED].items()}
 
 
 def activity(variables: dict) -> dict[str, Array]:

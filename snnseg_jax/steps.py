@@ -29,6 +29,22 @@ class TrainState:
     params: Any
     batch_stats: Any  # BNTT / BatchNorm running statistics
     opt_state: Any
+    # Training on streams: each slot's membranes after its last window, {layer: [B, h, w, C]}; else None.
+    carried: Any = None
+
+
+def state_sharding(mesh: jax.sharding.Mesh, streaming: bool = False) -> TrainState:
+    """The shardings of a train state on `mesh` (a prefix of its tree): replicated, but for the
+    membranes carried when training on streams, split over the devices by slot as the batch is."""
+    replicated = sharding.replicated(mesh)
+    carried = sharding.batch_sharding(mesh) if streaming else None
+    return TrainState(step=replicated, params=replicated, batch_stats=replicated, opt_state=replicated, carried=carried)
+
+
+def starting_membranes(carried: dict[str, jax.Array], fresh: jax.Array) -> dict[str, jax.Array]:
+    """The membranes a window of training on streams starts from: each slot's carried ones, zero where
+    `fresh` `[B]` (a slot starting a recording, or one that always starts from zero state)."""
+    return jax.tree.map(lambda m: jnp.where(fresh.reshape(-1, *(1,) * (m.ndim - 1)), 0.0, m), carried)
 
 
 def cross_entropy(logits_BHWK: jax.Array, labels_BHW: jax.Array) -> jax.Array:
@@ -54,11 +70,21 @@ def train_step(
     metrics say whether the loss, the gradients and the updated state are all finite, and hold a
     spiking network's spike statistics of the batch. With `skip_nonfinite`, a step where they are
     not finite leaves the state as it was but for the step count.
+
+    Training on streams (`state.carried` not None): the network starts from the carried membranes
+    (`starting_membranes` with the batch's `"fresh"`) and the state carries the membranes after the
+    window on; no gradient flows into the previous window.
     """
     step_key = jax.random.fold_in(key, state.step)
     spiking = isinstance(model, models.Network) and model.settings.spiking  # any other module: cross-entropy only
     if budget.penalty and not spiking:
         raise ValueError("a spike budget needs a spiking network")
+
+    streaming = state.carried is not None
+    if streaming and not spiking:
+        raise ValueError("training on streams needs a spiking network: an ANN carries nothing")
+    membranes = {"membranes": starting_membranes(state.carried, batch["fresh"])} if streaming else {}
+    collections = ["batch_stats", *([models.ACTIVITY] if spiking else []), *([models.CARRIED] if streaming else [])]
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
@@ -66,22 +92,24 @@ def train_step(
             variables,
             batch["inputs"],
             train=True,
+            **membranes,
             rngs={"spikes": step_key},
-            mutable=["batch_stats", models.ACTIVITY] if spiking else ["batch_stats"],
+            mutable=collections,
         )
         loss, statistics = cross_entropy(logits, batch["labels"].astype(jnp.int32)), {}
         if spiking:
             term, statistics = sparsity.spike_term(model, variables, batch["inputs"], models.activity(updates), budget)
             loss = loss if term is None else loss + term
-        return loss, (updates["batch_stats"], statistics)
+        return loss, (updates["batch_stats"], statistics, models.carried(updates) if streaming else None)
 
-    (loss, (batch_stats, statistics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (batch_stats, statistics, carried)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = TrainState(
         step=state.step + 1,
         params=optax.apply_updates(state.params, updates),
         batch_stats=batch_stats,
         opt_state=opt_state,
+        carried=carried,
     )
     finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(new_state)
     if skip_nonfinite:
@@ -132,14 +160,16 @@ def compile_train_step(
     mesh: jax.sharding.Mesh,
     skip_nonfinite: bool = False,
     budget: sparsity.SpikeBudget = sparsity.NO_BUDGET,
+    streaming: bool = False,
 ) -> Callable:
-    """`train_step` jitted for `mesh` (the state is donated): what training runs and the benchmark times."""
-    replicated = sharding.replicated(mesh)
+    """`train_step` jitted for `mesh` (the state is donated): what training runs and the benchmark times.
+    `streaming`: the state carries membranes (training on streams, see `state_sharding`)."""
+    replicated, state = sharding.replicated(mesh), state_sharding(mesh, streaming)
     step = functools.partial(train_step, model=model, optimizer=optimizer, skip_nonfinite=skip_nonfinite, budget=budget)
     return jax.jit(
         step,
-        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-        out_shardings=(replicated, replicated),
+        in_shardings=(state, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(state, replicated),
         donate_argnums=0,
         compiler_options=model.settings.tuning.compiler_options(),
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Callable, Iterator
 
 import flax.linen as nn
@@ -38,7 +39,7 @@ from snnseg_jax import (
     training_log,
 )
 from snnseg_jax.cli import Stopped
-from snnseg_jax.data import pipeline
+from snnseg_jax.data import pipeline, streams
 from snnseg_jax.hooks import HOOKS
 from snnseg_jax.steps import TrainState
 from snnseg_jax.training_log import LogSettings, LogWindow, StepChecker, TrainingLog, Verified
@@ -63,6 +64,7 @@ class Run:
     init: Callable[[], TrainState]  # a fresh state, not yet placed
     train_key: jax.Array
     eval_key: jax.Array
+    stream: streams.StreamBatches | None = None  # the batches when training on streams
 
     def validates_at(self, step: int) -> bool:
         """Whether the state after `step` is validated."""
@@ -94,6 +96,7 @@ def set_up(config: ml_collections.ConfigDict, workdir: str) -> Run:
         e.init,
         e.train_key,
         e.eval_key,
+        e.stream,
     )
 
 
@@ -116,7 +119,7 @@ def restore_or_init(run: Run) -> Start:
         run.workdir, experiment.abstract_state(run.init, run.mesh), run.config_json, move_invalid=sharding.is_primary()
     )
     if resumed is None:
-        state = jax.jit(run.init, out_shardings=sharding.replicated(run.mesh))()
+        state = jax.jit(run.init, out_shardings=steps.state_sharding(run.mesh, run.stream is not None))()
         return Start(state, pipeline.Position(), LogWindow())
     if sharding.is_primary():
         checkpoints.warn_config_differences(resumed, run.config_json, "resuming")
@@ -125,27 +128,27 @@ def restore_or_init(run: Run) -> Start:
     return Start(resumed.state, resumed.position, LogWindow(**resumed.log_window), resumed.validation_owed)
 
 
-def train_batches(run: Run, position: pipeline.Position, per_epoch: int) -> Iterator[dict]:
-    """The training batches from `position` on, placed on the devices (close it when done)."""
-    share = sharding.process_share(run.train_set, run.config.batch_size, run.mesh)
-    read_batch = functools.partial(pipeline.read_train_batch, share, run.config.batch_size, run.config.seed)
-    return steps.placed_batches(
-        read_batch,
-        pipeline.train_positions(position, per_epoch),
-        run.mesh,
-        run.config.loader_threads,
-        run.config.prefetch_batches,
-    )
+def train_batches(run: Run, first: int, position: pipeline.Position, per_epoch: int) -> Iterator[dict]:
+    """The training batches after step `first` (at data `position`), placed on the devices (close it
+    when done). Training on streams, batch i is the stream's `batch(i)`: its slots' places in their
+    recordings are a function of the step."""
+    if run.stream is not None:
+        read_batch, items = run.stream.batch, itertools.count(first)
+    else:
+        share = sharding.process_share(run.train_set, run.config.batch_size, run.mesh)
+        read_batch = functools.partial(pipeline.read_train_batch, share, run.config.batch_size, run.config.seed)
+        items = pipeline.train_positions(position, per_epoch)
+    return steps.placed_batches(read_batch, items, run.mesh, run.config.loader_threads, run.config.prefetch_batches)
 
 
 def validate(run: Run, verified: Verified, tensorboard: summaries.Summaries | None = None) -> dict:
     """Validates the verified state on the evaluation split; writes and prints its line (and logs its
     metrics and the predictions of the first `TENSORBOARD_IMAGES` images to `tensorboard`)."""
     HOOKS.validating(verified.step)
-    config = run.config
+    config, state = run.config, verified.state.replace(carried=None)  # membranes of the training slots: unused
     compiled = steps.compile_eval_step(run.model, run.mesh)
     confusion = steps.confusion_over(
-        compiled, verified.state, run.eval_set, config.eval_batch_size, run.eval_key, run.mesh, config.loader_threads
+        compiled, state, run.eval_set, config.eval_batch_size, run.eval_key, run.mesh, config.loader_threads
     )
     split = config.dataset.eval_split
     result = {
@@ -162,7 +165,7 @@ def validate(run: Run, verified: Verified, tensorboard: summaries.Summaries | No
     if tensorboard is not None:
         count, devices = min(TENSORBOARD_IMAGES, len(run.eval_set)), run.mesh.devices.size
         batch_size = -(-count // devices) * devices
-        shown = steps.predict_first(run.model, run.mesh, verified.state, run.eval_set, count, batch_size, run.eval_key)
+        shown = steps.predict_first(run.model, run.mesh, state, run.eval_set, count, batch_size, run.eval_key)
         training_log.log_validation(tensorboard, result, *shown, config.dataset.name)
     return result
 
@@ -198,10 +201,15 @@ def train_loop(run: Run, start: Start, stops: preemption.StopRequests) -> dict |
     first, config = int(start.state.step), run.config
     per_epoch = pipeline.batches_per_epoch(len(run.train_set), config.batch_size)
     compiled_train_step = steps.compile_train_step(
-        run.model, run.optimizer, run.mesh, config.skip_nonfinite_steps, sparsity.budget_of(config)
+        run.model,
+        run.optimizer,
+        run.mesh,
+        config.skip_nonfinite_steps,
+        sparsity.budget_of(config),
+        streaming=run.stream is not None,
     )
     mngr = checkpoints.manager(run.workdir, config.keep_checkpoints)
-    batches = train_batches(run, start.position, per_epoch)
+    batches = train_batches(run, first, start.position, per_epoch)
     tensorboard = summaries.Summaries(run.workdir, first, active=sharding.is_primary())
     settings = LogSettings(
         run.workdir, run.steps, config.log_every_steps, config.batch_size, run.schedule, config.skip_nonfinite_steps

@@ -7,7 +7,7 @@ from conftest import lively_variables
 
 from snnseg_jax import metrics, models
 from snnseg_jax.analysis import latency, streaming
-from snnseg_jax.data.split import Split
+from snnseg_jax.data.split import Split, runs_of
 
 T = 3
 KEY = jax.random.PRNGKey(0)
@@ -53,4 +53,4 @@ def test_streaming_a_recording_in_chunks_matches_the_window_at_its_t_th_frame(mo
 def test_recordings_are_runs_of_consecutive_frames():
     recordings, numbers = np.array([0, 0, 0, 0, 1, 1, 2]), np.array([1, 2, 3, 5, 1, 2, 4])
     split = Split(np.zeros((7, 2, 2, 2)), np.zeros((7, 2, 2)), tuple("abcdefg"), ("x",), recordings, numbers)
-    assert [r.tolist() for r in streaming.recordings_of(split)] == [[0, 1, 2], [3], [4, 5], [6]]
+    assert [r.tolist() for r in runs_of(split)] == [[0, 1, 2], [3], [4, 5], [6]]

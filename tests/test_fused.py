@@ -20,7 +20,7 @@ def layer_spec(levels=None, signed=False, **settings):
     )
 
 
-def plain_layer(x, kernel, gamma, spec, stats=None):
+def plain_layer(x, kernel, gamma, spec, stats=None, membrane=None):
     """conv -> BNTT -> LIF as `layers.Unit(fused=False)` composes them, by autodiff."""
     n = spec.neuron
     c = ops._unfold_time(formulations.conv2d_xla(x, kernel, spec.dilation), spec.timesteps)
@@ -28,8 +28,8 @@ def plain_layer(x, kernel, gamma, spec, stats=None):
     scale = gamma * jax.lax.rsqrt(var + n.bntt_epsilon)
     y = c * scale[:, None, None, None] - (mean * scale)[:, None, None, None]
     spike = neurons.spike_function(n.surrogate, n.surrogate_param)
-    spikes, _ = neurons.lif_scan(y, leak=n.leak, threshold=n.threshold, surrogate=spike)
-    return ops._fold_time(spikes), mean, var
+    spikes, final = neurons.lif_scan(y, leak=n.leak, threshold=n.threshold, surrogate=spike, u0=membrane)
+    return ops._fold_time(spikes), mean, var, final
 
 
 def layer_input(levels, signed, channels):
@@ -48,10 +48,10 @@ def random_problem(spec, channels=8, features=4):
     return x, kernel, gamma, weights
 
 
-def loss_and_grads(layer, x, kernel, gamma, weights, spec):
+def loss_and_grads(layer, x, kernel, gamma, weights, spec, membrane=None):
     def loss(x, kernel, gamma):
-        spikes, mean, var = layer(x, kernel, gamma, spec)
-        return jnp.sum(spikes * weights), (spikes, mean, var)
+        spikes, mean, var, final = layer(x, kernel, gamma, spec, membrane=membrane)
+        return jnp.sum(spikes * weights), (spikes, mean, var, final)
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(x, kernel, gamma)
 
@@ -75,8 +75,8 @@ SPECS = [
 )
 def test_fused_layer_matches_plain_composition(spec):
     x, kernel, gamma, weights = random_problem(spec)
-    (loss, (spikes, mean, var)), grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, spec)
-    (ref_loss, (ref_spikes, ref_mean, ref_var)), ref_grads = loss_and_grads(
+    (loss, (spikes, mean, var, _)), grads = loss_and_grads(fused.spiking_conv_train, x, kernel, gamma, weights, spec)
+    (ref_loss, (ref_spikes, ref_mean, ref_var, _)), ref_grads = loss_and_grads(
         plain_layer, x, kernel, gamma, weights, spec
     )
     assert 0.05 < float(spikes.mean()) < 0.95  # both regimes present, so the comparison means something
@@ -94,8 +94,32 @@ def test_eval_uses_the_given_statistics():
     spec = layer_spec(1)
     x, kernel, gamma, _ = random_problem(spec)
     stats = (jnp.asarray(rng.normal(size=(T, 4)), jnp.float32), jnp.asarray(rng.uniform(1, 9, (T, 4)), jnp.float32))
-    got = fused.spiking_conv_eval(x, kernel, gamma, *stats, spec)
-    np.testing.assert_array_equal(got, plain_layer(x, kernel, gamma, spec, stats)[0])
+    got, final = fused.spiking_conv_eval(x, kernel, gamma, *stats, spec)
+    want = plain_layer(x, kernel, gamma, spec, stats)
+    np.testing.assert_array_equal(got, want[0])
+    np.testing.assert_allclose(final, want[3], rtol=1e-6, atol=1e-6)
+
+
+def test_a_layer_starting_from_given_membranes_goes_on_from_them_with_no_gradient_into_them():
+    spec = layer_spec(1)
+    x, kernel, gamma, weights = random_problem(spec)
+    membrane = jnp.asarray(rng.normal(size=(B, H, W, 4)), jnp.float32)
+    (loss, (spikes, _, _, final)), grads = loss_and_grads(
+        fused.spiking_conv_train, x, kernel, gamma, weights, spec, membrane
+    )
+    (ref_loss, (ref_spikes, _, _, ref_final)), ref_grads = loss_and_grads(
+        plain_layer, x, kernel, gamma, weights, spec, jax.lax.stop_gradient(membrane)
+    )
+    from_zero = fused.spiking_conv_train(x, kernel, gamma, spec)[0]
+    assert float(jnp.abs(spikes - from_zero).sum()) > 0  # the membranes matter
+    np.testing.assert_array_equal(spikes, ref_spikes)
+    np.testing.assert_allclose(final, ref_final, rtol=1e-5, atol=1e-5)
+    for name, got, want in zip(("input", "kernel", "gamma"), grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(want))), err_msg=name)
+    into_membrane = jax.grad(
+        lambda m: jnp.sum(fused.spiking_conv_train(x, kernel, gamma, spec, membrane=m)[0] * weights)
+    )(membrane)
+    assert not np.any(np.asarray(into_membrane))
 
 
 @pytest.mark.parametrize("levels,signed", [(1, False), (1, True), (9, False)])

@@ -16,7 +16,9 @@ from reproduce import results
 
 DOCUMENTS = results.documents()
 CONFIGS = sorted(path for path in (REPO / "configs").glob("*.py") if path.read_text().startswith('"""'))
-EMBEDDED_CONFIGS = [path for path in CONFIGS if path.stem.split("_")[0] in ("shapes", "events")]
+DEMO_CONFIGS = [path for path in CONFIGS if path.stem.split("_")[0] in ("shapes", "events")]
+STREAM_CONFIGS = [path for path in DEMO_CONFIGS if path.stem.endswith("_stream")]
+EMBEDDED_CONFIGS = [path for path in DEMO_CONFIGS if path not in STREAM_CONFIGS]
 name_of = lambda path: str(path.relative_to(REPO))
 
 
@@ -45,7 +47,15 @@ def test_every_results_block_is_known_and_closed(path):
 def test_every_block_is_shown_once_and_every_result_file_it_reads_is_committed():
     names = [n for path in DOCUMENTS for n in re.findall(r"^<!-- results: (\S+) -->$", path.read_text(), flags=re.M)]
     assert sorted(names) == sorted(results.BLOCKS), "a block shown twice, or never"
-    shown = {"embedded_deeplab", "embedded_fcn", "photo_check", "performance", "paper_settings", "sparsity_demo"}
+    shown = {
+        "embedded_deeplab",
+        "embedded_fcn",
+        "photo_check",
+        "performance",
+        "paper_settings",
+        "sparsity_demo",
+        "stream_training",
+    }
     assert shown <= set(results.load_results()), "a result file the blocks render from is missing"
 
 
@@ -78,6 +88,37 @@ def test_the_expected_line_of_an_embedded_config_matches_the_result_files(path):
     assert found.group(2) == f"{snn['steps']:,}"
     assert abs(int(found.group(4)) - seconds / 60) <= 1, f"training took {results.duration(seconds)}"
     assert int(found.group(5)) == embedded["machine"]["cpus"]
+
+
+def expected_line(path):
+    """The docstring's "Expected:" paragraph, its lines joined."""
+    expected = re.findall(r"^Expected: .*(?:\n.+)*", path.read_text().split('"""')[1], flags=re.M)
+    assert len(expected) == 1, f"{path.name}: one 'Expected:' paragraph in the docstring"
+    return " ".join(expected[0].split())
+
+
+@pytest.mark.parametrize("path", STREAM_CONFIGS, ids=lambda p: p.name)
+def test_the_expected_line_of_a_stream_config_matches_the_result_file(path):
+    """Its numbers must be those of docs/results/stream_training.json, against the window-trained run's."""
+    arch = path.stem.split("_")[1]
+    line = expected_line(path)
+    found = re.fullmatch(
+        r"Expected: validation MIoU (0\.\d{3}) in windows and (0\.\d{3}) streamed after ([\d,]+) steps "
+        r"\(trained in windows: (0\.\d{3}) and (0\.\d{3})\), ~(\d+) min on (\d+) CPU cores\.",
+        line,
+    )
+    assert found, f"{path.name}: {line!r} is not in the form the test reads"
+    result = results.load_results()["stream_training"]
+    streams, windows = (result["runs"][f"{arch}_{mode}"] for mode in ("streams", "windows"))
+    shown = lambda run: (
+        f"{run['analyses']['streaming']['windowed_miou']:.3f}",
+        f"{run['analyses']['streaming']['continuous_miou']:.3f}",
+    )
+    assert found.group(1, 2) == shown(streams) and found.group(4, 5) == shown(windows)
+    assert found.group(3) == f"{streams['steps']:,}"
+    seconds = result["timings"][f"train {arch}_streams"]["seconds"]
+    assert abs(int(found.group(6)) - seconds / 60) <= 1, f"training took {results.duration(seconds)}"
+    assert int(found.group(7)) == result["machine"]["cpus"]
 
 
 def command_blocks(text):

@@ -6,7 +6,7 @@ after each frame is scored against that frame's label. Windowed (the paper's pro
 plain evaluation's): each frame is predicted from the window of T frames ending at it, from zero
 state. Both score every frame of the split once, so the two MIoUs compare directly.
 
-A recording is a run of consecutive frames of one recording (`data.split.run_starts`: a gap in the
+A recording is a run of consecutive frames of one recording (`data.split.runs_of`: a gap in the
 frame numbers starts a new one). It is fed in chunks of `CHUNK` frames (one compilation whatever
 its length), at batch 1, so `frames_per_second` is the rate a live stream would get here.
 
@@ -27,18 +27,12 @@ from matplotlib.figure import Figure
 
 from snnseg_jax import images, metrics, stream
 from snnseg_jax.data import preprocess
-from snnseg_jax.data.split import run_starts
+from snnseg_jax.data.split import runs_of
 from snnseg_jax.evaluate import Restored
 
 CHUNK = 32  # frames per compiled scan
 POSITIONS = 16  # MIoU by position in the recording: frames 1 .. 15, then all later ones
 STRIP_FRAMES = 8  # frames shown in the figure
-
-
-def recordings_of(split) -> list[np.ndarray]:
-    """The frame indices of each run of consecutive frames of `split`, in order."""
-    starts = np.flatnonzero(np.r_[True, np.diff(run_starts(split.recordings, split.frame_numbers)) != 0])
-    return np.split(np.arange(len(split)), starts[1:])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 6))
@@ -89,7 +83,7 @@ def stream_split(model: nn.Module, variables: dict, split, late_statistics: str)
     """Every recording of `split` streamed: the confusion matrices by position in the recording
     `[POSITIONS, K, K]` (the last one for every later position), the seconds it took, and the longest
     recording's frame indices and predictions."""
-    recordings = recordings_of(split)
+    recordings = runs_of(split)
     first = recordings[0][:1]
     continuous(model, variables, split.inputs[first], split.labels[first], late_statistics)  # compile
     start, confusion, longest = time.perf_counter(), 0, None
@@ -116,7 +110,7 @@ def analyze(run: Restored, compare: Restored | None = None) -> tuple[dict, Figur
         "continuous_miou": metrics.mean_iou(confusion),
         "windowed_miou": metrics.mean_iou(windowed),
         "frames": len(split),
-        "recordings": len(recordings_of(split)),
+        "recordings": len(runs_of(split)),
         "frames_per_second": len(split) / seconds,
         "continuous_pixel_accuracy": metrics.pixel_accuracy(confusion),
         "windowed_pixel_accuracy": metrics.pixel_accuracy(windowed),

@@ -51,6 +51,12 @@ def run_starts(recordings: np.ndarray, frame_numbers: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(breaks, np.arange(len(breaks)), 0))
 
 
+def runs_of(split: Split) -> list[np.ndarray]:
+    """The frame indices of each run of consecutive frames of `split` (`run_starts`), in order."""
+    starts = np.flatnonzero(np.r_[True, np.diff(run_starts(split.recordings, split.frame_numbers)) != 0])
+    return np.split(np.arange(len(split)), starts[1:])
+
+
 def sequence_windows(recordings: np.ndarray, frame_numbers: np.ndarray, timesteps: int) -> np.ndarray:
     """`[N, T]` frame indices of the sequence that ends at each frame.
 

@@ -1,0 +1,299 @@
+"""Training on streams: membranes carried from window to window, the gradient cut between them, the
+train step's carried state, the config's checks, and resuming after kill -9 and SIGTERM bitwise."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from conftest import REPO
+
+from configs import events_deeplab_stream
+from snnseg_jax import cli, experiment, models, steps, stream, train
+from snnseg_jax.cli import UserError
+
+T, B, SIDE = 3, 2, 32
+
+
+def lively(variables):
+    """Variables with every BNTT scale tripled, so that an untrained network fires up to its top layers."""
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: leaf * 3 if "bntt" in jax.tree_util.keystr(path) and path[-1].key == "scale" else leaf,
+        variables["params"],
+    )
+    return {**variables, "params": scaled}
+
+
+def network(name, fused=True):
+    model = models.build(name, 3, timesteps=T, width=0.125, in_channels=2, fused=fused)
+    frames = (jax.random.uniform(jax.random.PRNGKey(0), (B, 2 * T, SIDE, SIDE, 2)) < 0.3).astype(jnp.float32)
+    variables = model.init({"params": jax.random.PRNGKey(1), "spikes": jax.random.PRNGKey(1)}, frames[:, :T])
+    return model, lively(variables), frames
+
+
+def carried_window(model, variables, window, membranes=None, train=False):
+    logits, sown = model.apply(
+        variables, window, train, membranes, mutable=[models.CARRIED, "batch_stats"] if train else [models.CARRIED]
+    )
+    return logits, models.carried(sown)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
+def test_a_window_from_carried_membranes_goes_on_as_stepping_through_both(name, fused):
+    model, variables, frames = network(name, fused)
+    _, after_first = carried_window(model, variables, frames[:, :T])
+    second, after_second = carried_window(model, variables, frames[:, T:], after_first)
+    from_zero, _ = carried_window(model, variables, frames[:, T:])
+
+    state = stream.init(model, variables, (B, SIDE, SIDE, 2))
+    for t in range(2 * T):
+        state, logits = stream.step(model, variables, state, frames[:, t], late_statistics="cycle")
+
+    assert float(jnp.abs(second - from_zero).max()) > 0.1  # the carried state matters
+    np.testing.assert_allclose(second, logits, rtol=1e-5, atol=1e-5)
+    assert after_second.keys() == state.membranes.keys()
+    for layer, membrane in after_second.items():
+        assert membrane.shape == state.membranes[layer].shape and membrane.dtype == jnp.float32
+        np.testing.assert_allclose(membrane, state.membranes[layer], rtol=1e-5, atol=1e-5, err_msg=layer)
+
+
+@pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
+def test_no_gradient_flows_into_the_previous_window_and_fused_equals_plain(name):
+    model, variables, frames = network(name)
+    plain, _, _ = network(name, fused=False)
+    labels = jax.random.randint(jax.random.PRNGKey(2), (B, SIDE, SIDE), 0, 3)
+
+    def loss(params, network, carried):
+        v = {**variables, "params": params}
+        if carried is None:  # the first window as a function of the parameters too
+            carried = carried_window(network, v, frames[:, :T], train=True)[1]
+        logits = carried_window(network, v, frames[:, T:], carried, train=True)[0]
+        return steps.cross_entropy(logits, labels)
+
+    constant = carried_window(model, variables, frames[:, :T], train=True)[1]
+    through_both = jax.grad(loss)(variables["params"], model, None)
+    second_only = jax.grad(loss)(variables["params"], model, constant)
+    plain_grads = jax.grad(loss)(variables["params"], plain, None)
+    leaves = jax.tree.leaves_with_path(through_both)
+    assert max(float(jnp.abs(g).max()) for _, g in leaves) > 0
+    for (path, got), want, other in zip(leaves, jax.tree.leaves(second_only), jax.tree.leaves(plain_grads)):
+        np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+        scale = float(jnp.abs(other).max()) or 1.0
+        np.testing.assert_allclose(got, other, rtol=1e-4, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_train_step_carries_membranes_and_fresh_slots_start_from_zero():
+    model, variables, frames = network("spiking_fcn")
+    optimizer = optax.adam(1e-3)
+    labels = jnp.zeros((B, SIDE, SIDE), jnp.int32)
+    carried = stream.init(model, variables, (B, SIDE, SIDE, 2)).membranes
+    state = steps.TrainState(
+        jnp.zeros((), jnp.int32),
+        variables["params"],
+        variables["batch_stats"],
+        optimizer.init(variables["params"]),
+        carried,
+    )
+    step = jax.jit(lambda s, b: steps.train_step(s, b, jax.random.PRNGKey(0), model=model, optimizer=optimizer))
+
+    first = {"inputs": frames[:, :T], "labels": labels, "fresh": jnp.array([True, True])}
+    after, metrics = step(state, first)
+    _, expected = carried_window(model, variables, frames[:, :T], train=True)
+    for layer, membrane in expected.items():
+        np.testing.assert_allclose(after.carried[layer], membrane, rtol=1e-5, atol=1e-5, err_msg=layer)
+
+    # Slot 0 goes on from its membranes, slot 1 starts afresh: slot 1's loss is that of a zero start.
+    second = {"inputs": frames[:, T:], "labels": labels, "fresh": jnp.array([False, True])}
+    state_2 = after.replace(params=variables["params"], opt_state=state.opt_state)
+    _, mixed = step(state_2, second)
+    _, zero = step(state_2, {**second, "fresh": jnp.array([True, True])})
+    _, carried_all = step(state_2, {**second, "fresh": jnp.array([False, False])})
+    assert float(zero["loss"]) != float(carried_all["loss"])
+    # The per-slot losses are means over the slot's pixels, and BNTT's batch statistics couple the
+    # slots: compare the mixed batch against both extremes rather than slot by slot.
+    assert float(mixed["loss"]) not in (float(zero["loss"]), float(carried_all["loss"]))
+
+
+# ---------------------------------------------------------------- the config's checks
+
+
+def stream_config(**changes):
+    config = events_deeplab_stream.get_config()
+    for field, value in changes.items():
+        *parents, name = field.split(".")
+        target = config
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, value)
+    return config
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"model.name": "deeplab"}, "stream_training.enabled needs a spiking network"),
+        ({"dataset.name": "shapes"}, "stream_training.enabled needs recordings"),
+        ({"stream_training.zero_state_fraction": 1.5}, "stream_training.zero_state_fraction must be"),
+        ({"stream_training.zero_state_fraction": -0.25}, "stream_training.zero_state_fraction must be"),
+    ],
+)
+def test_bad_stream_settings_are_named(changes, named):
+    with pytest.raises(UserError, match=re.escape(named)):
+        experiment.check_config(stream_config(**changes))
+
+
+def test_a_recording_shorter_than_t_stops_training_before_any_work(tmp_path):
+    config = stream_config(
+        **{"model.timesteps": 25, "dataset.synthetic_sizes.train": 40, "dataset.synthetic_sizes.val": 20}
+    )
+    with pytest.raises(UserError) as error:  # the entry points exit 2 with its message
+        train.train_and_evaluate(config, str(tmp_path))
+    assert "rec0_frame0" in str(error.value) and "model.timesteps" in str(error.value)
+    assert not os.path.exists(tmp_path / "checkpoints")
+
+
+# ---------------------------------------------------------------- kill -9 and SIGTERM resume bitwise
+
+TINY = {
+    "dataset.image_size": 16,
+    "model.width": 0.0625,
+    "model.timesteps": 3,
+    "dataset.synthetic_sizes.train": 80,  # 4 recordings of 20 frames
+    "dataset.synthetic_sizes.val": 20,
+    "batch_size": 4,
+    "eval_batch_size": 10,
+    "num_epochs": 0,
+    "num_train_steps": 10,
+    "log_every_steps": 3,
+    "checkpoint_every_steps": 2,
+    "eval_every_steps": 5,
+    "keep_checkpoints": 10,
+}
+
+
+def command(workdir, point=None, step=None):
+    script = [str(REPO / "tests" / "kill_switch.py"), point, str(step)] if point else [str(REPO / "train.py")]
+    return [
+        sys.executable,
+        *script,
+        f"--config={REPO / 'configs' / 'events_deeplab_stream.py'}",
+        f"--workdir={workdir}",
+        *(f"--config.{field}={value}" for field, value in TINY.items()),
+    ]
+
+
+def run(workdir, point=None, step=None):
+    return subprocess.run(command(workdir, point, step), capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def saved(workdir, step):
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    return ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(path))
+
+
+def metrics_lines(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [re.sub(r', "images_per_sec": [^,}]*', "", line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("stream_reference"))
+    result = run(workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir
+
+
+def assert_ends_like(reference, workdir):
+    expected, got = saved(reference, TINY["num_train_steps"]), saved(workdir, TINY["num_train_steps"])
+    assert expected.keys() == got.keys()
+    assert any("carried" in str(path) for path in expected)  # the membranes are part of the checkpoint
+    for path, leaf in expected.items():
+        np.testing.assert_array_equal(got[path], leaf, err_msg=str(path))
+    assert metrics_lines(workdir) == metrics_lines(reference)
+
+
+def test_killed_while_saving_then_rerun_ends_as_the_uninterrupted_run(uninterrupted, tmp_path):
+    workdir = str(tmp_path / "killed")
+    result = run(workdir, "save", 6)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    result = run(workdir)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from step 4 " in result.stdout
+    assert_ends_like(uninterrupted, workdir)
+
+
+def test_sigterm_saves_the_step_and_resuming_ends_as_the_uninterrupted_run(uninterrupted, tmp_path):
+    workdir = str(tmp_path / "stopped")
+    result = run(workdir, "term_step", 2)
+    assert result.returncode == cli.EXIT_STOPPED, result.stderr[-2000:]
+    result = run(workdir)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from step 3 " in result.stdout
+    assert_ends_like(uninterrupted, workdir)
+
+
+# ---------------------------------------------------------------- several devices and processes split the slots
+
+
+def start(workdir, *flags, devices=1):
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
+    }
+    args = command(workdir) + ["--config.num_train_steps=4", "--config.eval_every_steps=4", *flags]
+    return subprocess.Popen(args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def state_on_one_device(workdir, step):
+    path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata,
+    )
+    return ocp.tree.to_flat_dict(checkpointer.restore(path, target))
+
+
+@pytest.mark.slow
+def test_two_devices_and_two_processes_split_the_slots_and_train_as_one_device(tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    workdirs = {name: str(tmp_path / name) for name in ("one", "two_devices", "two_processes")}
+    processes = [start(workdirs["one"]), start(workdirs["two_devices"], devices=2)]
+    processes += [
+        start(
+            workdirs["two_processes"],
+            "--config.distributed.initialize=True",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.coordinator_address=localhost:{port}",
+            f"--config.distributed.process_id={i}",
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [process.communicate(timeout=600)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    expected = state_on_one_device(workdirs["one"], 4)
+    assert any("carried" in str(path) for path in expected)
+    for name in ("two_devices", "two_processes"):
+        got = state_on_one_device(workdirs[name], 4)
+        assert got.keys() == expected.keys()
+        for path, leaf in expected.items():  # gradients summed in another order: rounding, grown by Adam
+            np.testing.assert_allclose(got[path], leaf, rtol=1e-4, atol=1e-4, err_msg=f"{name} {path}")
