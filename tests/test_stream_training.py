@@ -1,6 +1,7 @@
 """Training on streams: membranes carried from window to window, the gradient cut between them, the
 train step's carried state, the config's checks, and resuming after kill -9 and SIGTERM bitwise."""
 
+import functools
 import os
 import re
 import signal
@@ -39,6 +40,7 @@ def network(name, fused=True):
     return model, lively(variables), frames
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def carried_window(model, variables, window, membranes=None, train=False):
     logits, sown = model.apply(
         variables, window, train, membranes, mutable=[models.CARRIED, "batch_stats"] if train else [models.CARRIED]
@@ -46,8 +48,12 @@ def carried_window(model, variables, window, membranes=None, train=False):
     return logits, models.carried(sown)
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
-@pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
+stream_step = jax.jit(stream.step, static_argnums=0, static_argnames="late_statistics")
+
+
+@pytest.mark.parametrize(
+    "name, fused", [("spiking_deeplab", True), ("spiking_fcn", True), ("spiking_fcn", False)], ids=str
+)
 def test_a_window_from_carried_membranes_goes_on_as_stepping_through_both(name, fused):
     model, variables, frames = network(name, fused)
     _, after_first = carried_window(model, variables, frames[:, :T])
@@ -56,7 +62,7 @@ def test_a_window_from_carried_membranes_goes_on_as_stepping_through_both(name, 
 
     state = stream.init(model, variables, (B, SIDE, SIDE, 2))
     for t in range(2 * T):
-        state, logits = stream.step(model, variables, state, frames[:, t], late_statistics="cycle")
+        state, logits = stream_step(model, variables, state, frames[:, t], late_statistics="cycle")
 
     assert float(jnp.abs(second - from_zero).max()) > 0.1  # the carried state matters
     np.testing.assert_allclose(second, logits, rtol=1e-5, atol=1e-5)
@@ -66,23 +72,24 @@ def test_a_window_from_carried_membranes_goes_on_as_stepping_through_both(name, 
         np.testing.assert_allclose(membrane, state.membranes[layer], rtol=1e-5, atol=1e-5, err_msg=layer)
 
 
-@pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
-def test_no_gradient_flows_into_the_previous_window_and_fused_equals_plain(name):
-    model, variables, frames = network(name)
-    plain, _, _ = network(name, fused=False)
+def test_no_gradient_flows_into_the_previous_window_and_fused_equals_plain():
+    """On Spiking-FCN: fused units and the head's plain LIF layers both carry membranes."""
+    model, variables, frames = network("spiking_fcn")
+    plain, _, _ = network("spiking_fcn", fused=False)
     labels = jax.random.randint(jax.random.PRNGKey(2), (B, SIDE, SIDE), 0, 3)
 
     def loss(params, network, carried):
         v = {**variables, "params": params}
         if carried is None:  # the first window as a function of the parameters too
-            carried = carried_window(network, v, frames[:, :T], train=True)[1]
-        logits = carried_window(network, v, frames[:, T:], carried, train=True)[0]
+            carried = carried_window(network, v, frames[:, :T], None, True)[1]
+        logits = carried_window(network, v, frames[:, T:], carried, True)[0]
         return steps.cross_entropy(logits, labels)
 
-    constant = carried_window(model, variables, frames[:, :T], train=True)[1]
-    through_both = jax.grad(loss)(variables["params"], model, None)
-    second_only = jax.grad(loss)(variables["params"], model, constant)
-    plain_grads = jax.grad(loss)(variables["params"], plain, None)
+    gradient = jax.jit(jax.grad(loss), static_argnums=1)
+    constant = carried_window(model, variables, frames[:, :T], None, True)[1]
+    through_both = gradient(variables["params"], model, None)
+    second_only = gradient(variables["params"], model, constant)
+    plain_grads = gradient(variables["params"], plain, None)
     leaves = jax.tree.leaves_with_path(through_both)
     assert max(float(jnp.abs(g).max()) for _, g in leaves) > 0
     for (path, got), want, other in zip(leaves, jax.tree.leaves(second_only), jax.tree.leaves(plain_grads)):
@@ -107,7 +114,7 @@ def test_the_train_step_carries_membranes_and_fresh_slots_start_from_zero():
 
     first = {"inputs": frames[:, :T], "labels": labels, "fresh": jnp.array([True, True])}
     after, metrics = step(state, first)
-    _, expected = carried_window(model, variables, frames[:, :T], train=True)
+    _, expected = carried_window(model, variables, frames[:, :T], None, True)
     for layer, membrane in expected.items():
         np.testing.assert_allclose(after.carried[layer], membrane, rtol=1e-5, atol=1e-5, err_msg=layer)
 
