@@ -108,6 +108,7 @@ RULES: dict[str, Rule] = {
     "model.threshold": number(0, above=True),
     "model.surrogate": one_of(*neurons.SURROGATES),
     "model.surrogate_scale": dataclasses.replace(number(0, above=True), optional=True),
+    "model.membrane_floor": dataclasses.replace(number(high=0), optional=True),
     "model.dtype": one_of(*COMPUTE_DTYPES),
     "model.remat": FLAG,
     "model.fused": FLAG,
