@@ -58,6 +58,8 @@ class Rule:
             what = f"a positive {self.noun}"
         elif self.low == 0 and self.high == math.inf:
             what = f"a non-negative {self.noun}"
+        elif self.high < math.inf and self.low == -math.inf:
+            what = f"{_a(self.noun)} <= {self.high:g}"
         elif self.high < math.inf:
             what = f"{_a(self.noun)} in {'(' if self.above else '['}{self.low:g}, {self.high:g}]"
         elif self.low > -math.inf:
