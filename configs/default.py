@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.threshold = 1.0  # firing threshold theta
     config.model.surrogate = "linear"  # linear, fast_sigmoid, exp, pass_through
     config.model.surrogate_scale = config_dict.placeholder(float)  # None: the surrogate's default (0.3 for linear)
+    config.model.membrane_floor = config_dict.placeholder(float)  # <= 0 thresholds; None: unbounded (the paper's)
     config.model.dtype = "float32"  # compute dtype: float32 or bfloat16
     config.model.remat = (
         False  # recompute each layer's convolution in the backward pass: less memory, ~1/3 more conv time

@@ -144,7 +144,12 @@ def collect_embedded(runs: Path) -> dict:
     }
 
 
-STREAM_MODES = ("windows", "streams")  # the runs of reproduce/stream_training.sh: <arch>_<mode>
+# The runs of reproduce/stream_training.sh, <arch>_<mode>, and what each was trained on.
+STREAM_MODES = {
+    "windows": "windows from zero state",
+    "streams": "streams (carried state)",
+    "floor": "streams, membrane floor",
+}
 
 
 def collect_streams(runs: Path) -> dict:
@@ -779,7 +784,7 @@ def stream_training(results: dict) -> str:
         rows.append(
             [
                 NETWORK_NAMES[arch][0],
-                "windows from zero state" if mode == "windows" else "streams (carried state)",
+                STREAM_MODES[mode],
                 f"{r['windowed_miou']:.3f}",
                 f"**{r['continuous_miou']:.3f}**",
                 f"{early:.3f} → {late:.3f}",
@@ -809,9 +814,9 @@ def stream_findings(result: dict) -> str:
     network's windowed MIoU, windows within 0.02 of it, no decay (last frames within 0.03 of T..2T)."""
     by = {(arch, mode): r for arch, mode, r in _stream_runs(result)}
     lines = []
-    for arch in NETWORK_NAMES:
-        windows, streams = by.get((arch, "windows")), by.get((arch, "streams"))
-        if windows is None or streams is None:
+    for (arch, mode), streams in by.items():
+        windows = by.get((arch, "windows"))
+        if mode == "windows" or windows is None:
             continue
         early, late = _early_and_late(streams)
         met = [
@@ -820,7 +825,8 @@ def stream_findings(result: dict) -> str:
             late >= early - 0.03,
         ]
         lines.append(
-            f"{NETWORK_NAMES[arch][0]}: trained on streams, it streams at {streams['continuous_miou']:.3f} "
+            f"{NETWORK_NAMES[arch][0]}: trained on {STREAM_MODES[mode]}, it streams at "
+            f"{streams['continuous_miou']:.3f} "
             f"against {windows['continuous_miou']:.3f} when trained in windows, "
             f"{streams['continuous_miou'] / windows['windowed_miou']:.2f}× the window-trained network's "
             f"MIoU in windows ({windows['windowed_miou']:.3f}); in windows it scores "

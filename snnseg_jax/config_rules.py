@@ -58,6 +58,8 @@ class Rule:
             what = f"a positive {self.noun}"
         elif self.low == 0 and self.high == math.inf:
             what = f"a non-negative {self.noun}"
+        elif self.high < math.inf and self.low == -math.inf:
+            what = f"{_a(self.noun)} <= {self.high:g}"
         elif self.high < math.inf:
             what = f"{_a(self.noun)} in {'(' if self.above else '['}{self.low:g}, {self.high:g}]"
         elif self.low > -math.inf:
@@ -108,6 +110,7 @@ RULES: dict[str, Rule] = {
     "model.threshold": number(0, above=True),
     "model.surrogate": one_of(*neurons.SURROGATES),
     "model.surrogate_scale": dataclasses.replace(number(0, above=True), optional=True),
+    "model.membrane_floor": dataclasses.replace(number(high=0), optional=True),
     "model.dtype": one_of(*COMPUTE_DTYPES),
     "model.remat": FLAG,
     "model.fused": FLAG,

@@ -83,7 +83,8 @@ def _lif_update(v: Array, current: Array, spec: SpikingConvSpec) -> tuple[Array,
     Membranes are float32 whatever the compute dtype (bfloat16 would blur the threshold crossing
     over 20 steps); the convolutions around them take the compute dtype.
     """
-    return neurons.lif_update(v, current, leak=spec.neuron.leak, threshold=spec.neuron.threshold)
+    n = spec.neuron
+    return neurons.lif_update(v, current, leak=n.leak, threshold=n.threshold, floor=n.floor)
 
 
 def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
@@ -275,14 +276,16 @@ def bntt_lif_backward(
     out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, spec, jnp.float32)
     _, through_spikes = _sweep(surrogate_step, c, out, _initial_membrane(c, membrane))
 
+    # With a floor, the gradient stops at every step where the membrane was raised to it.
+    kept = None if n.floor is None else _kept_membranes(c, scale, shift, spec, membrane)
     count = c.size // (c.shape[TIME] * c.shape[-1])
     axes = (0, 1, 2)  # one step's B, H, W
     mean, rstd, gamma_ = _per_step(mean), _per_step(jax.lax.rsqrt(var + n.bntt_epsilon)), _per_step(gamma)
 
     def bntt_step(t, carry, inputs, _):
-        term, c_t = inputs
+        term, c_t, *kept_t = inputs
         g_u_next, g_gamma = carry
-        g_u = term + n.leak * g_u_next
+        g_u = term + n.leak * (g_u_next if kept is None else g_u_next * kept_t[0])
         c_hat = (c_t.astype(jnp.float32) - mean[t]) * rstd[t]
         sum_g = g_u.sum(axis=axes, keepdims=True)
         sum_g_c_hat = (g_u * c_hat).sum(axis=axes, keepdims=True)
@@ -292,12 +295,24 @@ def bntt_lif_backward(
 
     (_, g_gamma), g_c = _sweep(
         bntt_step,
-        (through_spikes, c),
+        (through_spikes, c) if kept is None else (through_spikes, c, kept),
         _fresh_buffer(c, spec, after=through_spikes),
         (zeros, jnp.zeros_like(gamma)),
         reverse=True,
     )
     return g_c, g_gamma
+
+
+def _kept_membranes(c: Array, scale: Array, shift: Array, spec: SpikingConvSpec, membrane: Array | None) -> Array:
+    """`[B, T, H, W, C]` float32: 1 where the membrane after step t was above the neuron's floor, 0
+    where it was raised to it (one more forward sweep, for a layer with a floor only)."""
+    floor = spec.neuron.floor * spec.neuron.threshold
+
+    def step(t, v, c_t, _):
+        v, _, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
+        return v, (v > floor).astype(jnp.float32)
+
+    return _sweep(step, c, _fresh_buffer(c, spec, jnp.float32), _initial_membrane(c, membrane))[1]
 
 
 def spiking_conv_train(

@@ -203,7 +203,7 @@ class LIF(nn.Module):
         if membrane is not None:
             membrane = jax.lax.stop_gradient(membrane)
         spikes, final = neurons.lif_scan(
-            currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn, u0=membrane
+            currents_T, leak=n.leak, threshold=n.threshold, surrogate=n.spike_fn, u0=membrane, floor=n.floor
         )
         sow_membrane(self, jax.lax.stop_gradient(final))
         return spikes
@@ -213,7 +213,7 @@ class LIF(nn.Module):
         n, currents = self.neuron, currents.astype(jnp.float32)
         membrane = jnp.zeros(currents.shape, jnp.float32) if membrane is None else membrane
         membrane, spikes, _ = neurons.lif_update(
-            membrane, currents, leak=n.leak, threshold=n.threshold, spike_fn=n.spike_fn
+            membrane, currents, leak=n.leak, threshold=n.threshold, spike_fn=n.spike_fn, floor=n.floor
         )
         return membrane, spikes
 

@@ -255,6 +255,7 @@ def build(
     threshold: float = 1.0,
     surrogate: str = "linear",
     surrogate_scale: float | None = None,
+    membrane_floor: float | None = None,
     dtype: Any = "float32",
     remat: bool = False,
     fused: bool = True,
@@ -263,8 +264,10 @@ def build(
     """The network `name` (one of `MODEL_NAMES`) with these settings.
 
     `head` ("paper" or "released") applies to the DeepLabs; `surrogate_scale` is the surrogate's
-    hyper-parameter (None: its default, 0.3 for `linear`); `dtype` is the compute dtype; `remat`
-    recomputes each layer's convolution in the backward pass instead of storing its output; `fused`
+    hyper-parameter (None: its default, 0.3 for `linear`); `membrane_floor` bounds every membrane
+    from below, in thresholds (None: unbounded, the paper's neuron; see `neurons.lif_update`);
+    `dtype` is the compute dtype; `remat` recomputes each layer's convolution in the backward pass
+    instead of storing its output; `fused`
     runs each spiking layer as `fused.spiking_conv_train` (False: the plain autodiff composition,
     same values and gradients, more time and memory); `tuned_ops` uses the faster formulations of
     `formulations` that pay on the default backend (False: XLA's plain ops; same values).
@@ -279,7 +282,7 @@ def build(
         spiking=name.startswith("spiking_"),
         timesteps=timesteps,
         width=width,
-        neuron=neurons.Neuron(leak, threshold, surrogate, surrogate_scale),
+        neuron=neurons.Neuron(leak, threshold, surrogate, surrogate_scale, floor=membrane_floor),
         dtype=jnp.dtype(dtype),
         remat=remat,
         fused=fused,

@@ -61,6 +61,7 @@ class Neuron:
     surrogate_param: float | None = None
     bntt_epsilon: float = 1e-4
     bntt_momentum: float = 0.9
+    floor: float | None = None  # the lowest membrane after each step, in thresholds (None: unbounded)
 
     def __post_init__(self):
         _lookup(self.surrogate)
@@ -122,17 +123,29 @@ def _as_spike_fn(surrogate: Surrogate) -> SpikeFn:
 
 
 def lif_update(
-    u: Array, current: Array, *, leak: float, threshold: float, spike_fn: SpikeFn = heaviside, detach_reset: bool = True
+    u: Array,
+    current: Array,
+    *,
+    leak: float,
+    threshold: float,
+    spike_fn: SpikeFn = heaviside,
+    detach_reset: bool = True,
+    floor: float | None = None,
 ) -> tuple[Array, Array, Array]:
     """One LIF step: `(u_next, spikes, x)`, with `x = u / threshold - 1` of the membrane before the reset.
 
-    The one definition of the neuron; `lif_step` and the fused spiking layer both call it.
+    The one definition of the neuron; `lif_step` and the fused spiking layer both call it. With a
+    `floor` (in thresholds, <= 0) the membrane after the reset is at least `floor * threshold`, and
+    no gradient flows through a step where it was raised to it (None: unbounded, the paper's neuron).
     """
     u = leak * jnp.asarray(u) + current
     x = u / threshold - 1.0
     spikes = spike_fn(x)
     reset = jax.lax.stop_gradient(spikes) if detach_reset else spikes
-    return u - threshold * reset, spikes, x
+    u_next = u - threshold * reset
+    if floor is not None:
+        u_next = jnp.where(u_next > floor * threshold, u_next, floor * threshold).astype(u_next.dtype)
+    return u_next, spikes, x
 
 
 def lif_step(
@@ -143,14 +156,21 @@ def lif_step(
     threshold: float = 1.0,
     surrogate: Surrogate = "linear",
     detach_reset: bool = True,
+    floor: float | None = None,
 ) -> tuple[Array, Array]:
     """One LIF update with soft reset: returns `(u_next, spikes)`.
 
     `surrogate` is a name from `SURROGATES` or a function from `spike_function`. With
-    `detach_reset` the reset term carries no gradient, as in the authors' code.
+    `detach_reset` the reset term carries no gradient, as in the authors' code; `floor`: see `lif_update`.
     """
     u_next, spikes, _ = lif_update(
-        u, current, leak=leak, threshold=threshold, spike_fn=_as_spike_fn(surrogate), detach_reset=detach_reset
+        u,
+        current,
+        leak=leak,
+        threshold=threshold,
+        spike_fn=_as_spike_fn(surrogate),
+        detach_reset=detach_reset,
+        floor=floor,
     )
     return u_next, spikes
 
@@ -163,6 +183,7 @@ def lif_scan(
     surrogate: Surrogate = "linear",
     detach_reset: bool = True,
     u0: Array | None = None,
+    floor: float | None = None,
 ) -> tuple[Array, Array]:
     """Runs `lif_step` over the leading (time) axis of `currents`: returns `(spikes, u_final)`.
 
@@ -170,7 +191,12 @@ def lif_scan(
     """
     currents = jnp.asarray(currents)
     step = functools.partial(
-        lif_step, leak=leak, threshold=threshold, surrogate=_as_spike_fn(surrogate), detach_reset=detach_reset
+        lif_step,
+        leak=leak,
+        threshold=threshold,
+        surrogate=_as_spike_fn(surrogate),
+        detach_reset=detach_reset,
+        floor=floor,
     )
     u0 = jnp.zeros_like(currents[0]) if u0 is None else jnp.asarray(u0).astype(currents.dtype)
     u_final, spikes = jax.lax.scan(step, u0, currents)

@@ -28,7 +28,7 @@ def plain_layer(x, kernel, gamma, spec, stats=None, membrane=None):
     scale = gamma * jax.lax.rsqrt(var + n.bntt_epsilon)
     y = c * scale[:, None, None, None] - (mean * scale)[:, None, None, None]
     spike = neurons.spike_function(n.surrogate, n.surrogate_param)
-    spikes, final = neurons.lif_scan(y, leak=n.leak, threshold=n.threshold, surrogate=spike, u0=membrane)
+    spikes, final = neurons.lif_scan(y, leak=n.leak, threshold=n.threshold, surrogate=spike, u0=membrane, floor=n.floor)
     return ops._fold_time(spikes), mean, var, final
 
 
@@ -164,3 +164,26 @@ def test_backward_pass_keeps_the_input_packed_and_no_float_input(remat):
     )
     conv_output = [] if remat else [("float32", (B, T, H, W, 4))]
     assert residuals == sorted([*conv_output, ("float32", kernel.shape), ("uint8", (T * B, H, W, 2))])
+
+
+def test_a_membrane_floor_bounds_the_membranes_and_stops_their_gradient_as_the_plain_layer_does():
+    spec = layer_spec(1, neuron=Neuron(floor=-0.5))
+    x, kernel, gamma, weights = random_problem(spec)
+    membrane = jnp.asarray(rng.normal(size=(B, H, W, 4)) * 3, jnp.float32)
+    (_, (spikes, _, _, final)), grads = loss_and_grads(
+        fused.spiking_conv_train, x, kernel, gamma, weights, spec, membrane
+    )
+    (_, (ref_spikes, _, _, ref_final)), ref_grads = loss_and_grads(
+        plain_layer, x, kernel, gamma, weights, spec, membrane
+    )
+    unbounded = layer_spec(1)
+    (_, (_, _, _, free_final)), free_grads = loss_and_grads(
+        fused.spiking_conv_train, x, kernel, gamma, weights, unbounded, membrane
+    )
+    assert float(final.min()) >= -0.5 and float(free_final.min()) < -0.5  # the floor was reached
+    np.testing.assert_array_equal(spikes, ref_spikes)
+    np.testing.assert_allclose(final, ref_final, rtol=1e-5, atol=1e-5)
+    for name, got, want, free in zip(("input", "kernel", "gamma"), grads, ref_grads, free_grads):
+        scale = float(jnp.max(jnp.abs(want)))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+        assert float(jnp.max(jnp.abs(got - free))) > 1e-4 * scale, name  # the floor changed the gradient

@@ -139,3 +139,15 @@ def test_cells_take_whatever_jnp_takes_and_keep_its_dtype(make):
     np.testing.assert_allclose(float(u_next), 0.5, rtol=1e-2)  # 1.5 - threshold after the spike
     spikes, u_final = neurons.lif_scan(np.full((3, 2), 0.6, np.float32))
     assert spikes.dtype == u_final.dtype == jnp.float32 and spikes[:, 0].tolist() == [0.0, 1.0, 0.0]
+
+
+def test_a_floor_raises_the_membrane_to_it_and_stops_the_gradient_there():
+    u = jnp.array([-3.0, -0.2, 0.5, 1.6])
+    current = jnp.zeros(4)
+    u_next, spikes, _ = neurons.lif_update(u, current, leak=1.0, threshold=2.0, floor=-0.5)
+    np.testing.assert_array_equal(u_next, jnp.array([-1.0, -0.2, 0.5, 1.6]))  # floor * threshold = -1
+    np.testing.assert_array_equal(spikes, [0, 0, 0, 0])
+    grad = jax.grad(lambda u: neurons.lif_update(u, current, leak=1.0, threshold=2.0, floor=-0.5)[0].sum())(u)
+    np.testing.assert_array_equal(grad, [0.0, 1.0, 1.0, 1.0])
+    unbounded = neurons.lif_update(u, current, leak=1.0, threshold=2.0)[0]
+    np.testing.assert_array_equal(unbounded, u)

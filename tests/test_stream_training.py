@@ -151,6 +151,7 @@ def stream_config(**changes):
         ({"dataset.name": "shapes"}, "stream_training.enabled needs recordings"),
         ({"stream_training.zero_state_fraction": 1.5}, "stream_training.zero_state_fraction must be"),
         ({"stream_training.zero_state_fraction": -0.25}, "stream_training.zero_state_fraction must be"),
+        ({"model.membrane_floor": 0.5}, "model.membrane_floor must be a finite number <= 0 or None"),
     ],
 )
 def test_bad_stream_settings_are_named(changes, named):
