@@ -9,7 +9,7 @@ frames ending at a frame, labelled with that frame's segmentation. Width 0.125, 
 (5000 steps), Adam 3e-3 decayed x0.1 at half. The ANN DeepLab averages its backbone features over
 the frames.
 
-Expected: validation MIoU 0.526 after 5,000 steps (the ANN twin: 0.635), ~3 min on 2 CPU cores.
+Expected: validation MIoU 0.556 after 5,000 steps (the ANN twin: 0.621), ~12 min on 2 CPU cores.
 
 The paper's analyses of the two runs, and the streaming ones (docs/results.md and
 docs/analyses.md, "Streaming and latency"; conversion does not apply to event data):

@@ -6,7 +6,7 @@
 32x32 RGB, 4000 training / 500 validation scenes, width 0.125, T=4, batch 16, 20 epochs (5000
 steps), Adam 3e-3 decayed x0.1 at half, no weight decay.
 
-Expected: validation MIoU 0.749 after 5,000 steps (the ANN twin: 0.818), ~3 min on 2 CPU cores.
+Expected: validation MIoU 0.751 after 5,000 steps (the ANN twin: 0.818), ~12 min on 2 CPU cores.
 
 A per-pixel colour lookup fitted on the training split is no shortcut (tests/test_synthetic.py).
 Rate coding over T=4 steps keeps only strong, coarse contrasts, so the dataset's classes differ in
