@@ -36,6 +36,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 import jax  # noqa: E402  (after XLA_FLAGS, the precision and the cache directory are set)
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -164,3 +165,15 @@ def as_in_this_process(script, arguments, monkeypatch, capsys) -> subprocess.Com
         sys.modules.pop("config_config", None)
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess([script, *arguments], status, out, err)
+
+
+def saved_state(workdir, step) -> dict:
+    """The train state checkpointed at `step` in `workdir`, flat, read onto this process's first device
+    whatever devices or processes saved it."""
+    path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata,
+    )
+    return ocp.tree.to_flat_dict(checkpointer.restore(path, target))

@@ -11,10 +11,9 @@ import socket
 import subprocess
 import sys
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from conftest import saved_state
 
 from snnseg_jax import sharding
 from snnseg_jax.data import ArrayDataset, pipeline
@@ -199,14 +198,7 @@ def read_metrics(workdir):
 
 
 def final_state(workdir, step=3):
-    """The state saved at `step`, read onto this process's first device whatever devices saved it."""
-    path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        checkpointer.metadata(path).item_metadata,
-    )
-    return ocp.tree.to_flat_dict(checkpointer.restore(path, target))
+    return saved_state(workdir, step)
 
 
 # The end-to-end runs (one device, two devices, two processes) are slow; the sharded step itself and

@@ -13,9 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO
+from conftest import REPO, saved_state
 
 from configs import events_deeplab_stream
 from snnseg_jax import cli, experiment, models, steps, stream, train
@@ -203,11 +202,6 @@ def run(workdir, point=None, step=None):
     return subprocess.run(command(workdir, point, step), capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
-def saved(workdir, step):
-    path = os.path.join(workdir, "checkpoints", str(step), "state")
-    return ocp.tree.to_flat_dict(ocp.StandardCheckpointer().restore(path))
-
-
 def metrics_lines(workdir):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return [re.sub(r', "images_per_sec": [^,}]*', "", line) for line in f]
@@ -222,7 +216,7 @@ def uninterrupted(tmp_path_factory):
 
 
 def assert_ends_like(reference, workdir):
-    expected, got = saved(reference, TINY["num_train_steps"]), saved(workdir, TINY["num_train_steps"])
+    expected, got = saved_state(reference, TINY["num_train_steps"]), saved_state(workdir, TINY["num_train_steps"])
     assert expected.keys() == got.keys()
     assert any("carried" in str(path) for path in expected)  # the membranes are part of the checkpoint
     for path, leaf in expected.items():
@@ -264,16 +258,6 @@ def start(workdir, *flags, devices=1):
     return subprocess.Popen(args, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def state_on_one_device(workdir, step):
-    path, checkpointer = os.path.join(workdir, "checkpoints", str(step), "state"), ocp.StandardCheckpointer()
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    target = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
-        checkpointer.metadata(path).item_metadata,
-    )
-    return ocp.tree.to_flat_dict(checkpointer.restore(path, target))
-
-
 @pytest.mark.slow
 def test_two_devices_and_two_processes_split_the_slots_and_train_as_one_device(tmp_path):
     with socket.socket() as s:
@@ -298,10 +282,10 @@ def test_two_devices_and_two_processes_split_the_slots_and_train_as_one_device(t
             process.kill()
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
-    expected = state_on_one_device(workdirs["one"], 4)
+    expected = saved_state(workdirs["one"], 4)
     assert any("carried" in str(path) for path in expected)
     for name in ("two_devices", "two_processes"):
-        got = state_on_one_device(workdirs[name], 4)
+        got = saved_state(workdirs[name], 4)
         assert got.keys() == expected.keys()
         for path, leaf in expected.items():  # gradients summed in another order: rounding, grown by Adam
             np.testing.assert_allclose(got[path], leaf, rtol=1e-4, atol=1e-4, err_msg=f"{name} {path}")
