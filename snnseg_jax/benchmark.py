@@ -131,12 +131,8 @@ class Steps:
         budget = sparsity.budget_of(config)
         self.train = compile_train_step(self.model, optimizer, mesh, budget=budget, streaming=streaming)
         self.train = self.train.lower(self.state, self.batch, self.key).compile()
-        self.eval = compile_eval_step(self.model, mesh).lower(self.evaluated, self.eval_batch, self.key).compile()
-
-    @property
-    def evaluated(self):
-        """The state as evaluation takes it: without the membranes carried in training."""
-        return self.state.replace(carried=None)
+        self.eval = compile_eval_step(self.model, mesh)
+        self.eval = self.eval.lower(self.state.for_evaluation(), self.eval_batch, self.key).compile()
 
     @property
     def eval_batch(self) -> dict:
@@ -147,7 +143,7 @@ class Steps:
         return metrics
 
     def eval_once(self) -> jax.Array:
-        return self.eval(self.evaluated, self.eval_batch, self.key)
+        return self.eval(self.state.for_evaluation(), self.eval_batch, self.key)
 
 
 def run(config: ml_collections.ConfigDict, compile_only: bool = False, repeats: int = 5) -> dict:

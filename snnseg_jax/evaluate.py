@@ -167,7 +167,7 @@ def restore(config: ml_collections.ConfigDict, workdir: str) -> Restored:
         config,
         workdir,
         e.model,
-        restored.state.replace(carried=None),  # a stream-trained run's membranes: of its training slots
+        restored.state.for_evaluation(),
         e.eval_set,
         e.train_key,
         e.eval_key,

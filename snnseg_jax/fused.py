@@ -87,20 +87,22 @@ def _lif_update(v: Array, current: Array, spec: SpikingConvSpec) -> tuple[Array,
     return neurons.lif_update(v, current, leak=n.leak, threshold=n.threshold, floor=n.floor)
 
 
-def _sweep(step, inputs, out: Array, carry, reverse: bool = False):
+def _sweep(step, inputs, out, carry, reverse: bool = False):
     """For t over time: `carry, out[:, t] = step(t, carry, inputs[:, t], out[:, t])`; returns `(carry, out)`.
 
-    `inputs` (`[B, T, ...]` arrays) are only read; `out` is updated in place one step at a time. (A
-    buffer a loop reads from but does not carry, XLA copies before it can be carried by another.)
+    `inputs` (`[B, T, ...]` arrays) are only read; `out` (an array, or a tuple of them that `step`
+    writes together) is updated in place one step at a time. (A buffer a loop reads from but does not
+    carry, XLA copies before it can be carried by another.)
     """
-    steps = out.shape[TIME]
-    row = lambda a, t: jax.lax.dynamic_index_in_dim(a, t, TIME, keepdims=False)
+    steps = jax.tree.leaves(out)[0].shape[TIME]
+    rows = lambda arrays, t: jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, TIME, keepdims=False), arrays)
 
     def body(i, state):
         carry, out = state
         t = steps - 1 - i if reverse else i
-        carry, new_row = step(t, carry, jax.tree_util.tree_map(lambda a: row(a, t), inputs), row(out, t))
-        return carry, jax.lax.dynamic_update_index_in_dim(out, new_row.astype(out.dtype), t, TIME)
+        carry, new_rows = step(t, carry, rows(inputs, t), rows(out, t))
+        write = lambda buffer, new: jax.lax.dynamic_update_index_in_dim(buffer, new.astype(buffer.dtype), t, TIME)
+        return carry, jax.tree.map(write, out, new_rows)
 
     return jax.lax.fori_loop(0, steps, body, (carry, out))
 
@@ -267,17 +269,22 @@ def bntt_lif_backward(
     scale, shift = _per_step(scale), _per_step(shift)
     zeros = jnp.zeros(_step_shape(c), jnp.float32)
 
-    def surrogate_step(t, v, c_t, g_t):
+    def surrogate_step(t, v, c_t, out_t):
         v, _, x = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
         grad = neurons.surrogate_grad(n.surrogate, x, n.surrogate_param)
-        return v, (g_t.astype(jnp.float32) * grad) / n.threshold
+        g_t = out_t if n.floor is None else out_t[0]
+        term = (g_t.astype(jnp.float32) * grad) / n.threshold
+        if n.floor is None:
+            return v, term
+        # With a floor, the gradient stops at every step where the membrane was raised to it: 0 there.
+        return v, (term, (v > n.floor * n.threshold).astype(jnp.float32))
 
     # In place over g_spikes when it is float32 (the buffer is dead afterwards).
     out = g_spikes if g_spikes.dtype == jnp.float32 else _fresh_buffer(g_spikes, spec, jnp.float32)
-    _, through_spikes = _sweep(surrogate_step, c, out, _initial_membrane(c, membrane))
-
-    # With a floor, the gradient stops at every step where the membrane was raised to it.
-    kept = None if n.floor is None else _kept_membranes(c, scale, shift, spec, membrane)
+    if n.floor is not None:
+        out = (out, _fresh_buffer(c, spec, jnp.float32))
+    _, swept = _sweep(surrogate_step, c, out, _initial_membrane(c, membrane))
+    through_spikes, kept = (swept, None) if n.floor is None else swept
     count = c.size // (c.shape[TIME] * c.shape[-1])
     axes = (0, 1, 2)  # one step's B, H, W
     mean, rstd, gamma_ = _per_step(mean), _per_step(jax.lax.rsqrt(var + n.bntt_epsilon)), _per_step(gamma)
@@ -301,18 +308,6 @@ def bntt_lif_backward(
         reverse=True,
     )
     return g_c, g_gamma
-
-
-def _kept_membranes(c: Array, scale: Array, shift: Array, spec: SpikingConvSpec, membrane: Array | None) -> Array:
-    """`[B, T, H, W, C]` float32: 1 where the membrane after step t was above the neuron's floor, 0
-    where it was raised to it (one more forward sweep, for a layer with a floor only)."""
-    floor = spec.neuron.floor * spec.neuron.threshold
-
-    def step(t, v, c_t, _):
-        v, _, _ = _lif_update(v, _bntt_step(c_t, scale, shift, t), spec)
-        return v, (v > floor).astype(jnp.float32)
-
-    return _sweep(step, c, _fresh_buffer(c, spec, jnp.float32), _initial_membrane(c, membrane))[1]
 
 
 def spiking_conv_train(

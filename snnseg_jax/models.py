@@ -75,8 +75,7 @@ class Network(nn.Module):
         def apply(layer: Layer, inputs: list[Tensor]) -> Tensor:
             if layer.name in averaged:
                 inputs = [t.time_mean(self.settings.tuning) for t in inputs]
-            membrane = None if membranes is None or layer.name not in membranes else membranes[layer.name]
-            out = self._layer(layer, inputs, train, membrane)
+            out = self._layer(layer, inputs, train, (membranes or {}).get(layer.name))
             if architecture.activated(layer, self.settings.spiking):
                 self.sow(
                     ACTIVITY,

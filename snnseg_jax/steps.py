@@ -32,6 +32,11 @@ class TrainState:
     # Training on streams: each slot's membranes after its last window, {layer: [B, h, w, C]}; else None.
     carried: Any = None
 
+    def for_evaluation(self) -> TrainState:
+        """The state as the evaluation steps take it (replicated): without the membranes carried by
+        the training slots, which evaluation does not use."""
+        return self.replace(carried=None)
+
 
 def state_sharding(mesh: jax.sharding.Mesh, streaming: bool = False) -> TrainState:
     """The shardings of a train state on `mesh` (a prefix of its tree): replicated, but for the

@@ -145,7 +145,7 @@ def validate(run: Run, verified: Verified, tensorboard: summaries.Summaries | No
     """Validates the verified state on the evaluation split; writes and prints its line (and logs its
     metrics and the predictions of the first `TENSORBOARD_IMAGES` images to `tensorboard`)."""
     HOOKS.validating(verified.step)
-    config, state = run.config, verified.state.replace(carried=None)  # membranes of the training slots: unused
+    config, state = run.config, verified.state.for_evaluation()
     compiled = steps.compile_eval_step(run.model, run.mesh)
     confusion = steps.confusion_over(
         compiled, state, run.eval_set, config.eval_batch_size, run.eval_key, run.mesh, config.loader_threads
