@@ -191,13 +191,17 @@ def test_the_hlo_report_finds_time_loops_with_their_trip_counts_and_the_convolut
     assert report["convolutions"] == {"convolution f32 b01f_01io->b01f out{3,2,1,0}": 1}
 
 
-def test_the_spike_budget_is_timed_against_none_and_needs_a_penalty():
+def test_timing_the_spike_budget_needs_a_penalty():
     from snnseg_jax.cli import UserError
 
+    with pytest.raises(UserError, match="set --config.spikes.penalty > 0"):
+        benchmark.spike_budget_cost(tiny_config(), repeats=1)
+
+
+@pytest.mark.slow  # two train steps compiled to time them; the refusal above runs by default
+def test_the_spike_budget_is_timed_against_none():
     config = tiny_config()
     config.model.width, config.dataset.image_size = 0.0625, 16
-    with pytest.raises(UserError, match="set --config.spikes.penalty > 0"):
-        benchmark.spike_budget_cost(config, repeats=1)
     config.spikes.penalty = 0.1
     report = benchmark.spike_budget_cost(config, repeats=1)
     assert set(report["train_step_seconds"]) == {"budget", "none"} and report["ratio_best"] > 0

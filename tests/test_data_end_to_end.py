@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, as_in_this_process
 from datasets_on_disk import DDD17_TEST, VOC_VAL, make_dataset, put_nonfinite, rewrite
 
 from snnseg_jax.data import loading
@@ -23,17 +23,13 @@ TINY = [
 ]
 
 
+def arguments(config, workdir, root, *overrides):
+    return [f"--config={REPO / config}", f"--workdir={workdir}", f"--config.dataset.root={root}", *TINY, *overrides]
+
+
 def run(script, config, workdir, root, *overrides, status=0):
     result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / script),
-            f"--config={REPO / config}",
-            f"--workdir={workdir}",
-            f"--config.dataset.root={root}",
-            *TINY,
-            *overrides,
-        ],
+        [sys.executable, str(REPO / script), *arguments(config, workdir, root, *overrides)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -88,19 +84,25 @@ def nan_in_a_test_frame(root):
         ),
     ],
 )
-def test_two_training_steps_then_evaluate_counts_every_image(tmp_path, config, layout, split, count, extra, damage):
-    """Then the eval split damaged (`damage`): evaluate.py stops with exit 2 and a message naming the file."""
+def test_two_training_steps_then_evaluate_counts_every_image(
+    tmp_path, monkeypatch, capsys, config, layout, split, count, extra, damage
+):
+    """Then the eval split damaged (`damage`): evaluate.py stops with exit 2 and a message naming the
+    file. train.py runs as a process, evaluate.py in this one (`as_in_this_process`)."""
     root = make_dataset(tmp_path / "data", layout)
     workdir = tmp_path / "run"
     run("train.py", config, workdir, root, *extra)
     assert len(trained_losses(workdir)) == 2
-    run("evaluate.py", config, workdir, root, *extra)
+    evaluate = lambda: as_in_this_process("evaluate.py", arguments(config, workdir, root, *extra), monkeypatch, capsys)
+    evaluated = evaluate()
+    assert evaluated.returncode == 0, evaluated.stderr
     report = json.loads((workdir / f"eval_{split}.json").read_text())
     assert report["num_images"] == count and report["step"] == 2
     assert 0.0 <= report["miou"] <= 1.0
     message = damage(root)
-    stopped = run("evaluate.py", config, workdir, root, *extra, status=2)
-    assert "Traceback" not in stopped.stderr and message in " ".join(stopped.stderr.split()), stopped.stderr
+    stopped = evaluate()
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert message in " ".join(stopped.stderr.split()), stopped.stderr
 
 
 @pytest.mark.slow

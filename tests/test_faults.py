@@ -131,11 +131,10 @@ def assert_same_tensorboard(reference, workdir):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, env):
-    """An uninterrupted run, then evaluate.py."""
+    """An uninterrupted run."""
     workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-    for script in ("train.py", "evaluate.py"):
-        result = run(script, workdir, env)
-        assert result.returncode == 0, result.stderr
+    result = run("train.py", workdir, env)
+    assert result.returncode == 0, result.stderr
     return workdir
 
 
@@ -195,6 +194,29 @@ def kill_from_outside_during_a_save(workdir, env, rng):
         process.wait()
 
 
+def resume_and_compare(reference, workdir, env):
+    result = run("train.py", workdir, env)
+    assert result.returncode == 0, result.stderr
+    assert "does not read back" not in result.stderr
+    assert not os.path.exists(os.path.join(workdir, checkpoints.INVALID_DIR))
+    assert_ends_like(reference, workdir)
+
+
+def test_killed_mid_line_and_mid_save_then_rerun_ends_exactly_as_the_uninterrupted_run(reference, env, tmp_path):
+    """SIGKILL in the middle of a metrics line, then while a checkpoint is committed; the next run
+    resumes from the newest complete checkpoint and ends bitwise as the uninterrupted run. (Two of
+    the four points of the test below, which `-m slow` runs.)"""
+    workdir = str(tmp_path / "killed")
+    rng = random.Random(6)
+    killed_at("line", 3, workdir, env, rng)
+    torn = metrics_text(workdir).rsplit("\n", 1)[-1]
+    assert torn.startswith('{"step": 3, ') and not torn.endswith("}"), torn
+    killed_at("save", 6, workdir, env, rng)
+    assert 6 not in complete_steps(workdir) and 6 in fresh_saves(workdir, 0)
+    resume_and_compare(reference, workdir, env)
+
+
+@pytest.mark.slow  # two of its points by default: test_killed_mid_line_and_mid_save_then_...
 def test_killed_at_seeded_points_then_rerun_ends_exactly_as_the_uninterrupted_run(reference, env, tmp_path):
     """SIGKILL in the middle of a metrics line, while a checkpoint is committed, after a line, and
     from outside during a save; each run resumes from the newest complete checkpoint, which the
@@ -223,13 +245,13 @@ def test_killed_at_seeded_points_then_rerun_ends_exactly_as_the_uninterrupted_ru
     if resumed_from < STEPS - EVERY:  # a save to kill in, and a later one to delete what that leaves of an old one
         kill_from_outside_during_a_save(workdir, env, rng)
 
-    for script in ("train.py", "evaluate.py"):
-        result = run(script, workdir, env)
+    resume_and_compare(reference, workdir, env)
+    evaluated = str(tmp_path / "reference")
+    shutil.copytree(reference, evaluated)
+    for directory in (evaluated, workdir):
+        result = run("evaluate.py", directory, env)
         assert result.returncode == 0, result.stderr
-        assert "does not read back" not in result.stderr
-    assert not os.path.exists(os.path.join(workdir, checkpoints.INVALID_DIR))
-    assert_ends_like(reference, workdir)
-    with open(os.path.join(reference, "eval_val.json")) as a, open(os.path.join(workdir, "eval_val.json")) as b:
+    with open(os.path.join(evaluated, "eval_val.json")) as a, open(os.path.join(workdir, "eval_val.json")) as b:
         assert json.load(a) == json.load(b)
 
 
@@ -251,10 +273,14 @@ def stopped_at(point, step, workdir, env, rng):
     return last, result
 
 
-def test_sigterm_saves_the_last_step_computed_and_resuming_recomputes_none(reference, env, tmp_path):
-    """SIGTERM during a step, during a periodic save (and once more during the save it causes) and
-    during a validation: each run saves the last step it computed and exits with EXIT_STOPPED; the
-    next run resumes from exactly that step; the end is the uninterrupted run's, bitwise."""
+@pytest.mark.parametrize(
+    "during_validation", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["step-save", "step-save-validation"]
+)
+def test_sigterm_saves_the_last_step_computed_and_resuming_recomputes_none(reference, env, tmp_path, during_validation):
+    """SIGTERM during a step, during a periodic save (and once more during the save it causes) and,
+    with `during_validation` (`-m slow`), during a validation: each run saves the last step it
+    computed and exits with EXIT_STOPPED; the next run resumes from exactly that step; the end is the
+    uninterrupted run's, bitwise."""
     rng = random.Random(15)
     workdir = str(tmp_path / "stopped")
     # Read one step late, a request during step s stops the run after step s + 1: a checkpoint step
@@ -267,7 +293,7 @@ def test_sigterm_saves_the_last_step_computed_and_resuming_recomputes_none(refer
     step, resumed_from = next(s for s in range(last + 1, STEPS) if s % EVERY == 0), last
     last, result = stopped_at("term_save", step, workdir, env, rng)
     assert f"Resuming from step {resumed_from} " in result.stdout and last > step
-    if last < 10:
+    if during_validation and last < 10:
         resumed_from = last
         last, result = stopped_at("term_validation", 10, workdir, env, rng)
         assert f"Resuming from step {resumed_from} " in result.stdout and last == 11
@@ -368,6 +394,7 @@ def diverged(tmp_path_factory, env):
     return workdir, int(named.group(1)), message
 
 
+@pytest.mark.slow  # in-process: tests/test_train.py::test_a_nonfinite_step_on_nonfinite_inputs_blames_the_inputs_...
 def test_a_nonfinite_step_stops_training_naming_it_and_keeps_the_last_good_checkpoint(reference, diverged):
     workdir, first_nonfinite, message = diverged
     assert first_nonfinite > LAST_FINITE_LR_STEP

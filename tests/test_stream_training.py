@@ -4,6 +4,7 @@ train step's carried state, the config's checks, and resuming after kill -9 and 
 import functools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +36,8 @@ def lively(variables):
 def network(name, fused=True):
     model = models.build(name, 3, timesteps=T, width=0.125, in_channels=2, fused=fused)
     frames = (jax.random.uniform(jax.random.PRNGKey(0), (B, 2 * T, SIDE, SIDE, 2)) < 0.3).astype(jnp.float32)
-    variables = model.init({"params": jax.random.PRNGKey(1), "spikes": jax.random.PRNGKey(1)}, frames[:, :T])
+    key = jax.random.PRNGKey(1)
+    variables = jax.jit(lambda window: model.init({"params": key, "spikes": key}, window))(frames[:, :T])
     return model, lively(variables), frames
 
 
@@ -224,6 +226,26 @@ def assert_ends_like(reference, workdir):
     assert metrics_lines(workdir) == metrics_lines(reference)
 
 
+def test_resuming_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path, capsys):
+    """In this process: the run of TINY, then a copy of it cut back to checkpoint 4 (as a run stopped
+    after step 4 leaves it: later checkpoints gone, later metrics lines still there) run again. It
+    resumes the carried membranes and the recordings' positions and ends bitwise as the first; the
+    subprocess tests below (`-m slow`) do the same after a real kill -9 and a real SIGTERM."""
+    config = stream_config()
+    config.update_from_flattened_dict(TINY)
+    reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
+    train.train_and_evaluate(config, reference)
+    shutil.copytree(reference, resumed)
+    for name in os.listdir(os.path.join(resumed, "checkpoints")):
+        if int(name) > 4:
+            shutil.rmtree(os.path.join(resumed, "checkpoints", name))
+    capsys.readouterr()
+    train.train_and_evaluate(config, resumed)
+    assert "Resuming from step 4 " in capsys.readouterr().out
+    assert_ends_like(reference, resumed)
+
+
+@pytest.mark.slow  # in-process resume: test_resuming_from_a_checkpoint_ends_as_the_uninterrupted_run
 def test_killed_while_saving_then_rerun_ends_as_the_uninterrupted_run(uninterrupted, tmp_path):
     workdir = str(tmp_path / "killed")
     result = run(workdir, "save", 6)
@@ -234,6 +256,7 @@ def test_killed_while_saving_then_rerun_ends_as_the_uninterrupted_run(uninterrup
     assert_ends_like(uninterrupted, workdir)
 
 
+@pytest.mark.slow  # in-process resume above; SIGTERM itself: tests/test_faults.py
 def test_sigterm_saves_the_step_and_resuming_ends_as_the_uninterrupted_run(uninterrupted, tmp_path):
     workdir = str(tmp_path / "stopped")
     result = run(workdir, "term_step", 2)

@@ -94,7 +94,7 @@ def test_train_step_is_deterministic_and_draws_new_spikes_each_step():
     model = models.build("spiking_deeplab", num_classes=3, timesteps=2, width=0.0625)
     config = shapes_deeplab.get_config()
     optimizer = optimization.make_optimizer(config, 10)
-    state = experiment.init_state(model, optimizer, (8, 8, 3), jax.random.PRNGKey(0))
+    state = jax.jit(functools.partial(experiment.init_state, model, optimizer, (8, 8, 3), jax.random.PRNGKey(0)))()
     rng = np.random.default_rng(0)
     batch = {
         "inputs": jnp.array(rng.uniform(-0.5, 0.5, (2, 8, 8, 3)), jnp.float32),
@@ -124,7 +124,7 @@ class TinyNet(nn.Module):
 
 def test_a_nonfinite_step_is_flagged_and_with_skipping_leaves_the_state_unchanged():
     model, optimizer = TinyNet(), optimization.make_optimizer(shapes_deeplab.get_config(), 10)
-    state = experiment.init_state(model, optimizer, (4, 4, 2), jax.random.PRNGKey(0))
+    state = jax.jit(functools.partial(experiment.init_state, model, optimizer, (4, 4, 2), jax.random.PRNGKey(0)))()
     rng = np.random.default_rng(0)
     good = {
         "inputs": jnp.array(rng.normal(size=(2, 4, 4, 2)), jnp.float32),
