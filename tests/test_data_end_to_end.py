@@ -144,12 +144,17 @@ def test_a_small_ann_learns_on_real_photographs(tmp_path):
 
 
 @pytest.mark.slow  # the default run covers both analyses end to end on the embedded event recordings
-def test_latency_and_streaming_on_the_ddd17_layout(tmp_path):
-    """The streaming analyses read DDD17's recordings as distributed: every test frame, once."""
+@pytest.mark.parametrize("on_streams", [False, True], ids=["trained-in-windows", "trained-on-streams"])
+def test_latency_and_streaming_on_the_ddd17_layout(tmp_path, on_streams):
+    """The streaming analyses read DDD17's recordings as distributed: every test frame, once; the
+    network trained in windows or on streams (its recordings' runs, as `experiment.build` reads them,
+    are checked in the default run by test_stream_training.py)."""
     root = make_dataset(tmp_path / "data", "evsegnet")
     workdir = tmp_path / "run"
-    run("train.py", "configs/ddd17_deeplab.py", workdir, root)
-    run("evaluate.py", "configs/ddd17_deeplab.py", workdir, root, "--analyses=latency,streaming")
+    mode = [f"--config.stream_training.enabled={on_streams}"]
+    run("train.py", "configs/ddd17_deeplab.py", workdir, root, *mode)
+    assert len(trained_losses(workdir)) == 2
+    run("evaluate.py", "configs/ddd17_deeplab.py", workdir, root, *mode, "--analyses=latency,streaming")
     streamed = json.loads((workdir / "analysis" / "streaming.json").read_text())
     evaluation = json.loads((workdir / "eval_test.json").read_text())
     assert streamed["frames"] == sum(map(len, DDD17_TEST.values())) and streamed["recordings"] == len(DDD17_TEST)

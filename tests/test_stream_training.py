@@ -16,8 +16,9 @@ import numpy as np
 import optax
 import pytest
 from conftest import REPO, saved_state
+from datasets_on_disk import DDD17_TRAIN, make_ddd17
 
-from configs import events_deeplab_stream
+from configs import ddd17_deeplab, events_deeplab_stream
 from snnseg_jax import cli, experiment, models, steps, stream, train
 from snnseg_jax.cli import UserError
 
@@ -168,6 +169,27 @@ def test_a_recording_shorter_than_t_stops_training_before_any_work(tmp_path):
         train.train_and_evaluate(config, str(tmp_path))
     assert "rec0_frame0" in str(error.value) and "model.timesteps" in str(error.value)
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_the_ddd17_layout_is_streamed_run_by_run(tmp_path):
+    """`experiment.build` on DDD17 as distributed (Ev-SegNet layout): each recording's frames are one
+    run, in frame-number order; a recording shorter than T stops it, naming its first frame."""
+    make_ddd17(tmp_path, "evsegnet")
+    config = ddd17_deeplab.get_config()
+    config.update_from_flattened_dict(
+        {"dataset.root": str(tmp_path), "dataset.image_size": 16, "model.width": 0.0625, "model.timesteps": 3,
+         "batch_size": 2, "stream_training.enabled": True}
+    )  # fmt: skip
+    built = experiment.build(config, training=True)
+    split = built.stream.sequences.split
+    runs = [[split.ids[i] for i in run] for run in built.stream.runs]
+    assert runs == [[f"rec{r}_export_{n}" for n in sorted(frames)] for r, frames in sorted(DDD17_TRAIN.items())]
+    batch = built.stream.batch(0)
+    assert batch["inputs"].shape == (2, 3, 16, 16, 2) and batch["fresh"].all()
+    config.model.timesteps = 4
+    shortest = min(DDD17_TRAIN, key=lambda r: len(DDD17_TRAIN[r]))
+    with pytest.raises(UserError, match=f"run starting at frame rec{shortest}_export_{min(DDD17_TRAIN[shortest])} "):
+        experiment.build(config, training=True)
 
 
 # ---------------------------------------------------------------- kill -9 and SIGTERM resume bitwise
