@@ -79,9 +79,7 @@ def run(script, workdir, env, changes=None):
 
 def tiny_config(changes=None):
     config = shapes_deeplab.get_config()
-    for field, value in {**TINY, **(changes or {})}.items():
-        *parents, name = field.split(".")
-        setattr(functools.reduce(getattr, parents, config), name, value)
+    config.update_from_flattened_dict({**TINY, **(changes or {})})
     return config
 
 

@@ -137,12 +137,7 @@ def test_the_train_step_carries_membranes_and_fresh_slots_start_from_zero():
 
 def stream_config(**changes):
     config = events_deeplab_stream.get_config()
-    for field, value in changes.items():
-        *parents, name = field.split(".")
-        target = config
-        for parent in parents:
-            target = getattr(target, parent)
-        setattr(target, name, value)
+    config.update_from_flattened_dict(changes)
     return config
 
 
@@ -253,8 +248,7 @@ def test_resuming_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path, caps
     after step 4 leaves it: later checkpoints gone, later metrics lines still there) run again. It
     resumes the carried membranes and the recordings' positions and ends bitwise as the first; the
     subprocess tests below (`-m slow`) do the same after a real kill -9 and a real SIGTERM."""
-    config = stream_config()
-    config.update_from_flattened_dict(TINY)
+    config = stream_config(**TINY)
     reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
     train.train_and_evaluate(config, reference)
     shutil.copytree(reference, resumed)
