@@ -165,9 +165,34 @@ def collect_streams(runs: Path) -> dict:
     return {"runs": found, "timings": timings(runs / "timings.jsonl")}
 
 
+def spikes_along_training(run_dir: Path) -> list[dict]:
+    """The spike statistics of a spiking run's training lines in its metrics.jsonl (each the mean over
+    the batches of its logging window): per line, the step, the estimated E_ANN / E_SNN, the spikes per
+    neuron over T averaged over the layers and each layer's."""
+    prefix = "spikes_per_neuron/"
+    along = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "spikes_per_neuron" in record:
+            along.append(
+                {
+                    "step": record["step"],
+                    "energy_ratio": record["energy_ratio"],
+                    "spikes_per_neuron": record["spikes_per_neuron"],
+                    "layers": {k.removeprefix(prefix): v for k, v in record.items() if k.startswith(prefix)},
+                }
+            )
+    return along
+
+
 def collect_paper(runs: Path) -> dict:
-    """The runs of reproduce/paper_settings.sh (`collect_runs`) and their timings."""
-    return {"runs": collect_runs(runs), "timings": timings(runs / "timings.jsonl")}
+    """The runs of reproduce/paper_settings.sh (`collect_runs`), each spiking run with its spike statistics
+    along training (`spikes_along_training`), and their timings."""
+    found = collect_runs(runs)
+    for name, run in found.items():
+        if run["model"].startswith("spiking_"):
+            run["along_training"] = spikes_along_training(runs / name)
+    return {"runs": found, "timings": timings(runs / "timings.jsonl")}
 
 
 def collect_photo(workdir: Path, timings_path: Path) -> dict:
@@ -951,6 +976,43 @@ def paper_findings(runs: dict) -> str:
     return " ".join(lines)
 
 
+def paper_spikes_along_training(results: dict) -> str:
+    """Spikes per neuron and the estimated E_ANN / E_SNN of the training batches along training, for the
+    spiking networks at T = 20 of the paper-settings runs, and whether they fell."""
+    runs = results["paper_settings"]["runs"]
+    along = {arch: runs[f"{arch}_snn"]["along_training"] for arch in NETWORK_NAMES}
+    steps = [line["step"] for line in along["deeplab"]]
+    rows = []
+    for i, step in enumerate(steps):
+        row = [f"{step:,}"]
+        for arch in NETWORK_NAMES:
+            line = along[arch][i]
+            row += [f"{line['spikes_per_neuron']:.2f}", f"{line['energy_ratio']:.2f}"]
+        rows.append(row)
+    header = ["step"]
+    for snn_name, _ in NETWORK_NAMES.values():
+        header += [f"{snn_name}: spikes per neuron", "E_ANN / E_SNN"]
+    changes = []
+    for arch, (snn_name, _) in NETWORK_NAMES.items():
+        first, last = along[arch][0], along[arch][-1]
+        change = last["spikes_per_neuron"] / first["spikes_per_neuron"] - 1
+        trend = "fell" if change < -0.05 else "rose" if change > 0.05 else "stayed within 5 %"
+        by_layer = [last["layers"][k] / first["layers"][k] - 1 for k in first["layers"]]
+        changes.append(
+            f"{snn_name}'s mean {trend} ({first['spikes_per_neuron']:.2f} at step {first['step']:,}, "
+            f"{last['spikes_per_neuron']:.2f} at step {last['step']:,}; by layer {min(by_layer):+.0%} to "
+            f"{max(by_layer):+.0%})"
+        )
+    return "\n\n".join(
+        [
+            table(header, rows),
+            "Along training, " + "; ".join(changes) + ". Each row is the mean over the training batches of "
+            "its logging window (`metrics.jsonl`), over the layers with neurons; E_ANN / E_SNN is the batch "
+            "estimate the spike budget uses.",
+        ]
+    )
+
+
 def headline(results: dict) -> str:
     """The paper's main numbers beside ours: MIoU and energy ratios at T = 20, the demos, conversion, speed."""
     runs, e = results["paper_settings"]["runs"], results["embedded_deeplab"]
@@ -1219,6 +1281,7 @@ BLOCKS: dict[str, Callable[[dict], str]] = {
     "streaming": streaming,
     "stream-latency": stream_latency,
     "paper-settings": paper_settings,
+    "paper-spikes-along-training": paper_spikes_along_training,
     "sparsity-demo": sparsity("demo"),
     "sparsity-paper": sparsity("paper"),
     "sparsity-summary": sparsity_summary,
@@ -1235,7 +1298,7 @@ PRODUCERS = {
         "performance",
         ("benchmark", "memory", "ablation", "torch-comparison", "stream-latency", "headline"),
     ),
-    "paper_settings": ("paper", ("paper-settings", "headline")),
+    "paper_settings": ("paper", ("paper-settings", "paper-spikes-along-training", "headline")),
     "sparsity_demo": ("sparsity-demo", ("sparsity-demo", "sparsity-summary", "spike-budget-demo")),
     "sparsity_paper": ("sparsity", ("sparsity-paper",)),
     "stream_training": ("streams", ("stream-training", "stream-training-details")),

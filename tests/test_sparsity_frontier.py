@@ -113,3 +113,32 @@ def test_a_directory_without_the_manifest_is_refused_naming_it(tmp_path, capsys)
         results.write_sparsity(tmp_path, None, None)
     assert exit_info.value.code == 2
     assert "runs.jsonl: not found" in " ".join(capsys.readouterr().err.split())
+
+
+def test_spikes_along_training_reads_the_training_lines_and_the_block_says_whether_they_fell(tmp_path):
+    """Training lines carry the spike statistics; validation lines (and an ANN's lines) do not."""
+    lines = {
+        "deeplab": [(50, 0.9, 5.0, (4.0, 6.0)), (100, 1.0, 4.5, (3.0, 6.0))],
+        "fcn": [(50, 0.8, 6.0, (6.0, 6.0)), (100, 0.8, 6.1, (6.0, 6.2))],
+    }
+    runs = {}
+    for arch, records in lines.items():
+        run_dir = tmp_path / f"{arch}_snn"
+        run_dir.mkdir()
+        text = ""
+        for step, ratio, mean, (a, b) in records:
+            spikes = {"spikes_per_neuron": mean, "spikes_per_neuron/conv1": a, "spikes_per_neuron/conv2": b}
+            text += json.dumps({"step": step, "loss": 0.5, "energy_ratio": ratio, **spikes}) + "\n"
+            text += json.dumps({"step": step, "miou": 0.5, "pixel_accuracy": 0.9}) + "\n"
+        (run_dir / "metrics.jsonl").write_text(text)
+        runs[f"{arch}_snn"] = {"along_training": results.spikes_along_training(run_dir)}
+
+    assert runs["deeplab_snn"]["along_training"] == [
+        {"step": 50, "energy_ratio": 0.9, "spikes_per_neuron": 5.0, "layers": {"conv1": 4.0, "conv2": 6.0}},
+        {"step": 100, "energy_ratio": 1.0, "spikes_per_neuron": 4.5, "layers": {"conv1": 3.0, "conv2": 6.0}},
+    ]
+    block = results.paper_spikes_along_training({"paper_settings": {"runs": runs}})
+    assert "| 100 | 4.50 | 1.00 | 6.10 | 0.80 |" in block
+    # DeepLab: 5.0 -> 4.5 is -10 %, conv1 -25 %, conv2 0 %; FCN: 6.0 -> 6.1 is +1.7 %.
+    assert "Spiking-DeepLab's mean fell (5.00 at step 50, 4.50 at step 100; by layer -25% to +0%)" in block
+    assert "Spiking-FCN's mean stayed within 5 % (6.00 at step 50, 6.10 at step 100; by layer +0% to +3%)" in block
