@@ -54,6 +54,7 @@ def test_every_block_is_shown_once_and_every_result_file_it_reads_is_committed()
         "performance",
         "paper_settings",
         "sparsity_demo",
+        "sparsity_paper",
         "stream_training",
     }
     assert shown <= set(results.load_results()), "a result file the blocks render from is missing"
