@@ -34,6 +34,7 @@ from pathlib import Path
 
 from snnseg_jax import checkpoints, cli
 from snnseg_jax.analysis import headlines
+from snnseg_jax.sparsity import ENERGY_RATIO, SPIKES_PER_NEURON
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,16 +170,16 @@ def spikes_along_training(run_dir: Path) -> list[dict]:
     """The spike statistics of a spiking run's training lines in its metrics.jsonl (each the mean over
     the batches of its logging window): per line, the step, the estimated E_ANN / E_SNN, the spikes per
     neuron over T averaged over the layers and each layer's."""
-    prefix = "spikes_per_neuron/"
+    mean, prefix = SPIKES_PER_NEURON, SPIKES_PER_NEURON + "/"
     along = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        if "spikes_per_neuron" in record:
+        if mean in record:
             along.append(
                 {
                     "step": record["step"],
-                    "energy_ratio": record["energy_ratio"],
-                    "spikes_per_neuron": record["spikes_per_neuron"],
+                    "energy_ratio": record[ENERGY_RATIO],
+                    "spikes_per_neuron": record[mean],
                     "layers": {k.removeprefix(prefix): v for k, v in record.items() if k.startswith(prefix)},
                 }
             )
@@ -981,13 +982,13 @@ def paper_spikes_along_training(results: dict) -> str:
     spiking networks at T = 20 of the paper-settings runs, and whether they fell."""
     runs = results["paper_settings"]["runs"]
     along = {arch: runs[f"{arch}_snn"]["along_training"] for arch in NETWORK_NAMES}
-    steps = [line["step"] for line in along["deeplab"]]
+    by_step = {arch: {line["step"]: line for line in lines} for arch, lines in along.items()}
     rows = []
-    for i, step in enumerate(steps):
+    for step in sorted(set().union(*by_step.values())):
         row = [f"{step:,}"]
         for arch in NETWORK_NAMES:
-            line = along[arch][i]
-            row += [f"{line['spikes_per_neuron']:.2f}", f"{line['energy_ratio']:.2f}"]
+            line = by_step[arch].get(step)
+            row += [f"{line['spikes_per_neuron']:.2f}", f"{line['energy_ratio']:.2f}"] if line else ["–", "–"]
         rows.append(row)
     header = ["step"]
     for snn_name, _ in NETWORK_NAMES.values():
