@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/results.md, "Trading accuracy for energy": each spiking network trained with the spike budget of
 # the loss at several lambda (`spikes.penalty`), its ANN twin once, and the `energy` analysis of every
-# spiking run against the twin: MIoU against E_ANN / E_SNN. Prints a table and, with RESULTS, writes it.
+# spiking run against the twin: MIoU against E_ANN / E_SNN, and each spiking run's robustness to noise. Prints a table and, with RESULTS, writes it.
 #
 #   reproduce/sparsity_frontier.sh [RUNS_DIR]     (default runs/sparsity_$SETTINGS)
 #
@@ -72,7 +72,7 @@ for arch in ${NETWORKS:-deeplab fcn}; do
     record "$name" "$config" "${snn_args[@]}"
     timed "train $name" "$snn" train.py --config "$config" --workdir "$snn" "${snn_args[@]}"
     timed "eval $name" "$snn" evaluate.py --config "$config" --workdir "$snn" "${snn_args[@]}" \
-      --analyses=energy --compare_workdir="$ann"
+      --analyses=energy,robustness --compare_workdir="$ann"
   done
 done
 

@@ -96,6 +96,19 @@ def test_the_rendered_blocks_show_the_points_and_the_best_ratio_that_keeps_the_f
     assert "twin's MIoU is 3.00 (λ = 0.001, 0.88 of it), at or above the paper's 2.75 at 0.69" in text
     assert "Spiking-FCN" not in text.split("<!-- results: sparsity-summary -->")[1]  # no FCN point was collected
     assert "Not finished: fcn_snn_lambda0, fcn_snn_lambda1e-3." in text
+    assert "Relative MIoU drop under Gaussian noise" not in text  # no robustness analysis ran
+
+
+def test_the_robustness_of_the_points_where_it_ran_goes_into_the_result_file_and_the_block(runs):
+    report = {"sigmas": [0.0, 6.375, 25.5], "relative_drop": [0.0, 1.25, 30.0], "miou": [0.72, 0.71, 0.5]}
+    (runs / "deeplab_snn_lambda0" / "analysis" / "robustness.json").write_text(json.dumps(report))
+    result = {**results.provenance("test"), **results.collect_sparsity(runs)}
+    points = {p["run"]: p for p in json.loads(json.dumps(result))["networks"]["deeplab"]["points"]}  # via JSON
+    assert points["deeplab_snn_lambda0"]["robustness"] == {"0.0": 0.0, "6.375": 1.25, "25.5": 30.0}
+    assert "robustness" not in points["deeplab_snn_lambda1e-3"]
+    text = results.render_blocks("<!-- results: sparsity-demo -->\n<!-- /results -->\n", {"sparsity_demo": result})
+    assert "| network | λ | σ = 6.375 | σ = 25.5 |" in text
+    assert "| Spiking-DeepLab | 0 | 1.2 % | 30.0 % |" in text
 
 
 def test_the_command_writes_the_result_file_and_the_figure(runs, tmp_path_factory, capsys):
