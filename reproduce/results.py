@@ -240,7 +240,7 @@ def sparsity_point(run: dict, entry: dict, run_dir: Path) -> dict:
     """One spiking run of the frontier: its lambda, MIoU, energy ratio and spikes per neuron by layer."""
     energy, robustness = run["analyses"]["energy"], run["analyses"].get("robustness")
     spikes = checkpoints.saved_config(str(run_dir))[1]["spikes"]
-    noise = {"robustness": dict(zip(robustness["sigmas"], robustness["relative_drop"]))} if robustness else {}
+    noise = {"robustness": {k: robustness[k] for k in ("sigmas", "relative_drop")}} if robustness else {}
     return {
         "run": entry["run"],
         "overrides": entry["overrides"],
@@ -255,7 +255,7 @@ def sparsity_point(run: dict, entry: dict, run_dir: Path) -> dict:
             for layer in energy["layers"]
             if layer["output_spike_rate"] is not None
         },
-        **noise,  # the `robustness` analysis, where it ran: relative MIoU drop (%) by noise sigma
+        **noise,  # the `robustness` analysis, where it ran: relative MIoU drop (%) at each noise sigma
     }
 
 
@@ -1167,20 +1167,21 @@ def sparsity_spikes(result: dict) -> str:
     return "\n\n".join(tables)
 
 
-def sparsity_robustness(result: dict) -> str | None:
-    """The relative MIoU drop under noise of the points where the `robustness` analysis ran, per λ."""
-    rows, sigmas = [], None
+def sparsity_robustness(result: dict) -> list[str]:
+    """The relative MIoU drop under noise of the points where the `robustness` analysis ran, per λ (no
+    paragraph if it ran nowhere)."""
+    rows, sigmas = [], []
     for arch, network in result["networks"].items():
         for point in network["points"]:
             if "robustness" in point:
-                drops = {float(s): d for s, d in point["robustness"].items() if float(s) > 0}
-                sigmas = sigmas or list(drops)
-                rows.append([NETWORK_NAMES[arch][0], f"{point['lambda']:g}", *(f"{drops[s]:.1f} %" for s in sigmas)])
+                sigmas, drops = point["robustness"]["sigmas"][1:], point["robustness"]["relative_drop"][1:]
+                rows.append([NETWORK_NAMES[arch][0], f"{point['lambda']:g}", *(f"{d:.1f} %" for d in drops)])
     if not rows:
-        return None
-    return "Relative MIoU drop under Gaussian noise (the `robustness` analysis; σ in 0–255 pixel units):\n\n" + table(
-        ["network", "λ", *(f"σ = {s:g}" for s in sigmas)], rows
-    )
+        return []
+    return [
+        "Relative MIoU drop under Gaussian noise (the `robustness` analysis; σ in 0–255 pixel units):",
+        table(["network", "λ", *(f"σ = {s:g}" for s in sigmas)], rows),
+    ]
 
 
 def sparsity(settings: str) -> Callable[[dict], str]:
@@ -1196,7 +1197,7 @@ def sparsity(settings: str) -> Callable[[dict], str]:
                 "Spikes per neuron over T, by the conv that drives the neurons (the `energy` analysis on the "
                 "validation images):",
                 sparsity_spikes(result),
-                *filter(None, [sparsity_robustness(result)]),
+                *sparsity_robustness(result),
             ]
         )
 

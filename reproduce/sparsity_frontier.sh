@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # docs/results.md, "Trading accuracy for energy": each spiking network trained with the spike budget of
 # the loss at several lambda (`spikes.penalty`), its ANN twin once, and the `energy` analysis of every
-# spiking run against the twin: MIoU against E_ANN / E_SNN, and each spiking run's robustness to noise. Prints a table and, with RESULTS, writes it.
+# spiking run against the twin: MIoU against E_ANN / E_SNN (and each spiking run's robustness to noise).
+# Prints a table and, with RESULTS, writes it.
 #
 #   reproduce/sparsity_frontier.sh [RUNS_DIR]     (default runs/sparsity_$SETTINGS)
 #

@@ -104,7 +104,8 @@ def test_the_robustness_of_the_points_where_it_ran_goes_into_the_result_file_and
     (runs / "deeplab_snn_lambda0" / "analysis" / "robustness.json").write_text(json.dumps(report))
     result = {**results.provenance("test"), **results.collect_sparsity(runs)}
     points = {p["run"]: p for p in json.loads(json.dumps(result))["networks"]["deeplab"]["points"]}  # via JSON
-    assert points["deeplab_snn_lambda0"]["robustness"] == {"0.0": 0.0, "6.375": 1.25, "25.5": 30.0}
+    robustness = {"sigmas": [0.0, 6.375, 25.5], "relative_drop": [0.0, 1.25, 30.0]}
+    assert points["deeplab_snn_lambda0"]["robustness"] == robustness
     assert "robustness" not in points["deeplab_snn_lambda1e-3"]
     text = results.render_blocks("<!-- results: sparsity-demo -->\n<!-- /results -->\n", {"sparsity_demo": result})
     assert "| network | λ | σ = 6.375 | σ = 25.5 |" in text
