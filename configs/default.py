@@ -58,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.stream_training = ml_collections.ConfigDict()
     config.stream_training.enabled = False
     config.stream_training.zero_state_fraction = 0.25  # slots of each batch that always start from zero state
+    # every_frame: each frame's streamed prediction (the mean of the last T readouts) against its label;
+    # window_end: each window's mean readout against its last frame's label, as window training scores
+    config.stream_training.loss = "every_frame"
 
     # Several processes (hosts): see docs/training.md, "Multiple devices and hosts". Empty / 0 / -1 fields are
     # detected by JAX under SLURM, Open MPI and on Cloud TPU pods.

@@ -25,5 +25,6 @@ def get_config():
     config = events_deeplab.get_config()
     config.stream_training.enabled = True
     config.stream_training.zero_state_fraction = 0.25
+    config.stream_training.loss = "window_end"
     config.analysis.stream_late_statistics = "cycle"
     return config

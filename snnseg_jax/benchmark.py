@@ -118,6 +118,7 @@ class Steps:
         streaming = config.stream_training.enabled  # every slot carries its membranes on
         if streaming:
             batch["fresh"] = np.zeros(config.batch_size, bool)
+            batch["frame_labels"] = np.repeat(batch["labels"][:, None], config.model.timesteps, axis=1)
         self.batch = sharding.put_batch(batch, sharding.batch_sharding(mesh))
         init = functools.partial(
             experiment.init_state,
@@ -126,6 +127,7 @@ class Steps:
             self.batch["inputs"].shape[1:],
             init_key,
             config.batch_size if streaming else 0,
+            config.stream_training.loss,
         )
         self.state = jax.jit(init, out_shardings=state_sharding(mesh, streaming))()
         budget = sparsity.budget_of(config)

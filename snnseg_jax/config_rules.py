@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from snnseg_jax import architecture, data, models, neurons, optimization, sparsity, stream
+from snnseg_jax import architecture, data, models, neurons, optimization, sparsity, steps, stream
 
 COMPUTE_DTYPES = ("float32", "bfloat16")  # model.dtype: what the layers are written and tested for
 
@@ -120,6 +120,7 @@ RULES: dict[str, Rule] = {
     "spikes.target_rate": number(0, 1),
     "stream_training.enabled": FLAG,
     "stream_training.zero_state_fraction": number(0, 1),
+    "stream_training.loss": one_of(*steps.STREAM_LOSSES),
     "distributed.initialize": FLAG,
     "distributed.coordinator_address": TEXT,
     "distributed.num_processes": integer(0),

@@ -109,21 +109,26 @@ def init_state(
     input_shape: tuple[int, ...],
     key: jax.Array,
     streaming_batch: int = 0,
+    stream_loss: str = "every_frame",
 ) -> TrainState:
     """A fresh train state for inputs of shape `[B, *input_shape]` (not yet placed on the devices);
-    training on streams with batches of `streaming_batch` (> 0), it carries membranes at zero."""
+    training on streams with batches of `streaming_batch` (> 0), it carries membranes at zero, and
+    readouts at zero if its `stream_loss` (`steps.STREAM_LOSSES`) scores every frame."""
     variables = model.init({"params": key, "spikes": key}, jnp.zeros((1, *input_shape)), train=False)
     params = variables["params"]
-    carried = None
+    carried = readouts = None
     if streaming_batch:
         frame_shape = (streaming_batch, *input_shape[1:])  # an event sequence's [T, H, W, C] less T
-        carried = stream.init(model, variables, frame_shape).membranes
+        zero = stream.init(model, variables, frame_shape)
+        carried = zero.membranes
+        readouts = jnp.swapaxes(zero.readouts, 0, 1) if stream_loss == "every_frame" else None
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         opt_state=optimizer.init(params),
         carried=carried,
+        readouts=readouts,
     )
 
 
@@ -193,7 +198,9 @@ def build(config: ml_collections.ConfigDict, training: bool) -> Experiment:
         model=model,
         steps=steps,
         optimizer=optimizer,
-        init=functools.partial(init_state, model, optimizer, input_shape, init_key, streaming_batch),
+        init=functools.partial(
+            init_state, model, optimizer, input_shape, init_key, streaming_batch, config.stream_training.loss
+        ),
         input_shape=input_shape,
         train_key=train_key,
         eval_key=eval_key,

@@ -14,8 +14,9 @@ output (spikes, or ReLU activations in an ANN) into Flax's collection `"intermed
 training step keeps a spiking network's spikes this way, for its spike statistics and budget
 (`sparsity`): the sown spikes are the layers' outputs themselves, so a loss on them is differentiable.
 
-Besides `__call__` (the whole window, the training path), the network has methods for one frame at
-a time, through `model.apply(variables, ..., method=...)`: `step` (the spiking network's step with
+Besides `__call__` (the whole window, the training path), the network has `readouts` (a spiking
+network's readout after each step of a window, what training on streams scores) and methods for one
+frame at a time, through `model.apply(variables, ..., method=...)`: `step` (the spiking network's step with
 membranes carried, what `stream` runs), `folded` (an ANN with BatchNorm folded into its convs and
 a given function in place of its ReLUs, what the conversion analysis runs) and `kernels`. Only the
 modules name their parameters.
@@ -68,7 +69,25 @@ class Network(nn.Module):
         (by layer name, `[B, h, w, C]` as `carried` returns them; None: all at zero), which are
         constants to the gradient: training on streams cuts it between windows."""
         height, width = self._check_input(x)
-        averaged = self.architecture.averaged(self.settings.spiking)
+        logits = self._window(x, train, membranes, self.architecture.averaged(self.settings.spiking)).array
+        return ops.resize_bilinear(logits, height, width).astype(jnp.float32)
+
+    def readouts(self, x: Array, train: bool = False, membranes: dict[str, Array] | None = None) -> Array:
+        """A spiking network's readout after each step of the window `x`, time-major `[T, B, h, w, K]`
+        float32 at feature resolution (as `__call__`, which returns their mean over T, upsampled).
+
+        The readout, the layers after the last neurons, is linear: `__call__` applies it once to the
+        time-averaged spikes, this at every step (T times the readout's operations). What `stream`
+        averages over its last T steps; training on streams scores each frame's prediction with it.
+        """
+        if not self.settings.spiking:
+            raise ValueError("only a spiking network has a readout at each step; an ANN's runs once")
+        self._check_input(x)
+        out = self._window(x, train, membranes, averaged=frozenset())
+        return ops._unfold_time(out.array, out.steps).astype(jnp.float32)
+
+    def _window(self, x: Array, train: bool, membranes: dict[str, Array] | None, averaged: frozenset[str]) -> Tensor:
+        """The table's output on the window `x`, the inputs of the layers in `averaged` averaged over time."""
         if membranes is not None and not self.settings.spiking:
             raise ValueError("only a spiking network starts from membranes; an ANN has none")
 
@@ -86,8 +105,7 @@ class Network(nn.Module):
                 )
             return out
 
-        logits = architecture.walk(self.architecture, self._input(x), apply).array
-        return ops.resize_bilinear(logits, height, width).astype(jnp.float32)
+        return architecture.walk(self.architecture, self._input(x), apply)
 
     def _check_input(self, x: Array) -> tuple[int, int]:
         """The input's height and width, once its shape is known to fit the network."""

@@ -19,8 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from snnseg_jax import data, metrics, models, sharding, sparsity
+from snnseg_jax import data, metrics, models, ops, sharding, sparsity, stream
 from snnseg_jax.data import pipeline
+
+# What training on streams scores (`stream_training.loss`): "every_frame", the prediction streaming
+# makes after every step of the window (`stream.window_predictions`) against that frame's label;
+# "window_end", the window's mean readout against its last frame's label, as window training does.
+STREAM_LOSSES = ("every_frame", "window_end")
 
 
 @flax.struct.dataclass
@@ -31,19 +36,22 @@ class TrainState:
     opt_state: Any
     # Training on streams: each slot's membranes after its last window, {layer: [B, h, w, C]}; else None.
     carried: Any = None
+    # Training on streams scored every frame: each slot's readouts of its last window `[B, T, h, w, K]`
+    # (`models.Network.readouts`), which streaming averages with the next window's; else None.
+    readouts: Any = None
 
     def for_evaluation(self) -> TrainState:
-        """The state as the evaluation steps take it (replicated): without the membranes carried by
-        the training slots, which evaluation does not use."""
-        return self.replace(carried=None)
+        """The state as the evaluation steps take it (replicated): without what the training slots
+        carry (membranes, readouts), which evaluation does not use."""
+        return self.replace(carried=None, readouts=None)
 
 
 def state_sharding(mesh: jax.sharding.Mesh, streaming: bool = False) -> TrainState:
-    """The shardings of a train state on `mesh` (a prefix of its tree): replicated, but for the
-    membranes carried when training on streams, split over the devices by slot as the batch is."""
+    """The shardings of a train state on `mesh` (a prefix of its tree): replicated, but for what the
+    slots carry when training on streams, split over the devices by slot as the batch is."""
     replicated = sharding.replicated(mesh)
-    carried = sharding.batch_sharding(mesh) if streaming else None
-    return TrainState(step=replicated, params=replicated, batch_stats=replicated, opt_state=replicated, carried=carried)
+    by_slot = sharding.batch_sharding(mesh) if streaming else None
+    return TrainState(replicated, replicated, replicated, replicated, carried=by_slot, readouts=by_slot)
 
 
 def starting_membranes(carried: dict[str, jax.Array], fresh: jax.Array) -> dict[str, jax.Array]:
@@ -78,14 +86,16 @@ def train_step(
 
     Training on streams (`state.carried` not None): the network starts from the carried membranes
     (`starting_membranes` with the batch's `"fresh"`) and the state carries the membranes after the
-    window on; no gradient flows into the previous window.
+    window on; no gradient flows into the previous window. With `state.readouts` (the loss
+    "every_frame" of `STREAM_LOSSES`) the loss scores the stream's prediction after every step against
+    the batch's `"frame_labels"` (`streamed_logits`), and the state carries the window's readouts on.
     """
     step_key = jax.random.fold_in(key, state.step)
     spiking = isinstance(model, models.Network) and model.settings.spiking  # any other module: cross-entropy only
     if budget.penalty and not spiking:
         raise ValueError("a spike budget needs a spiking network")
 
-    streaming = state.carried is not None
+    streaming, every_frame = state.carried is not None, state.readouts is not None
     if streaming and not spiking:
         raise ValueError("training on streams needs a spiking network: an ANN carries nothing")
     membranes = {"membranes": starting_membranes(state.carried, batch["fresh"])} if streaming else {}
@@ -93,7 +103,8 @@ def train_step(
 
     def loss_fn(params):
         variables = {"params": params, "batch_stats": state.batch_stats}
-        logits, updates = model.apply(
+        apply = functools.partial(
+            model.apply,
             variables,
             batch["inputs"],
             train=True,
@@ -101,13 +112,23 @@ def train_step(
             rngs={"spikes": step_key},
             mutable=collections,
         )
-        loss, statistics = cross_entropy(logits, batch["labels"].astype(jnp.int32)), {}
+        readouts = None
+        if every_frame:
+            readouts, updates = apply(method=models.Network.readouts)
+            logits, labels = streamed_logits(readouts, state.readouts, batch)
+        else:
+            (logits, updates), labels = apply(), batch["labels"]
+        loss, statistics = cross_entropy(logits, labels.astype(jnp.int32)), {}
         if spiking:
             term, statistics = sparsity.spike_term(model, variables, batch["inputs"], models.activity(updates), budget)
             loss = loss if term is None else loss + term
-        return loss, (updates["batch_stats"], statistics, models.carried(updates) if streaming else None)
+        carried = models.carried(updates) if streaming else None
+        readouts = None if readouts is None else jnp.swapaxes(readouts, 0, 1)
+        return loss, (updates["batch_stats"], statistics, (carried, readouts))
 
-    (loss, (batch_stats, statistics, carried)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (batch_stats, statistics, (carried, readouts))), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params
+    )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_state = TrainState(
         step=state.step + 1,
@@ -115,12 +136,25 @@ def train_step(
         batch_stats=batch_stats,
         opt_state=opt_state,
         carried=carried,
+        readouts=readouts,
     )
     finite = jnp.isfinite(loss) & all_finite(grads) & all_finite(new_state)
     if skip_nonfinite:
         kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
         new_state = kept.replace(step=state.step + 1)
     return new_state, {"loss": loss, "finite": finite, **statistics}
+
+
+def streamed_logits(readouts: jax.Array, carried: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """The stream's logits after every step of the window and the labels they are scored against,
+    `[T * B, H, W, K]` and `[T * B, H, W]`: `stream.window_predictions` of the window's `readouts`
+    `[T, B, h, w, K]` going on from the `carried` readouts `[B, T, h, w, K]` (none where the batch's
+    `"fresh"`), upsampled, and the batch's `"frame_labels"` `[B, T, H, W]`."""
+    predictions = stream.window_predictions(readouts, jnp.swapaxes(carried, 0, 1), batch["fresh"])
+    height, width = batch["frame_labels"].shape[-2:]
+    logits = ops.resize_bilinear(predictions.reshape(-1, *predictions.shape[2:]), height, width)
+    labels = jnp.swapaxes(batch["frame_labels"], 0, 1)
+    return logits, labels.reshape(-1, height, width)
 
 
 def all_finite(tree: Any) -> jax.Array:

@@ -95,6 +95,26 @@ def advance(
     return State(state.steps + 1, membranes, readouts), logits, spikes
 
 
+def window_predictions(readouts: Array, previous: Array, fresh: Array) -> Array:
+    """What `step` predicts after each step of a window of T steps that starts where the state has
+    taken a multiple of T steps, at feature resolution `[T, B, h, w, K]` (`step` upsamples it).
+
+    `readouts` `[T, B, h, w, K]`: the window's readouts (`models.Network.readouts`); `previous` (same
+    shape): those of the window before, from which each slot goes on; `fresh` `[B]`: the slots that
+    start the window from `init`. After step t the ring buffer holds this window's readouts 0..t and
+    the previous window's t+1..T-1, and their mean is the prediction; a fresh slot averages its t + 1.
+    Training on streams scores these, the predictions streaming makes.
+    """
+    timesteps = readouts.shape[0]
+    so_far = jnp.cumsum(readouts, axis=0)
+    # The previous window's readouts t+1..T-1, summed (a cumulative sum from the end, shifted by one).
+    from_the_end = jnp.cumsum(previous[::-1], axis=0)[::-1]
+    still_held = jnp.concatenate([from_the_end[1:], jnp.zeros_like(previous[:1])])
+    fresh = fresh.reshape(1, -1, *(1,) * (readouts.ndim - 2))
+    step_count = jnp.arange(1, timesteps + 1, dtype=readouts.dtype).reshape(-1, *(1,) * (readouts.ndim - 1))
+    return jnp.where(fresh, so_far / step_count, (so_far + still_held) / timesteps)
+
+
 def _walk(
     model: nn.Module, variables: dict, membranes: dict | None, frame: Array, steps, late_statistics: str
 ) -> tuple[dict[str, Array], dict[str, Array], Array]:

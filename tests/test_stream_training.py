@@ -53,6 +53,28 @@ def carried_window(model, variables, window, membranes=None, train=False):
 stream_step = jax.jit(stream.step, static_argnums=0, static_argnames="late_statistics")
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def window_readouts(model, variables, window, membranes=None, train=False):
+    readouts, sown = model.apply(
+        variables,
+        window,
+        train,
+        membranes,
+        method=models.Network.readouts,
+        mutable=[models.CARRIED, "batch_stats"] if train else [models.CARRIED],
+    )
+    return readouts, models.carried(sown)
+
+
+def streamed(model, variables, frames):
+    """`stream.step`'s logits after every frame of `frames` `[B, n, H, W, C]` from zero state, `[n, B, H, W, K]`."""
+    state, out = stream.init(model, variables, (frames.shape[0], *frames.shape[2:])), []
+    for t in range(frames.shape[1]):
+        state, logits = stream_step(model, variables, state, frames[:, t], late_statistics="cycle")
+        out.append(logits)
+    return jnp.stack(out)
+
+
 @pytest.mark.parametrize(
     "name, fused", [("spiking_deeplab", True), ("spiking_fcn", True), ("spiking_fcn", False)], ids=str
 )
@@ -72,6 +94,35 @@ def test_a_window_from_carried_membranes_goes_on_as_stepping_through_both(name, 
     for layer, membrane in after_second.items():
         assert membrane.shape == state.membranes[layer].shape and membrane.dtype == jnp.float32
         np.testing.assert_allclose(membrane, state.membranes[layer], rtol=1e-5, atol=1e-5, err_msg=layer)
+
+
+@pytest.mark.parametrize("name", ["spiking_deeplab", "spiking_fcn"])
+def test_the_predictions_scored_every_frame_are_what_streaming_predicts(name):
+    """Two windows: slot 0 goes on into the second, slot 1 starts it afresh. The logits the loss
+    "every_frame" scores (`steps.streamed_logits` of `Network.readouts`) after each frame against
+    `stream.step` driven frame by frame; and a fresh window's last is the window's logits."""
+    model, variables, frames = network(name)
+    first, after_first = window_readouts(model, variables, frames[:, :T])
+    fresh = jnp.array([False, True])
+    second, _ = window_readouts(model, variables, frames[:, T:], steps.starting_membranes(after_first, fresh))
+    no_labels = jnp.zeros((B, T, SIDE, SIDE), jnp.uint8)
+
+    def logits(readouts, carried, fresh):
+        out, labels = steps.streamed_logits(readouts, carried, {"frame_labels": no_labels, "fresh": fresh})
+        assert labels.shape == (T * B, SIDE, SIDE)
+        return out.reshape(T, B, *out.shape[1:])
+
+    from_zero = jnp.zeros_like(jnp.swapaxes(first, 0, 1)) + 100.0  # ignored: the slots are fresh
+    got_first = logits(first, from_zero, jnp.array([True, True]))
+    got_second = logits(second, jnp.swapaxes(first, 0, 1), fresh)
+    through_both, second_alone = streamed(model, variables, frames), streamed(model, variables, frames[:, T:])
+
+    assert first.shape == (T, B, *second.shape[2:]) and first.dtype == jnp.float32
+    np.testing.assert_allclose(got_first, through_both[:T], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_second[:, 0], through_both[T:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_second[:, 1], second_alone[:, 1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_first[-1], model.apply(variables, frames[:, :T]), rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(got_first[0] - got_first[-1]).max()) > 0.1  # the predictions differ frame by frame
 
 
 def test_no_gradient_flows_into_the_previous_window_and_fused_equals_plain():
@@ -132,6 +183,40 @@ def test_the_train_step_carries_membranes_and_fresh_slots_start_from_zero():
     assert float(mixed["loss"]) not in (float(zero["loss"]), float(carried_all["loss"]))
 
 
+def test_scored_every_frame_the_step_carries_readouts_and_a_fresh_window_labelled_at_its_end_is_window_end():
+    """A fresh window labelled at its last frame only scores what "window_end" scores; the state
+    carries the window's readouts, and the next window's loss depends on them."""
+    model, variables, frames = network("spiking_deeplab")
+    optimizer = optax.adam(1e-3)
+    labels = jax.random.randint(jax.random.PRNGKey(2), (B, SIDE, SIDE), 0, 3).astype(jnp.uint8)
+    frame_labels = jnp.full((B, T, SIDE, SIDE), 255, jnp.uint8).at[:, -1].set(labels)
+    zero = stream.init(model, variables, (B, SIDE, SIDE, 2))
+    window_end = steps.TrainState(
+        jnp.zeros((), jnp.int32),
+        variables["params"],
+        variables["batch_stats"],
+        optimizer.init(variables["params"]),
+        zero.membranes,
+    )
+    every_frame = window_end.replace(readouts=jnp.swapaxes(zero.readouts, 0, 1))
+    step = jax.jit(lambda s, b: steps.train_step(s, b, jax.random.PRNGKey(0), model=model, optimizer=optimizer))
+    batch = {"inputs": frames[:, :T], "labels": labels, "frame_labels": frame_labels, "fresh": jnp.array([True, True])}
+
+    after, scored_every_frame = step(every_frame, batch)
+    after_window_end, scored_at_end = step(window_end, batch)
+    np.testing.assert_allclose(scored_every_frame["loss"], scored_at_end["loss"], rtol=1e-5)
+    assert after_window_end.readouts is None
+    expected, _ = window_readouts(model, variables, frames[:, :T], None, True)
+    np.testing.assert_allclose(after.readouts, jnp.swapaxes(expected, 0, 1), rtol=1e-5, atol=1e-5)
+
+    going_on = after.replace(params=variables["params"], opt_state=every_frame.opt_state)
+    every_label = jnp.broadcast_to(labels[:, None], (B, T, SIDE, SIDE))
+    second = {**batch, "inputs": frames[:, T:], "frame_labels": every_label, "fresh": jnp.array([False, False])}
+    _, carried = step(going_on, second)
+    _, other_readouts = step(going_on.replace(readouts=going_on.readouts * 0.5), second)
+    assert float(carried["loss"]) != float(other_readouts["loss"])
+
+
 # ---------------------------------------------------------------- the config's checks
 
 
@@ -148,6 +233,7 @@ def stream_config(**changes):
         ({"dataset.name": "shapes"}, "stream_training.enabled needs recordings"),
         ({"stream_training.zero_state_fraction": 1.5}, "stream_training.zero_state_fraction must be"),
         ({"stream_training.zero_state_fraction": -0.25}, "stream_training.zero_state_fraction must be"),
+        ({"stream_training.loss": "every_window"}, "stream_training.loss must be"),
         ({"model.membrane_floor": 0.5}, "model.membrane_floor must be a finite number <= 0 or None"),
     ],
 )

@@ -56,6 +56,8 @@ def test_streaming_slots_walk_consecutive_frames_of_one_run_and_are_fresh_at_seg
         for i, frames in enumerate(windows):
             assert np.all(np.diff(frames) == 1) and len(set(starts[frames])) == 1  # one run, consecutive
             assert out[i]["labels"][slot].tolist() == np.full((S, S), frames[-1]).tolist()
+            # Every frame's label, in order (the coded labels are the frame indices).
+            assert out[i]["frame_labels"][slot].tolist() == np.broadcast_to(frames[:, None, None], (T, S, S)).tolist()
             if fresh[i]:
                 offsets.add(int(frames[0] - starts[frames[0]]))
                 visited.add(int(starts[frames[0]]))
@@ -80,6 +82,9 @@ def test_zero_state_slots_are_the_last_rows_read_ordinary_windows_and_are_always
             b = batches.batch(i)
             assert b["inputs"].dtype == np.float32 and b["labels"].dtype == np.uint8 and b["fresh"].dtype == bool
             assert b["inputs"].shape == (5, T, S, S, 2) and b["labels"].shape == (5, S, S)
+            assert b["frame_labels"].dtype == np.uint8 and b["frame_labels"].shape == (5, T, S, S)
+            np.testing.assert_array_equal(b["frame_labels"][:, -1], b["labels"])
+            assert np.all(b["frame_labels"][5 - zero :, :-1] == 255)  # a zero-state window: its last frame only
             assert b["fresh"][5 - zero :].all()
             streaming_fresh += b["fresh"][: 5 - zero].tolist()
             for row in range(5 - zero, 5):
@@ -102,11 +107,11 @@ def test_a_batch_is_a_pure_function_of_its_index_and_rows():
     for rows in (slice(0, 3), slice(3, 4)):  # another seed: other streams, other zero-state windows
         assert not np.array_equal(other_seed["inputs"][rows], forward[5]["inputs"][rows])
     for i in (29, 0, 17, 3):
-        for name in ("inputs", "labels", "fresh"):
+        for name in ("inputs", "labels", "frame_labels", "fresh"):
             np.testing.assert_array_equal(backward[i][name], forward[i][name])
         parts = [part.batch(i) for part in split]
         for part, mine, others in zip(parts, ([0, 2], [1, 3]), ([1, 3], [0, 2])):
-            for name, empty in (("inputs", 0), ("labels", 255), ("fresh", False)):
+            for name, empty in (("inputs", 0), ("labels", 255), ("frame_labels", 255), ("fresh", False)):
                 np.testing.assert_array_equal(part[name][mine], forward[i][name][mine])
                 assert np.all(part[name][others] == empty)
         assert np.all(forward[i]["inputs"][..., 0] != 0) and (forward[i]["labels"] != 255).any(axis=(1, 2)).all()
@@ -124,6 +129,8 @@ def test_augmentation_is_one_geometry_per_segment():
         np.testing.assert_array_equal(frames_of(window), frames_of(p["inputs"][0]))  # the same frames, warped
         assert np.all(source == source[:1])  # one geometry for all frames of the window
         assert np.array_equal(label == 255, source[-1] < 0)  # and for its label
+        for frame, frame_label, number in zip(source, b["frame_labels"][0], frames_of(window)):  # and every frame's
+            assert np.array_equal(frame_label == 255, frame < 0) and np.all(frame_label[frame > 0] == number)
         if b["fresh"][0]:
             by_segment.append([])
             geometries.append(source[0])

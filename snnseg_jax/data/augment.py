@@ -64,10 +64,10 @@ def source_pixels(geometry: Geometry, height: int, width: int) -> tuple[np.ndarr
 def apply_geometry(
     frames_THWC: np.ndarray, label_HW: np.ndarray, geometry: Geometry, input_fill: float = EVENT_FILL
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp every frame and the label with the same geometry."""
-    rows, cols, inside = source_pixels(geometry, *label_HW.shape)
+    """Warp every frame and the label (or labels `[..., H, W]`, one per frame) with the same geometry."""
+    rows, cols, inside = source_pixels(geometry, *label_HW.shape[-2:])
     frames = np.where(inside[None, :, :, None], frames_THWC[:, rows, cols], np.float32(input_fill))
-    label = np.where(inside, label_HW[rows, cols], np.uint8(IGNORE_LABEL))
+    label = np.where(inside, label_HW[..., rows, cols], np.uint8(IGNORE_LABEL))
     return frames.astype(frames_THWC.dtype), label.astype(np.uint8)
 
 

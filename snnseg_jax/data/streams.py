@@ -3,8 +3,8 @@
 Window training reads each example, the T frames ending at a labelled frame, from zero state. In
 stream training the trainer carries the network's membranes from one batch into the next, so each
 row ("slot") of the batch must go on where it left off: slot k reads consecutive windows of T frames
-of one run of consecutive frames (`split.runs_of`), and its label is the label of the window's last
-frame.
+of one run of consecutive frames (`split.runs_of`), with the label of the window's last frame and the
+labels of all its frames (what the loss scores, see `steps.STREAM_LOSSES`).
 
 Streaming slots (the first `B - zero` rows). Slot k walks segments j = 0, 1, 2, ...: segment (k, j)
 draws from its own generator `default_rng([seed, SEGMENT, k, j])` a run, uniformly among the runs,
@@ -19,8 +19,8 @@ after the other, and training batch `index` gives each slot its window number `i
 Zero-state slots (the last `zero = round(zero_state_fraction * B)` rows) read, at every batch, an
 ordinary training example drawn uniformly from all examples of the split (the window of T frames
 ending at it, padded near a run's start), augmented as in window training, from zero state: "fresh"
-is always True there. They keep the network able to start from nothing, as evaluation in windows
-does.
+is always True there, and only the last frame is labelled (the others ignored), as in window
+training. They keep the network able to start from nothing, as evaluation in windows does.
 
 A batch is a pure function of (sequences, B, fraction, seed, index, rows): every draw has its own
 seed, built from the batch's number and its slot, never from a generator that earlier batches
@@ -112,29 +112,30 @@ class StreamBatches:
 
     def batch(self, index: int) -> dict[str, np.ndarray]:
         """Training batch `index` (0-based): "inputs" `[B, T, H, W, C]` float32, "labels" `[B, H, W]` uint8
-        (the window's last frame's), "fresh" `[B]` bool (the slot starts from zero state)."""
+        (the window's last frame's), "frame_labels" `[B, T, H, W]` uint8 (each frame's; a zero-state
+        slot's all ignored but the last) and "fresh" `[B]` bool (the slot starts from zero state)."""
         if index < 0:
             raise ValueError(f"batch index must be non-negative, got {index}")
         split, B, T = self.sequences.split, self.batch_size, self.timesteps
         inputs = np.zeros((B, T, *split.inputs.shape[1:]), np.float32)
-        labels = np.full((B, *split.labels.shape[1:]), IGNORE_LABEL, np.uint8)
+        frame_labels = np.full((B, T, *split.labels.shape[1:]), IGNORE_LABEL, np.uint8)
         fresh = np.zeros(B, bool)
         for row in self.rows:
             if row < self.streaming_slots:
-                inputs[row], labels[row], fresh[row] = self._streaming(int(row), index)
+                inputs[row], frame_labels[row], fresh[row] = self._streaming(int(row), index)
             else:
-                inputs[row], labels[row] = self._zero_state(int(row) - self.streaming_slots, index)
+                inputs[row], frame_labels[row, -1] = self._zero_state(int(row) - self.streaming_slots, index)
                 fresh[row] = True
-        return {"inputs": inputs, "labels": labels, "fresh": fresh}
+        return {"inputs": inputs, "labels": frame_labels[:, -1], "frame_labels": frame_labels, "fresh": fresh}
 
     def _streaming(self, slot: int, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
         segment, window = self._locate(slot, index)
         run, T = self.runs[segment.run], self.timesteps
         frames = run[segment.offset + window * T : segment.offset + (window + 1) * T]
-        inputs, label = self.sequences.split.inputs[frames], self.sequences.split.labels[frames[-1]]
+        inputs, labels = self.sequences.split.inputs[frames], self.sequences.split.labels[frames]
         if self.sequences.augment:
-            inputs, label = apply_geometry(inputs, label, segment.geometry)
-        return inputs, label, window == 0
+            inputs, labels = apply_geometry(inputs, labels, segment.geometry)
+        return inputs, labels, window == 0
 
     def _locate(self, slot: int, index: int) -> tuple[_Segment, int]:
         """Slot `slot`'s segment holding its window number `index`, and the window's number in it."""
