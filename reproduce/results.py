@@ -148,8 +148,8 @@ def collect_embedded(runs: Path) -> dict:
 # The runs of reproduce/stream_training.sh, <arch>_<mode>, and what each was trained on.
 STREAM_MODES = {
     "windows": "windows from zero state",
-    "streams": "streams (carried state)",
-    "floor": "streams, membrane floor",
+    "window_end": "streams, scored at window ends",
+    "streams": "streams, scored every frame",
 }
 
 

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # docs/results.md, "Trained to stream": each spiking network of the events demo trained in windows from
-# zero state (configs/events_<arch>.py, as the paper trains), on streams (the same config with
-# stream_training enabled: configs/events_deeplab_stream.py for Spiking-DeepLab) and on streams with a
-# floor on the membranes (model.membrane_floor = FLOOR), the same data and steps; each evaluated with
+# zero state (configs/events_<arch>.py, as the paper trains), on streams scored every frame (its stream
+# config, configs/events_<arch>_stream.py) and on streams scored at the end of each window only (the
+# same config with stream_training.loss = window_end), the same data and steps; each evaluated with
 # --analyses=streaming (windowed and continuous MIoU, MIoU by frame of the recording, frames per
 # second at batch 1). Prints a table and, with RESULTS, writes it.
 #
 #   reproduce/stream_training.sh [RUNS_DIR]     (default runs/stream_training)
 #
 #   ARCHS    the architectures (default "deeplab fcn")
-#   FLOOR    the membrane floor of the third run, in thresholds (default -1)
 #   RESULTS  if set, a JSON file (docs/results/stream_training.json for the docs) that receives the
 #            table, each run's config and overrides, the MIoU by frame, the times and the machine.
 # Finished runs in RUNS_DIR are not retrained (train.py resumes); after a change to the code, give it an
-# empty directory. Run from the repository root. About 3 + 2 x 9 minutes of training per network on 2 CPU cores.
+# empty directory. Run from the repository root. About 3 x 8 (DeepLab) or 3 x 12 (FCN) minutes of
+# training on 2 CPU cores.
 set -euo pipefail
 
 RUNS=${1:-runs/stream_training}
@@ -24,14 +24,9 @@ source "$(dirname "$0")/timed.sh"
 
 for arch in ${ARCHS:-deeplab fcn}; do
   windows=(--config "configs/events_$arch.py")
-  if [[ $arch == deeplab ]]; then
-    streams=(--config configs/events_deeplab_stream.py)
-  else
-    streams=(--config "configs/events_$arch.py" --config.stream_training.enabled=True
-      --config.analysis.stream_late_statistics=cycle)
-  fi
-  floor=("${streams[@]}" --config.model.membrane_floor="${FLOOR:--1}")
-  for mode in windows streams floor; do
+  streams=(--config "configs/events_${arch}_stream.py")
+  window_end=("${streams[@]}" --config.stream_training.loss=window_end)
+  for mode in windows window_end streams; do
     declare -n args=$mode
     workdir=$RUNS/${arch}_$mode
     echo "== $arch trained in $mode: $workdir"
