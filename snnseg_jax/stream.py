@@ -21,6 +21,9 @@ statistics and scales of step T - 1 for every later step, the state the network 
 reach), "mean" (their average over the T steps) or "cycle" (step t uses step t mod T, as if windows
 followed each other); `layers.Unit.step` applies the rule. docs/analyses.md ("Streaming and latency")
 compares them on the events demo.
+
+`window_predictions` gives, for a whole window of T steps at once, the predictions `step` makes
+after each of them: what training on streams scores (`steps.streamed_logits`).
 """
 
 from __future__ import annotations
