@@ -7,7 +7,7 @@
 slots each follow one recording window after window, carrying their membranes from one window of
 T=4 frames into the next (the gradient cut between windows); the other 4 always start from zero
 state, so that the network also works in the paper's windows. The loss scores every frame's
-streamed prediction (the mean of the last T readouts). The neurons forget: a leak of 0.5 (the
+streamed prediction (the mean of the last T readouts). The neurons forget: a leak of 0.3 (the
 paper's 0.99 integrates over the whole recording, and a streamed network then segments where
 objects were) and membranes floored at 0. BNTT normalizes step t of a window with its statistics t,
 and the streaming analysis uses them in cycles (step s: s mod T), what training saw. See
@@ -25,7 +25,7 @@ def for_streams(config):
     config.stream_training.enabled = True
     config.stream_training.zero_state_fraction = 0.25
     config.stream_training.loss = "every_frame"
-    config.model.leak = 0.5
+    config.model.leak = 0.3
     config.model.membrane_floor = 0.0
     config.analysis.stream_late_statistics = "cycle"
     return config
