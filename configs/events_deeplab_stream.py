@@ -13,8 +13,8 @@ objects were) and membranes floored at 0. BNTT normalizes step t of a window wit
 and the streaming analysis uses them in cycles (step s: s mod T), what training saw. See
 docs/training.md, "Training on streams".
 
-Expected: validation MIoU 0.555 in windows and 0.499 streamed after 5,000 steps
-(trained in windows: 0.556 and 0.277), ~7 min on 2 CPU cores.
+Expected: validation MIoU 0.598 in windows and 0.565 streamed after 5,000 steps
+(trained in windows: 0.549 and 0.278), ~11 min on 2 CPU cores.
 """
 
 from configs import events_deeplab

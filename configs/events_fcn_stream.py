@@ -3,8 +3,8 @@
     python train.py --config configs/events_fcn_stream.py --workdir runs/events_fcn_stream
     python evaluate.py --config configs/events_fcn_stream.py --workdir runs/events_fcn_stream --analyses=streaming
 
-Expected: validation MIoU 0.000 in windows and 0.000 streamed after 5,000 steps
-(trained in windows: 0.000 and 0.000), ~0 min on 2 CPU cores.
+Expected: validation MIoU 0.466 in windows and 0.464 streamed after 5,000 steps
+(trained in windows: 0.410 and 0.234), ~8 min on 2 CPU cores.
 """
 
 from configs import events_deeplab_stream, events_fcn
