@@ -246,6 +246,7 @@ def sparsity_point(run: dict, entry: dict, run_dir: Path) -> dict:
         "overrides": entry["overrides"],
         "lambda": spikes["penalty"],
         "weighting": spikes["weighting"],
+        **({"target_rate": spikes["target_rate"]} if spikes["weighting"] == "rate" else {}),
         "miou": run["miou"],
         "energy_ratio": energy["ratio"],
         "e_ann_pj": energy["e_ann_pj"],
@@ -259,10 +260,13 @@ def sparsity_point(run: dict, entry: dict, run_dir: Path) -> dict:
     }
 
 
-def collect_sparsity(runs: Path) -> dict:
-    """The runs of reproduce/sparsity_frontier.sh: per network its ANN twin and, per lambda, the spiking
-    network's MIoU (also as a fraction of the twin's), E_ANN / E_SNN and spikes per neuron by layer; the
-    paper's Table 5 point; the planned runs that did not finish (`missing`); the timings."""
+def collect_sparsity(runs: Path, earlier: dict | None = None) -> dict:
+    """The runs of reproduce/sparsity_frontier.sh: per network its ANN twin and, per spike budget, the
+    spiking network's MIoU (also as a fraction of the twin's), E_ANN / E_SNN and spikes per neuron by
+    layer; the paper's Table 5 point; the planned runs that did not finish (`missing`); the timings.
+
+    With `earlier` (a result file of this collection), its runs that `runs` lacks are kept, each point
+    stamped with the commit and date it was collected at (see `keep_earlier`)."""
     found, networks, missing = collect_runs(runs), {}, []
     for entry in manifest(runs):
         run, arch = found.get(entry["run"]), entry["run"].split("_")[0]
@@ -294,11 +298,63 @@ def collect_sparsity(runs: Path) -> dict:
             network["points"].append(sparsity_point(run, entry, runs / entry["run"]))
         else:
             network["ann"] = {"run": entry["run"], "overrides": entry["overrides"], "miou": run["miou"]}
+    timings_found = timings(runs / "timings.jsonl")
+    if earlier is not None:
+        keep_earlier(earlier, networks, timings_found)
+        missing = [name for name in missing if name not in collected_runs(networks)]
     for network in networks.values():
-        network["points"].sort(key=lambda point: point["lambda"])
+        network["points"].sort(key=budget_order)
         for point in network["points"]:
-            point["miou_to_ann"] = point["miou"] / network["ann"]["miou"] if network["ann"] else None
-    return {"networks": networks, "missing": missing, "timings": timings(runs / "timings.jsonl")}
+            if "collected" not in point:
+                point["miou_to_ann"] = point["miou"] / network["ann"]["miou"] if network["ann"] else None
+    return {"networks": networks, "missing": missing, "timings": timings_found}
+
+
+def collected_runs(networks: dict) -> set[str]:
+    """The names of the runs in `networks` (collect_sparsity's): ANN twins and spiking points."""
+    names = {network["ann"]["run"] for network in networks.values() if network["ann"]}
+    return names | {point["run"] for network in networks.values() for point in network["points"]}
+
+
+SPARSITY_SETTINGS = ("config", "timesteps", "width", "steps", "num_images")  # what every point of a network shares
+
+
+def keep_earlier(earlier: dict, networks: dict, timings_found: dict) -> None:
+    """Adds to `networks` and `timings_found` (in place) the runs of the `earlier` result file that they
+    lack: a frontier grows by runs of several sessions without retraining the old ones. A kept run
+    carries `collected` (the commit and date of the file it comes from, and for a point the MIoU of the
+    twin it was measured against, which its `miou_to_ann` keeps: a twin trained again on another
+    machine need not give the same MIoU), unless it already did."""
+    have = collected_runs(networks)
+    stamp = {"commit": earlier["commit"], "date": earlier["date"]}
+    for arch, old in earlier["networks"].items():
+        network = networks.setdefault(arch, {**old, "ann": None, "points": []})
+        differ = [key for key in SPARSITY_SETTINGS if network[key] != old[key]]
+        if differ:
+            raise cli.UserError(
+                f"the earlier frontier's {NETWORK_NAMES[arch][0]} was trained with other settings ("
+                + ", ".join(f"{key} {old[key]} there, {network[key]} here" for key in differ)
+                + "): its points cannot join these"
+            )
+        if network["ann"] is None and old["ann"] is not None:
+            network["ann"] = {"collected": stamp, **old["ann"]}
+        twin = {"ann_miou": old["ann"]["miou"]} if old["ann"] else {}
+        network["points"] += [{"collected": {**stamp, **twin}, **p} for p in old["points"] if p["run"] not in have]
+    kept = collected_runs(networks) - have
+    timings_found.update({name: entry for name, entry in earlier["timings"].items() if name.split()[-1] in kept})
+
+
+def budget_order(point: dict) -> tuple:
+    """Points in the order of their spike budget: the energy weighting first, by lambda; then the rate
+    weighting, by target and lambda."""
+    return point["weighting"] != "energy", point.get("target_rate", 0.0), point["lambda"]
+
+
+def budget_label(point: dict) -> str:
+    """A point's spike budget in a table or figure: its lambda, and for the rate weighting its target."""
+    if point["weighting"] == "rate":
+        return f"{point['lambda']:g}, rate > {point['target_rate']:g}"
+    return f"{point['lambda']:g}"
 
 
 # ---------------------------------------------------------------- rendering
@@ -1090,7 +1146,7 @@ def sparsity_row(snn_name: str, point: dict) -> list[str]:
     to_ann = "–" if point["miou_to_ann"] is None else f"{point['miou_to_ann']:.2f}"
     return [
         snn_name,
-        f"{point['lambda']:g}",
+        budget_label(point),
         f"{point['miou']:.3f}",
         to_ann,
         f"**{point['energy_ratio']:.2f}**",
@@ -1107,10 +1163,19 @@ def sparsity_settings_line(result: dict) -> str:
             f"{network['timesteps']}, {network['steps']:,} steps, {network['num_images']} validation images"
         )
     missing = f" Not finished: {', '.join(result['missing'])}." if result["missing"] else ""
+    kept = {}
+    for network in result["networks"].values():
+        for run in [network["ann"] or {}, *network["points"]]:
+            if "collected" in run:
+                kept.setdefault((run["collected"]["commit"], run["collected"]["date"]), []).append(run["run"])
+    earlier = "".join(
+        f" Kept from the collection of {date} (commit {commit}): {', '.join(names)}."
+        for (commit, date), names in kept.items()
+    )
     t = result["timings"]
     return (
         "; ".join(parts)
-        + f". Every run's overrides are in the result file.{missing} The frontier's commands took "
+        + f". Every run's overrides are in the result file.{missing}{earlier} The frontier's commands took "
         + f"{duration(sum(e['seconds'] for e in t.values()))}, added up. "
         + machine_line(result, loads_of(list(t.values())))
     )
@@ -1128,7 +1193,7 @@ def sparsity_findings(result: dict) -> str:
         verdict = "at or above" if best["energy_ratio"] >= paper["energy_ratio"] else "below"
         lines.append(
             f"{NETWORK_NAMES[arch][0]}: the highest E_ANN / E_SNN that keeps {MIOU_FLOOR:g} of the ANN twin's MIoU "
-            f"is {best['energy_ratio']:.2f} (λ = {best['lambda']:g}, {best['miou_to_ann']:.2f} of it), {verdict} "
+            f"is {best['energy_ratio']:.2f} (λ = {budget_label(best)}, {best['miou_to_ann']:.2f} of it), {verdict} "
             f"{theirs}."
         )
     return " ".join(lines)
@@ -1162,7 +1227,7 @@ def sparsity_spikes(result: dict) -> str:
     for arch, network in result["networks"].items():
         layers = list(dict.fromkeys(name for p in network["points"] for name in p["spikes_per_neuron"]))
         rows = [[f"`{name}`", *(f"{p['spikes_per_neuron'][name]:.2f}" for p in network["points"])] for name in layers]
-        header = [f"{NETWORK_NAMES[arch][0]}: conv", *(f"λ = {p['lambda']:g}" for p in network["points"])]
+        header = [f"{NETWORK_NAMES[arch][0]}: conv", *(f"λ = {budget_label(p)}" for p in network["points"])]
         tables.append(table(header, rows))
     return "\n\n".join(tables)
 
@@ -1175,7 +1240,7 @@ def sparsity_robustness(result: dict) -> list[str]:
         for point in network["points"]:
             if "robustness" in point:
                 sigmas, drops = point["robustness"]["sigmas"][1:], point["robustness"]["relative_drop"][1:]
-                rows.append([NETWORK_NAMES[arch][0], f"{point['lambda']:g}", *(f"{d:.1f} %" for d in drops)])
+                rows.append([NETWORK_NAMES[arch][0], budget_label(point), *(f"{d:.1f} %" for d in drops)])
     if not rows:
         return []
     return [
@@ -1237,16 +1302,19 @@ def sparsity_figure(result: dict):
     ax = figure.subplots()
     for (arch, network), color in zip(result["networks"].items(), ("tab:blue", "tab:orange")):
         points = [p for p in network["points"] if p["miou_to_ann"] is not None]
-        ax.plot(
-            [p["energy_ratio"] for p in points],
-            [p["miou_to_ann"] for p in points],
-            "o-",
-            color=color,
-            label=NETWORK_NAMES[arch][0],
-        )
+        for weighting, style in (("energy", "o-"), ("rate", "s--")):
+            line = [p for p in points if p["weighting"] == weighting]
+            if line:
+                ax.plot(
+                    [p["energy_ratio"] for p in line],
+                    [p["miou_to_ann"] for p in line],
+                    style,
+                    color=color,
+                    label=f"{NETWORK_NAMES[arch][0]}, {weighting} weighting",
+                )
         for p in points:
             ax.annotate(
-                f"λ={p['lambda']:g}",
+                f"λ={budget_label(p)}",
                 (p["energy_ratio"], p["miou_to_ann"]),
                 textcoords="offset points",
                 xytext=(4, 4),
@@ -1394,10 +1462,16 @@ def write_json(result: dict, out: str | None, generated_by: str) -> None:
         print(f"wrote {out}")
 
 
-def write_sparsity(runs: Path, out: str | None, figure: str | None) -> None:
-    """Collects the frontier's runs, writes its result file and figure, and prints its table."""
+def write_sparsity(runs: Path, out: str | None, figure: str | None, extend: str | None = None) -> None:
+    """Collects the frontier's runs (and, with `extend`, the runs of that earlier result file that `runs`
+    lacks), writes its result file and figure, and prints its table."""
     try:
-        result = {**provenance("reproduce/sparsity_frontier.sh"), **collect_sparsity(runs)}
+        earlier = None
+        if extend:
+            earlier = read_json(Path(extend))
+            if earlier is None:
+                raise cli.UserError(f"{extend}: no result file to extend")
+        result = {**provenance("reproduce/sparsity_frontier.sh"), **collect_sparsity(runs, earlier)}
     except cli.UserError as error:
         cli.fail(str(error))
     write_json(result, out, "reproduce/sparsity_frontier.sh")
@@ -1430,6 +1504,7 @@ def main() -> None:
             sub.add_argument("--timings", required=True)
         if name == "sparsity":
             sub.add_argument("--figure", help="a PNG file that receives the figure of MIoU against E_ANN / E_SNN")
+            sub.add_argument("--extend", help="an earlier result file whose runs the directory lacks are kept")
     commands.add_parser("readme").add_argument("--check", action="store_true")
     args = parser.parse_args()
     if args.command == "readme":
@@ -1457,7 +1532,7 @@ def main() -> None:
         write_json(result, args.out, "reproduce/paper_settings.sh")
         print(paper_settings({"paper_settings": {**provenance("reproduce/paper_settings.sh"), **result}}))
     elif args.command == "sparsity":
-        write_sparsity(directory, args.out, args.figure)
+        write_sparsity(directory, args.out, args.figure, args.extend)
     elif args.command == "streams":
         write_streams(directory, args.out)
     elif args.command == "photo":

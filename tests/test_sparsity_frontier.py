@@ -21,14 +21,14 @@ SPIKING = [
 ]
 
 
-def write_run(runs, name, model, miou, penalty=0.0, energy=None):
+def write_run(runs, name, model, miou, penalty=0.0, energy=None, weighting="energy", target_rate=0.1, overwrite=False):
     run_dir = runs / name
     metadata = run_dir / "checkpoints" / "100" / "run" / "metadata"
-    metadata.parent.mkdir(parents=True)
+    metadata.parent.mkdir(parents=True, exist_ok=overwrite)
     config = {
         "model": {"name": model, "timesteps": 4, "width": 0.125},
         "dataset": {"name": "shapes"},
-        "spikes": {"penalty": penalty, "weighting": "energy"},
+        "spikes": {"penalty": penalty, "weighting": weighting, "target_rate": target_rate},
     }
     metadata.write_text(json.dumps({"config": config}))
     evaluation = {"step": 100, "miou": miou, "pixel_accuracy": 0.9, "num_images": 50}
@@ -120,6 +120,67 @@ def test_the_command_writes_the_result_file_and_the_figure(runs, tmp_path_factor
     assert written["networks"]["deeplab"]["points"][1]["miou_to_ann"] == pytest.approx(0.88)
     assert (out / "figures" / "sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| Spiking-DeepLab | 0 | 0.720 | 0.90 | **2.00** |" in capsys.readouterr().out
+
+
+def add_rate_run(runs, name="deeplab_snn_rate0.05_lambda10", miou=0.68, ratio=4.0):
+    entry = {"run": name, "config": "configs/shapes_x.py", "overrides": ["--config.spikes.weighting=rate"]}
+    with open(runs / "runs.jsonl", "a") as manifest:
+        manifest.write(json.dumps(entry) + "\n")
+    write_run(runs, name, "spiking_deeplab", miou, 10.0, energy_report(ratio, (0.9, 0.8)), "rate", 0.05)
+
+
+def test_rate_weighted_points_follow_the_energy_points_labelled_with_their_target(runs):
+    add_rate_run(runs)
+    result = {**results.provenance("test"), **results.collect_sparsity(runs)}
+    points = result["networks"]["deeplab"]["points"]
+    assert [(p["weighting"], p["lambda"]) for p in points][-2:] == [("energy", 1e-2), ("rate", 10.0)]
+    assert points[-1]["target_rate"] == 0.05 and "target_rate" not in points[0]
+    text = results.render_blocks("<!-- results: sparsity-demo -->\n<!-- /results -->\n", {"sparsity_demo": result})
+    assert "| Spiking-DeepLab | 10, rate > 0.05 | 0.680 | 0.85 | **4.00** | 0.80–0.90 |" in text
+    # 4.0 at 0.85 of the twin now beats lambda 1e-3's 3.0 at 0.88 as the best that keeps the floor
+    assert "twin's MIoU is 4.00 (λ = 10, rate > 0.05, 0.85 of it)" in text
+    assert "| Spiking-DeepLab: conv | λ = 0 | λ = 0.001 | λ = 0.003 | λ = 0.01 | λ = 10, rate > 0.05 |" in text
+
+
+def test_extending_an_earlier_file_keeps_its_runs_that_the_directory_lacks_stamped(runs, tmp_path_factory):
+    earlier = {
+        **results.provenance("test"),
+        **results.collect_sparsity(runs),
+        "commit": "abc1234",
+        "date": "2026-01-02",
+    }
+    for name in ("deeplab_snn_lambda1e-3", "deeplab_snn_lambda3e-3"):
+        (runs / name / "eval_val.json").unlink()  # these two are lost; lambda 0 and 1e-2 are run again
+    write_run(runs, "deeplab_ann", "deeplab", 0.5, overwrite=True)
+    (runs / "deeplab_snn_lambda0" / "eval_val.json").write_text(
+        json.dumps({"step": 100, "miou": 0.7, "pixel_accuracy": 0.9, "num_images": 50})
+    )
+    add_rate_run(runs)
+    extended = results.collect_sparsity(runs, json.loads(json.dumps(earlier)))
+    points = {p["run"]: p for p in extended["networks"]["deeplab"]["points"]}
+    assert list(points) == [
+        "deeplab_snn_lambda0",
+        "deeplab_snn_lambda1e-3",
+        "deeplab_snn_lambda3e-3",
+        "deeplab_snn_lambda1e-2",
+        "deeplab_snn_rate0.05_lambda10",
+    ]
+    assert points["deeplab_snn_lambda0"]["miou"] == 0.7 and "collected" not in points["deeplab_snn_lambda0"]
+    stamp = {"commit": "abc1234", "date": "2026-01-02", "ann_miou": ANN_MIOU}
+    assert points["deeplab_snn_lambda1e-3"]["collected"] == stamp
+    # the twin is trained again (here 0.5): a kept point stays divided by the twin it was measured with
+    assert points["deeplab_snn_lambda0"]["miou_to_ann"] == pytest.approx(0.7 / 0.5)
+    assert points["deeplab_snn_lambda1e-3"]["miou_to_ann"] == pytest.approx(0.704 / ANN_MIOU)
+    assert extended["missing"] == ["fcn_snn_lambda0", "fcn_snn_lambda1e-3"]  # missing there too: still missing
+    result = {**results.provenance("test"), **extended}
+    line = results.sparsity_settings_line(result)
+    assert (
+        "Kept from the collection of 2026-01-02 (commit abc1234): deeplab_snn_lambda1e-3, deeplab_snn_lambda3e-3."
+        in line
+    )
+    earlier["networks"]["deeplab"]["steps"] = 600
+    with pytest.raises(results.cli.UserError, match="steps 600 there, 100 here"):
+        results.collect_sparsity(runs, earlier)
 
 
 def test_a_directory_without_the_manifest_is_refused_naming_it(tmp_path, capsys):
