@@ -1167,10 +1167,12 @@ def sparsity_settings_line(result: dict) -> str:
     for network in result["networks"].values():
         for run in [network["ann"] or {}, *network["points"]]:
             if "collected" in run:
-                kept.setdefault((run["collected"]["commit"], run["collected"]["date"]), []).append(run["run"])
+                c = run["collected"]
+                kept.setdefault((c["commit"], c["date"], c.get("ann_miou")), []).append(run["run"])
     earlier = "".join(
-        f" Kept from the collection of {date} (commit {commit}): {', '.join(names)}."
-        for (commit, date), names in kept.items()
+        f" Kept from the collection of {date} (commit {commit}): {', '.join(names)}"
+        + ("." if twin is None else f" (their / ANN against that collection's twin, MIoU {twin:.3f}).")
+        for (commit, date, twin), names in kept.items()
     )
     t = result["timings"]
     return (
