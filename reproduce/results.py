@@ -301,7 +301,8 @@ def collect_sparsity(runs: Path, earlier: dict | None = None) -> dict:
     timings_found = timings(runs / "timings.jsonl")
     if earlier is not None:
         keep_earlier(earlier, networks, timings_found)
-        missing = [name for name in missing if name not in collected_runs(networks)]
+        kept = collected_runs(networks)
+        missing = [name for name in missing if name not in kept]
     for network in networks.values():
         network["points"].sort(key=budget_order)
         for point in network["points"]:
