@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.spikes.penalty = 0.0  # lambda >= 0 on the cost; 0: no spike term, the plain cross-entropy
     config.spikes.weighting = "energy"  # energy: cost E_SNN / E_ANN of the batch (Eqs. 8-12); rate: see target_rate
     config.spikes.target_rate = 0.1  # rate: spikes per neuron per step above which a layer costs (its excess squared)
+    config.spikes.warmup_steps = 0  # steps over which lambda rises linearly from 0 (0: full lambda from the start)
 
     # Training on streams (event datasets, spiking networks; see docs/training.md, "Training on streams"):
     # each slot of the batch follows one recording window after window, carrying its membranes on.

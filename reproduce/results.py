@@ -247,6 +247,7 @@ def sparsity_point(run: dict, entry: dict, run_dir: Path) -> dict:
         "lambda": spikes["penalty"],
         "weighting": spikes["weighting"],
         **({"target_rate": spikes["target_rate"]} if spikes["weighting"] == "rate" else {}),
+        **({"warmup_steps": spikes["warmup_steps"]} if spikes.get("warmup_steps") else {}),  # runs before it: none
         "miou": run["miou"],
         "energy_ratio": energy["ratio"],
         "e_ann_pj": energy["e_ann_pj"],
@@ -347,15 +348,24 @@ def keep_earlier(earlier: dict, networks: dict, timings_found: dict) -> None:
 
 def budget_order(point: dict) -> tuple:
     """Points in the order of their spike budget: the energy weighting first, by lambda; then the rate
-    weighting, by target and lambda."""
-    return point["weighting"] != "energy", point.get("target_rate", 0.0), point["lambda"]
+    weighting, by target and lambda; within each, the budgets without a warm-up first."""
+    warmup = point.get("warmup_steps", 0)
+    return point["weighting"] != "energy", point.get("target_rate", 0.0), warmup, point["lambda"]
 
 
 def budget_label(point: dict) -> str:
-    """A point's spike budget in a table or figure: its lambda, and for the rate weighting its target."""
+    """A point's spike budget in a table or figure: its lambda, for the rate weighting its target, and
+    its warm-up if it has one."""
+    label = f"{point['lambda']:g}"
     if point["weighting"] == "rate":
-        return f"{point['lambda']:g}, rate > {point['target_rate']:g}"
-    return f"{point['lambda']:g}"
+        label += f", rate > {point['target_rate']:g}"
+    if point.get("warmup_steps"):
+        label += f", warm-up {point['warmup_steps']}"
+    return label
+
+
+# The figure's line of each kind of budget: (weighting, with a warm-up) -> matplotlib style.
+BUDGET_LINES = {("energy", False): "o-", ("rate", False): "s--", ("energy", True): "^-.", ("rate", True): "D:"}
 
 
 # ---------------------------------------------------------------- rendering
@@ -1305,15 +1315,15 @@ def sparsity_figure(result: dict):
     ax = figure.subplots()
     for (arch, network), color in zip(result["networks"].items(), ("tab:blue", "tab:orange")):
         points = [p for p in network["points"] if p["miou_to_ann"] is not None]
-        for weighting, style in (("energy", "o-"), ("rate", "s--")):
-            line = [p for p in points if p["weighting"] == weighting]
+        for (weighting, warmed), style in BUDGET_LINES.items():
+            line = [p for p in points if p["weighting"] == weighting and bool(p.get("warmup_steps")) == warmed]
             if line:
                 ax.plot(
                     [p["energy_ratio"] for p in line],
                     [p["miou_to_ann"] for p in line],
                     style,
                     color=color,
-                    label=f"{NETWORK_NAMES[arch][0]}, {weighting} weighting",
+                    label=f"{NETWORK_NAMES[arch][0]}, {weighting} weighting{', warm-up' if warmed else ''}",
                 )
         for p in points:
             ax.annotate(

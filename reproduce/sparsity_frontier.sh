@@ -12,6 +12,8 @@
 #   WEIGHTING what the budget weighs (`spikes.weighting`): energy (default) or rate
 #   TARGET_RATE  rate only: spikes per neuron per step above which a layer costs (`spikes.target_rate`,
 #             default the config's); rate runs are named ..._rate<TARGET_RATE>_lambda<LAMBDA>
+#   WARMUP    if set, steps over which lambda rises linearly from 0 (`spikes.warmup_steps`); such runs
+#             are named ..._warmup<WARMUP>_lambda<LAMBDA>
 #   NETWORKS  the architectures (default "deeplab fcn"); two calls with one each may share RUNS_DIR
 #   WIDTH     multiplier on every hidden channel count (paper default 0.25; demo default the config's)
 #   STEPS     training steps of every run (paper default 600; demo default the config's)
@@ -65,6 +67,10 @@ case $WEIGHTING in
     exit 2
     ;;
 esac
+if [[ -n ${WARMUP:-} ]]; then
+  BUDGET+=(--config.spikes.warmup_steps="$WARMUP")
+  TAG+=_warmup$WARMUP
+fi
 
 # `record NAME CONFIG OVERRIDES...`: the run's line in the manifest that reproduce.results reads (once per run;
 # the runs of earlier calls stay listed, and are named as missing if they did not finish).

@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
     "spikes.penalty": number(0),
     "spikes.weighting": one_of(*sparsity.WEIGHTINGS),
     "spikes.target_rate": number(0, 1),
+    "spikes.warmup_steps": integer(0),
     "stream_training.enabled": FLAG,
     "stream_training.zero_state_fraction": number(0, 1),
     "stream_training.loss": one_of(*steps.STREAM_LOSSES),

@@ -12,6 +12,11 @@ that its gradient reaches the parameters through the surrogate gradient like the
   spikes per neuron per step over the batch: no cost up to the target, then a cost growing
   smoothly (a hinge on the mean rate of each layer, squared, as Spyx's sparsity regularizer).
 
+With `warmup_steps`, the penalty rises linearly from 0 at the first step to lambda after that many
+steps: the network learns its features before the budget presses on its spikes. A budget from the
+first step pushes rates down while the cross-entropy has not yet found what the spikes should carry,
+and neurons silenced then get little surrogate gradient to come back with.
+
 Whatever the budget, a spiking network's step reports the batch's `energy_ratio` (E_ANN / E_SNN)
 and its spikes per neuron over the T steps (Eq. 8), their mean over the layers and each layer's.
 """
@@ -34,6 +39,7 @@ DEFAULT_TARGET_RATE = 0.1
 ENERGY_RATIO = "energy_ratio"
 SPIKES_PER_NEURON = "spikes_per_neuron"  # mean over the layers; "spikes_per_neuron/<layer>" each layer's
 PENALTY = "spike_penalty"  # the cost, reported where it is in the loss
+PENALTY_WEIGHT = "spike_penalty_weight"  # lambda at the step, reported while it warms up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +49,20 @@ class SpikeBudget:
     penalty: float = 0.0
     weighting: str = "energy"
     target_rate: float = DEFAULT_TARGET_RATE  # "rate": spikes per neuron per step above which it costs
+    warmup_steps: int = 0  # steps over which lambda rises linearly from 0 (0: lambda from the first step)
 
     def __post_init__(self):
-        if self.weighting not in WEIGHTINGS or not self.penalty >= 0 or not 0 <= self.target_rate <= 1:
-            raise ValueError(f"bad spike budget {self}: need penalty >= 0, weighting in {WEIGHTINGS}, rate in [0, 1]")
+        fine = self.penalty >= 0 and 0 <= self.target_rate <= 1 and self.warmup_steps >= 0
+        if self.weighting not in WEIGHTINGS or not fine:
+            raise ValueError(
+                f"bad spike budget {self}: need penalty >= 0, weighting in {WEIGHTINGS}, rate in [0, 1], warmup >= 0"
+            )
+
+    def coefficient(self, step: jax.Array | int) -> jax.Array | float:
+        """Lambda at training `step` (counted from 0): `penalty`, ramped over the first `warmup_steps`."""
+        if not self.warmup_steps:
+            return self.penalty
+        return self.penalty * jnp.minimum(step / self.warmup_steps, 1.0)
 
 
 NO_BUDGET = SpikeBudget()  # the default: no spike term in the loss
@@ -55,7 +71,7 @@ NO_BUDGET = SpikeBudget()  # the default: no spike term in the loss
 def budget_of(config: ml_collections.ConfigDict) -> SpikeBudget:
     """The spike budget of `config.spikes`."""
     s = config.spikes
-    return SpikeBudget(float(s.penalty), s.weighting, float(s.target_rate))
+    return SpikeBudget(float(s.penalty), s.weighting, float(s.target_rate), int(s.warmup_steps))
 
 
 def batch_rates(activity: dict[str, jax.Array], inputs: jax.Array, timesteps: int) -> dict[str, jax.Array]:
@@ -79,10 +95,16 @@ def rate_cost(rates: dict[str, jax.Array], timesteps: int, target_rate: float) -
 
 
 def spike_term(
-    model: nn.Module, variables: dict, inputs: jax.Array, activity: dict[str, jax.Array], budget: SpikeBudget
+    model: nn.Module,
+    variables: dict,
+    inputs: jax.Array,
+    activity: dict[str, jax.Array],
+    budget: SpikeBudget,
+    step: jax.Array | int = 0,
 ) -> tuple[jax.Array | None, dict[str, jax.Array]]:
-    """The term `penalty * cost` that the loss adds (None for a zero penalty) and the batch's spike
-    statistics, from the `activity` that a training forward pass of `model` sowed on `inputs`."""
+    """The term `lambda * cost` that the loss adds at training `step` (None for a zero penalty) and the
+    batch's spike statistics, from the `activity` that a training forward pass of `model` sowed on
+    `inputs`. With a warm-up, the statistics hold the step's lambda (`PENALTY_WEIGHT`)."""
     timesteps = model.settings.timesteps
     rates = batch_rates(activity, inputs, timesteps)
     energy = energy_cost(model, variables, inputs, rates)
@@ -95,4 +117,6 @@ def spike_term(
     if not budget.penalty:
         return None, statistics
     cost = energy if budget.weighting == "energy" else rate_cost(layer_rates, timesteps, budget.target_rate)
-    return budget.penalty * cost, {**statistics, PENALTY: cost}
+    coefficient = budget.coefficient(step)
+    ramp = {PENALTY_WEIGHT: coefficient} if budget.warmup_steps else {}
+    return coefficient * cost, {**statistics, PENALTY: cost, **ramp}

@@ -120,7 +120,9 @@ def train_step(
             (logits, updates), labels = apply(), batch["labels"]
         loss, statistics = cross_entropy(logits, labels.astype(jnp.int32)), {}
         if spiking:
-            term, statistics = sparsity.spike_term(model, variables, batch["inputs"], models.activity(updates), budget)
+            term, statistics = sparsity.spike_term(
+                model, variables, batch["inputs"], models.activity(updates), budget, state.step
+            )
             loss = loss if term is None else loss + term
         carried = models.carried(updates) if streaming else None
         readouts = None if readouts is None else jnp.swapaxes(readouts, 0, 1)

@@ -196,6 +196,11 @@ BAD_COMMAND_LINES = {
         ["--config.spikes.target_rate=1.5"],
         "spikes.target_rate must be a number in [0, 1], got 1.5",
     ),
+    "spike-warm-up-negative": (
+        "train.py",
+        ["--config.spikes.warmup_steps=-5"],
+        "spikes.warmup_steps must be a non-negative integer, got -5",
+    ),
     "spike-penalty-on-an-ann": (
         "train.py",
         ["--config.model.name=deeplab", "--config.spikes.penalty=0.5"],

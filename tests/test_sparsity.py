@@ -94,6 +94,22 @@ def test_the_energy_cost_is_e_snn_over_e_ann_of_the_batch_by_hand_and_enters_the
     assert float(plain["spikes_per_neuron/fc6"]) == pytest.approx(counts["fc6"], rel=1e-5)
 
 
+def test_a_warm_up_raises_lambda_linearly_from_zero_over_its_steps():
+    batch, state, _ = batch_and_state()
+    model, budget = tiny(), sparsity.SpikeBudget(LAMBDA, warmup_steps=4)
+    forward = jax.jit(lambda at: sown(model, at, batch))
+    for step, weight in ((0, 0.0), (1, LAMBDA / 4), (4, LAMBDA), (9, LAMBDA)):
+        at = state.replace(step=jnp.array(step))
+        logits, spikes = forward(at)
+        cross_entropy = float(steps.cross_entropy(logits, batch["labels"].astype(jnp.int32)))
+        _, metrics = compiled_step(budget)(at, batch, KEY)
+        expected = energy_by_hand(jax.device_get(spikes), batch["inputs"])
+        assert float(metrics[sparsity.PENALTY_WEIGHT]) == pytest.approx(weight)
+        assert float(metrics["loss"]) == pytest.approx(cross_entropy + weight * expected, rel=1e-5)
+    _, without_warm_up = compiled_step(sparsity.SpikeBudget(LAMBDA))(state, batch, KEY)
+    assert sparsity.PENALTY_WEIGHT not in without_warm_up
+
+
 def test_the_rate_cost_is_the_mean_squared_excess_over_the_target_per_step():
     rates = {"a": jnp.float32(0.8), "b": jnp.float32(0.2)}  # spikes per neuron over 4 steps: 0.2, 0.05 per step
     assert float(sparsity.rate_cost(rates, 4, 0.1)) == pytest.approx(((0.2 - 0.1) ** 2 + 0) / 2)

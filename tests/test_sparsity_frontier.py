@@ -21,7 +21,9 @@ SPIKING = [
 ]
 
 
-def write_run(runs, name, model, miou, penalty=0.0, energy=None, weighting="energy", target_rate=0.1, overwrite=False):
+def write_run(
+    runs, name, model, miou, penalty=0.0, energy=None, weighting="energy", target_rate=0.1, overwrite=False, warmup=None
+):
     run_dir = runs / name
     metadata = run_dir / "checkpoints" / "100" / "run" / "metadata"
     metadata.parent.mkdir(parents=True, exist_ok=overwrite)
@@ -30,6 +32,8 @@ def write_run(runs, name, model, miou, penalty=0.0, energy=None, weighting="ener
         "dataset": {"name": "shapes"},
         "spikes": {"penalty": penalty, "weighting": weighting, "target_rate": target_rate},
     }
+    if warmup is not None:  # runs from before the warm-up existed have no such field
+        config["spikes"]["warmup_steps"] = warmup
     metadata.write_text(json.dumps({"config": config}))
     evaluation = {"step": 100, "miou": miou, "pixel_accuracy": 0.9, "num_images": 50}
     (run_dir / "eval_val.json").write_text(json.dumps(evaluation))
@@ -122,11 +126,12 @@ def test_the_command_writes_the_result_file_and_the_figure(runs, tmp_path_factor
     assert "| Spiking-DeepLab | 0 | 0.720 | 0.90 | **2.00** |" in capsys.readouterr().out
 
 
-def add_rate_run(runs, name="deeplab_snn_rate0.05_lambda10", miou=0.68, ratio=4.0):
+def add_rate_run(runs, name="deeplab_snn_rate0.05_lambda10", miou=0.68, ratio=4.0, warmup=None):
     entry = {"run": name, "config": "configs/shapes_x.py", "overrides": ["--config.spikes.weighting=rate"]}
     with open(runs / "runs.jsonl", "a") as manifest:
         manifest.write(json.dumps(entry) + "\n")
-    write_run(runs, name, "spiking_deeplab", miou, 10.0, energy_report(ratio, (0.9, 0.8)), "rate", 0.05)
+    report = energy_report(ratio, (0.9, 0.8))
+    write_run(runs, name, "spiking_deeplab", miou, 10.0, report, "rate", 0.05, warmup=warmup)
 
 
 def test_rate_weighted_points_follow_the_energy_points_labelled_with_their_target(runs):
@@ -140,6 +145,18 @@ def test_rate_weighted_points_follow_the_energy_points_labelled_with_their_targe
     # 4.0 at 0.85 of the twin now beats lambda 1e-3's 3.0 at 0.88 as the best that keeps the floor
     assert "twin's MIoU is 4.00 (λ = 10, rate > 0.05, 0.85 of it)" in text
     assert "| Spiking-DeepLab: conv | λ = 0 | λ = 0.001 | λ = 0.003 | λ = 0.01 | λ = 10, rate > 0.05 |" in text
+
+
+def test_a_warmed_up_budget_follows_the_same_budget_without_and_names_its_warm_up(runs):
+    add_rate_run(runs, "deeplab_snn_rate0.05_warmup150_lambda10", miou=0.7, ratio=3.5, warmup=150)
+    add_rate_run(runs, warmup=0)
+    points = results.collect_sparsity(runs)["networks"]["deeplab"]["points"]
+    assert [p["run"] for p in points][-2:] == [
+        "deeplab_snn_rate0.05_lambda10",
+        "deeplab_snn_rate0.05_warmup150_lambda10",
+    ]
+    assert points[-1]["warmup_steps"] == 150 and "warmup_steps" not in points[-2]
+    assert [results.budget_label(p) for p in points[-2:]] == ["10, rate > 0.05", "10, rate > 0.05, warm-up 150"]
 
 
 def test_extending_an_earlier_file_keeps_its_runs_that_the_directory_lacks_stamped(runs, tmp_path_factory):
