@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -364,8 +365,12 @@ def budget_label(point: dict) -> str:
     return label
 
 
-# The figure's line of each kind of budget: (weighting, with a warm-up) -> matplotlib style.
-BUDGET_LINES = {("energy", False): "o-", ("rate", False): "s--", ("energy", True): "^-.", ("rate", True): "D:"}
+def budget_kind(point: dict) -> str:
+    """What a point's budget is, but for its lambda: the figure draws one line per kind."""
+    label = f"{point['weighting']} weighting"
+    if point["weighting"] == "rate":
+        label += f" > {point['target_rate']:g}"
+    return label + (f", warm-up {point['warmup_steps']}" if point.get("warmup_steps") else "")
 
 
 # ---------------------------------------------------------------- rendering
@@ -1311,23 +1316,24 @@ def sparsity_figure(result: dict):
     paper's Table 5 points marked."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    figure = Figure(figsize=(8.4, 4.2), layout="constrained")
     ax = figure.subplots()
     for (arch, network), color in zip(result["networks"].items(), ("tab:blue", "tab:orange")):
         points = [p for p in network["points"] if p["miou_to_ann"] is not None]
-        for (weighting, warmed), style in BUDGET_LINES.items():
-            line = [p for p in points if p["weighting"] == weighting and bool(p.get("warmup_steps")) == warmed]
-            if line:
-                ax.plot(
-                    [p["energy_ratio"] for p in line],
-                    [p["miou_to_ann"] for p in line],
-                    style,
-                    color=color,
-                    label=f"{NETWORK_NAMES[arch][0]}, {weighting} weighting{', warm-up' if warmed else ''}",
-                )
+        kinds = list(dict.fromkeys(budget_kind(p) for p in points))  # in budget order
+        for kind, marker in zip(kinds, itertools.cycle("osD^vP")):
+            line = [p for p in points if budget_kind(p) == kind]
+            ax.plot(
+                [p["energy_ratio"] for p in line],
+                [p["miou_to_ann"] for p in line],
+                marker=marker,
+                linestyle="-" if kind.startswith("energy") else "--",
+                color=color,
+                label=f"{NETWORK_NAMES[arch][0]}, {kind}",
+            )
         for p in points:
             ax.annotate(
-                f"λ={budget_label(p)}",
+                f"λ={p['lambda']:g}",  # the rest of the budget is the line's, in the legend
                 (p["energy_ratio"], p["miou_to_ann"]),
                 textcoords="offset points",
                 xytext=(4, 4),
@@ -1347,7 +1353,8 @@ def sparsity_figure(result: dict):
     ax.axhline(MIOU_FLOOR, color="gray", linestyle="--", linewidth=0.8, label=f"{MIOU_FLOOR:g} of the ANN's MIoU")
     ax.set_xlabel("E_ANN / E_SNN")
     ax.set_ylabel("MIoU / the ANN twin's MIoU")
-    ax.legend(fontsize=8)
+    ax.margins(x=0.1)  # room for the labels of the rightmost points
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return figure
 
 
