@@ -44,13 +44,14 @@ for part in "${parts[@]}"; do
     sparsity-demo) SETTINGS=demo STEPS=600 RESULTS=docs/results/sparsity_demo.json FIGURE=docs/figures/sparsity_demo.png \
                      reproduce/sparsity_frontier.sh "$RUNS/sparsity_demo" ;;
     sparsity) # the committed points: energy lambdas for DeepLab, lambda 0 for the FCN, the rate budget for both,
-      # and for DeepLab the rate budget with a warm-up
+      # and for DeepLab both budgets with a warm-up
       SETTINGS=paper NETWORKS=deeplab LAMBDAS="0 3e-3 3e-2 0.1" reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper"
       SETTINGS=paper NETWORKS=fcn LAMBDAS=0 reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper"
       SETTINGS=paper NETWORKS=deeplab WEIGHTING=rate TARGET_RATE=0.05 WARMUP=150 LAMBDAS="5 10 20" \
         reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper"
       SETTINGS=paper NETWORKS=deeplab WEIGHTING=rate TARGET_RATE=0.05 WARMUP=300 LAMBDAS=10 \
         reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper"
+      SETTINGS=paper NETWORKS=deeplab WARMUP=150 LAMBDAS=0.1 reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper"
       SETTINGS=paper WEIGHTING=rate TARGET_RATE=0.05 LAMBDAS=10 RESULTS=docs/results/sparsity_paper.json \
         FIGURE=docs/figures/sparsity_paper.png reproduce/sparsity_frontier.sh "$RUNS/sparsity_paper" ;;
     streams) RESULTS=docs/results/stream_training.json reproduce/stream_training.sh "$RUNS/stream_training" ;;
