@@ -15,7 +15,9 @@ that its gradient reaches the parameters through the surrogate gradient like the
 With `warmup_steps`, the penalty rises linearly from 0 at the first step to lambda after that many
 steps: the network learns its features before the budget presses on its spikes. A budget from the
 first step pushes rates down while the cross-entropy has not yet found what the spikes should carry,
-and neurons silenced then get little surrogate gradient to come back with.
+and neurons silenced then get little surrogate gradient to come back with. (At the paper's settings
+it helped the `"rate"` weighting and not the `"energy"` one, whose cost falls on the first layers
+whenever it presses: docs/results.md, "Trading accuracy for energy".)
 
 Whatever the budget, a spiking network's step reports the batch's `energy_ratio` (E_ANN / E_SNN)
 and its spikes per neuron over the T steps (Eq. 8), their mean over the layers and each layer's.
@@ -39,7 +41,7 @@ DEFAULT_TARGET_RATE = 0.1
 ENERGY_RATIO = "energy_ratio"
 SPIKES_PER_NEURON = "spikes_per_neuron"  # mean over the layers; "spikes_per_neuron/<layer>" each layer's
 PENALTY = "spike_penalty"  # the cost, reported where it is in the loss
-PENALTY_WEIGHT = "spike_penalty_weight"  # lambda at the step, reported while it warms up
+PENALTY_WEIGHT = "spike_penalty_weight"  # lambda at the step, reported for a budget with a warm-up
 
 
 @dataclasses.dataclass(frozen=True)
