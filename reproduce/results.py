@@ -354,23 +354,20 @@ def budget_order(point: dict) -> tuple:
     return point["weighting"] != "energy", point.get("target_rate", 0.0), warmup, point["lambda"]
 
 
+def budget_details(point: dict) -> list[str]:
+    """What a point's budget is beyond its weighting and lambda: the rate target, the warm-up."""
+    details = [f"rate > {point['target_rate']:g}"] if point["weighting"] == "rate" else []
+    return details + ([f"warm-up {point['warmup_steps']}"] if point.get("warmup_steps") else [])
+
+
 def budget_label(point: dict) -> str:
-    """A point's spike budget in a table or figure: its lambda, for the rate weighting its target, and
-    its warm-up if it has one."""
-    label = f"{point['lambda']:g}"
-    if point["weighting"] == "rate":
-        label += f", rate > {point['target_rate']:g}"
-    if point.get("warmup_steps"):
-        label += f", warm-up {point['warmup_steps']}"
-    return label
+    """A point's spike budget in a table: its lambda and `budget_details`."""
+    return ", ".join([f"{point['lambda']:g}", *budget_details(point)])
 
 
 def budget_kind(point: dict) -> str:
-    """What a point's budget is, but for its lambda: the figure draws one line per kind."""
-    label = f"{point['weighting']} weighting"
-    if point["weighting"] == "rate":
-        label += f" > {point['target_rate']:g}"
-    return label + (f", warm-up {point['warmup_steps']}" if point.get("warmup_steps") else "")
+    """A point's spike budget but for its lambda: the figure draws one line per kind."""
+    return ", ".join([f"{point['weighting']} weighting", *budget_details(point)])
 
 
 # ---------------------------------------------------------------- rendering

@@ -158,7 +158,7 @@ def test_a_warmed_up_budget_follows_the_same_budget_without_and_names_its_warm_u
     assert points[-1]["warmup_steps"] == 150 and "warmup_steps" not in points[-2]
     assert [results.budget_label(p) for p in points[-2:]] == ["10, rate > 0.05", "10, rate > 0.05, warm-up 150"]
     kinds = [results.budget_kind(p) for p in points[-3:]]  # the figure's lines
-    assert kinds == ["energy weighting", "rate weighting > 0.05", "rate weighting > 0.05, warm-up 150"]
+    assert kinds == ["energy weighting", "rate weighting, rate > 0.05", "rate weighting, rate > 0.05, warm-up 150"]
 
 
 def test_extending_an_earlier_file_keeps_its_runs_that_the_directory_lacks_stamped(runs, tmp_path_factory):
