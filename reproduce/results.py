@@ -1324,7 +1324,7 @@ def sparsity_figure(result: dict):
                 [p["energy_ratio"] for p in line],
                 [p["miou_to_ann"] for p in line],
                 marker=marker,
-                linestyle="-" if kind.startswith("energy") else "--",
+                linestyle="-" if line[0]["weighting"] == "energy" else "--",
                 color=color,
                 label=f"{NETWORK_NAMES[arch][0]}, {kind}",
             )

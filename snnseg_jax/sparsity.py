@@ -102,7 +102,7 @@ def spike_term(
     inputs: jax.Array,
     activity: dict[str, jax.Array],
     budget: SpikeBudget,
-    step: jax.Array | int = 0,
+    step: jax.Array | int,
 ) -> tuple[jax.Array | None, dict[str, jax.Array]]:
     """The term `lambda * cost` that the loss adds at training `step` (None for a zero penalty) and the
     batch's spike statistics, from the `activity` that a training forward pass of `model` sowed on

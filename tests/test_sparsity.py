@@ -124,7 +124,7 @@ def test_the_fused_layer_passes_the_penalty_gradient_as_the_plain_composition_do
         def term(params):
             _, spikes = sown(model, state, batch, params)
             variables = {"params": params, "batch_stats": state.batch_stats}
-            return sparsity.spike_term(model, variables, batch["inputs"], spikes, budget)[0]
+            return sparsity.spike_term(model, variables, batch["inputs"], spikes, budget, state.step)[0]
 
         return jax.jit(jax.grad(term))(state.params)
 
